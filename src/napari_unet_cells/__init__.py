@@ -1,0 +1,62 @@
+"""napari-unet-cells: the 2015 U-Net (Ronneberger et al.) for cell segmentation in napari.
+
+The public functions are imported lazily so that ``import napari_unet_cells`` (which
+napari does at start-up) stays fast and does not import torch.
+
+>>> import napari_unet_cells as uc
+>>> image, labels = uc.synthetic_cells((128, 128), seed=1)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+
+# public name -> module (relative to this package) that defines it
+_LAZY = {
+    "UNet": ".core.unet",
+    "ModelConfig": ".core.config",
+    "NormalizationConfig": ".core.config",
+    "CellModel": ".core.checkpoint",
+    "load_model": ".core.checkpoint",
+    "save_model": ".core.checkpoint",
+    "read_model_info": ".core.checkpoint",
+    "synthetic_cells": ".core.synthetic",
+    "SyntheticConfig": ".core.synthetic",
+    "UNetCellsError": ".core.errors",
+}
+
+__all__ = [  # noqa: RUF022 - kept in the order of _LAZY
+    "__version__",
+    "UNet",
+    "ModelConfig",
+    "NormalizationConfig",
+    "CellModel",
+    "load_model",
+    "save_model",
+    "read_model_info",
+    "synthetic_cells",
+    "SyntheticConfig",
+    "UNetCellsError",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core.checkpoint import CellModel, load_model, read_model_info, save_model
+    from .core.config import ModelConfig, NormalizationConfig
+    from .core.errors import UNetCellsError
+    from .core.synthetic import SyntheticConfig, synthetic_cells
+    from .core.unet import UNet
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,268 @@
+"""Model files: weights + network config + normalisation + class meaning + provenance.
+
+A model file is a NumPy ``.npz`` archive (a zip): one array per weight tensor and a JSON
+header in the member ``__meta__``. Loading uses ``allow_pickle=False``, so a file can
+never run code; the zip CRCs and a SHA-256 over all tensors catch damage. Saving writes
+a temporary file in the same folder, fsyncs it and renames it over the target, so an
+interrupted save never leaves a broken file where a good one was.
+
+Reading the header (``read_model_info``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import ModelConfig, NormalizationConfig, config_from_dict, config_to_dict
+from .errors import UNetCellsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .unet import UNet
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "napari-unet-cells model"
+FORMAT_VERSION = 1
+_META_KEY = "__meta__"
+_TENSOR_PREFIX = "tensor:"
+
+
+@dataclass
+class CellModel:
+    """A network with everything needed to use it on new images.
+
+    net: the U-Net (its ``config`` is the ModelConfig).
+    normalization: how input images are normalised (same in training and prediction).
+    classes: meaning of each output channel, background first.
+    provenance: where the weights came from (data summary, steps, metrics, dates).
+    extra: settings later stages store with the model (e.g. instance post-processing).
+    """
+
+    net: UNet
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    classes: tuple[str, ...] = ("background", "cell")
+    provenance: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.config
+
+    @classmethod
+    def new(cls, config: ModelConfig | None = None, seed: int = 0, **kwargs) -> CellModel:
+        """A freshly initialised model (paper init, seeded)."""
+        import torch
+
+        from .unet import UNet
+
+        net = UNet(config)
+        net.reset_parameters(torch.Generator().manual_seed(seed))
+        return cls(net=net, **kwargs)
+
+
+def save_model(model: CellModel | UNet, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` atomically; returns the path. A UNet alone is wrapped."""
+    from .unet import UNet
+
+    if isinstance(model, UNet):
+        model = CellModel(net=model)
+    path = Path(path)
+    if path.is_dir():
+        raise UNetCellsError(f"Cannot save the model to {path}: it is a folder; give a file name.")
+    if not path.parent.exists():
+        raise UNetCellsError(
+            f"Cannot save the model to {path}: the folder {path.parent} does not exist."
+        )
+    tensors = {name: _to_numpy(value) for name, value in model.net.state_dict().items()}
+    if len(model.classes) != model.config.n_classes:
+        raise UNetCellsError(
+            f"The model has {model.config.n_classes} output classes but "
+            f"{len(model.classes)} class names {model.classes}."
+        )
+    from .. import __version__
+
+    provenance = {
+        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+        **model.provenance,
+    }
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_config": config_to_dict(model.config),
+        "normalization": config_to_dict(model.normalization),
+        "classes": list(model.classes),
+        "provenance": provenance,
+        "extra": model.extra,
+        "tensors": {
+            k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in tensors.items()
+        },
+        "sha256": _digest(tensors),
+    }
+    try:
+        header = json.dumps(meta, indent=1, sort_keys=True)
+    except TypeError as err:
+        raise UNetCellsError(
+            f"The model's provenance/extra must be JSON-serialisable (numbers, strings, "
+            f"lists, dicts): {err}"
+        ) from None
+    arrays = {_META_KEY: np.frombuffer(header.encode("utf-8"), dtype=np.uint8)}
+    arrays.update({_TENSOR_PREFIX + k: v for k, v in tensors.items()})
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    logger.info("saved model to %s", path)
+    return path
+
+
+def read_model_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header of a model file (config, normalisation, classes, provenance).
+
+    Checks that the file is a model file of a supported format; does not verify the
+    weights (``load_model`` does) and does not import torch.
+    """
+    path = Path(path)
+    with _open_archive(path) as archive:
+        return _read_meta(archive, path)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> CellModel:
+    """Load a model file, verify its integrity and rebuild the network on ``device``.
+
+    Raises UNetCellsError naming the file if it is missing, foreign, truncated, damaged
+    or from a newer format. The network is returned in eval mode.
+    """
+    import torch
+
+    from .device import resolve_device
+    from .unet import UNet
+
+    path = Path(path)
+    with _open_archive(path) as archive:
+        meta = _read_meta(archive, path)
+        try:
+            tensors = {
+                key[len(_TENSOR_PREFIX) :]: archive[key]
+                for key in archive.files
+                if key.startswith(_TENSOR_PREFIX)
+            }
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+            raise _damaged(path, err) from None
+    if _digest(tensors) != meta.get("sha256"):
+        raise _damaged(path, "the weights do not match their checksum")
+    config = config_from_dict(ModelConfig, meta["model_config"])
+    net = UNet(config)
+    try:
+        net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
+    except RuntimeError as err:
+        raise _damaged(path, f"the weights do not fit the stored network config ({err})") from None
+    net.to(resolve_device(device)).eval()
+    return CellModel(
+        net=net,
+        normalization=config_from_dict(NormalizationConfig, meta["normalization"]),
+        classes=tuple(meta["classes"]),
+        provenance=dict(meta.get("provenance", {})),
+        extra=dict(meta.get("extra", {})),
+    )
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _open_archive(path: Path):
+    if not path.exists():
+        raise UNetCellsError(f"Model file {path} does not exist; check the path.")
+    if path.is_dir():
+        raise UNetCellsError(f"{path} is a folder, not a model file.")
+    if not zipfile.is_zipfile(path):
+        raise UNetCellsError(
+            f"{path} is not a napari-unet-cells model file (or it is truncated/damaged): "
+            "choose a file saved by this plugin (.npz)."
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise _damaged(path, err) from None
+
+
+def _read_meta(archive, path: Path) -> dict[str, Any]:
+    if _META_KEY not in archive.files:
+        raise UNetCellsError(
+            f"{path} is a zip/npz file but not a napari-unet-cells model file (no header)."
+        )
+    try:
+        meta = json.loads(archive[_META_KEY].tobytes().decode("utf-8"))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError) as err:
+        raise _damaged(path, err) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise UNetCellsError(f"{path} is not a napari-unet-cells model file (foreign header).")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UNetCellsError(
+            f"{path} uses model format {version!r}, newer than this plugin reads "
+            f"({FORMAT_VERSION}): upgrade napari-unet-cells."
+        )
+    for key in ("model_config", "normalization", "classes", "sha256"):
+        if key not in meta:
+            raise _damaged(path, f"the header lacks {key!r}")
+    return meta
+
+
+def _damaged(path: Path, reason: object) -> UNetCellsError:
+    return UNetCellsError(
+        f"Model file {path} is damaged or truncated ({reason}); use another copy or "
+        "re-save the model."
+    )
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point() and tensor.dtype != torch.float64:
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def _digest(tensors: dict[str, np.ndarray]) -> str:
+    sha = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        sha.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        sha.update(array.tobytes())
+    return sha.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

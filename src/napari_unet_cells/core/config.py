@@ -1,0 +1,96 @@
+"""Frozen configuration dataclasses.
+
+Every config is saved inside each model file (as a plain dict), so a model file alone
+rebuilds the network and its pre-processing. Later modules add their own configs here
+(weight map, training, prediction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from .errors import UNetCellsError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The 2015 U-Net's shape. Defaults are the paper's network (31,030,658 parameters).
+
+    in_channels: image channels the network reads (1 for greyscale).
+    n_classes: output classes; class 0 is background, class 1 is cell.
+    base: channels of the first level (paper: 64); doubled at every pooling.
+    depth: number of 2x2 max-poolings (paper: 4).
+    padding: "valid" (paper: unpadded convolutions, output smaller than input)
+        or "same" (zero-padded, output = input; tiling is then not exact).
+    dropout: drop probability at the end of the contracting path (0 disables).
+    batch_norm: add batch normalisation after each 3x3 convolution (not in the paper).
+    """
+
+    in_channels: int = 1
+    n_classes: int = 2
+    base: int = 64
+    depth: int = 4
+    padding: Literal["valid", "same"] = "valid"
+    dropout: float = 0.5
+    batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or self.n_classes < 2:
+            raise UNetCellsError(
+                f"ModelConfig needs in_channels >= 1 and n_classes >= 2, got "
+                f"in_channels={self.in_channels}, n_classes={self.n_classes}."
+            )
+        if self.base < 1 or not 1 <= self.depth <= 6:
+            raise UNetCellsError(
+                f"ModelConfig needs base >= 1 and depth between 1 and 6, got "
+                f"base={self.base}, depth={self.depth}."
+            )
+        if self.padding not in ("valid", "same"):
+            raise UNetCellsError(
+                f"ModelConfig.padding must be 'valid' or 'same', got {self.padding!r}."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise UNetCellsError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}.")
+
+
+@dataclass(frozen=True)
+class NormalizationConfig:
+    """Percentile normalisation of the input image, identical in training and prediction.
+
+    Intensities are mapped so that percentile ``p_low`` becomes 0 and ``p_high`` becomes 1
+    (computed per plane, over all channels). Values outside are kept unless ``clip``.
+    """
+
+    p_low: float = 1.0
+    p_high: float = 99.8
+    clip: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p_low < self.p_high <= 100.0:
+            raise UNetCellsError(
+                f"NormalizationConfig needs 0 <= p_low < p_high <= 100, got "
+                f"p_low={self.p_low}, p_high={self.p_high}."
+            )
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A frozen config as a JSON-ready dict."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take defaults."""
+    if not isinstance(data, dict):
+        raise UNetCellsError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UNetCellsError(
+            f"{cls.__name__} has no field(s) {unknown}; the model file may come from a newer "
+            "version of napari-unet-cells: upgrade the plugin."
+        )
+    return cls(**data)

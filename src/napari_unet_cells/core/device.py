@@ -1,0 +1,92 @@
+"""The one place that picks a compute device and a numeric precision."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from .errors import UNetCellsError
+
+logger = logging.getLogger(__name__)
+
+
+def available_devices() -> list[str]:
+    """Device names usable here, "auto" first: e.g. ["auto", "cpu", "cuda:0", "mps"]."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(request: str | torch.device | None = "auto") -> torch.device:
+    """Turn "auto" | "cpu" | "cuda" | "cuda:N" | "mps" into a usable ``torch.device``.
+
+    "auto" picks the first CUDA GPU, else Apple's MPS, else the CPU. Asking for a device
+    that is not present raises UNetCellsError naming the devices that are.
+    """
+    if isinstance(request, torch.device):
+        request = str(request)
+    name = (request or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UNetCellsError(
+            f"Unknown device {request!r}; choose one of {available_devices()}."
+        ) from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "cuda":
+        index = 0 if device.index is None else device.index
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise UNetCellsError(
+                f"Device {request!r} is not available on this machine (no such CUDA GPU); "
+                f"choose one of {available_devices()}, e.g. 'auto' or 'cpu'."
+            )
+        return torch.device("cuda", index)
+    if device.type == "mps":
+        if not _mps_available():
+            raise UNetCellsError(
+                f"Device {request!r} is not available on this machine; choose one of "
+                f"{available_devices()}."
+            )
+        return device
+    raise UNetCellsError(
+        f"Device type {device.type!r} is not supported; choose one of {available_devices()}."
+    )
+
+
+def inference_dtype(device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for inference: bf16 on CUDA GPUs that support it, else None (fp32)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A context manager: autocast to ``dtype`` on ``device``, or nothing if dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached GPU memory back to the driver (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())

@@ -1,0 +1,287 @@
+"""Synthetic fluorescence images of nuclei with exact instance labels.
+
+Cells are smoothly deformed ellipses. Most are placed in clusters where they overlap
+and are then pressed against each other: each pixel belongs to the cell whose
+normalised radial coordinate is smallest there, which gives the flattened shared
+borders of crowded nuclei. The image is rendered from the final labels, then passes
+through optics and camera: dimmer borders between pressed cells, out-of-focus blobs
+that are not cells, uneven illumination and background, blur, Poisson (shot) noise,
+Gaussian read noise, a camera offset, and saturation of the output range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .errors import UNetCellsError
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of the synthetic generator. Ranges (lo, hi) are sampled per image/cell.
+
+    diameter: nucleus diameter range in pixels (mean of the two axes).
+    coverage: fraction of the image area covered by cells (sets the number of cells).
+    cluster_fraction: fraction of cells placed touching a neighbour.
+    aspect: ratio of the long to the short axis.
+    irregularity: amplitude of the smooth radial deformation (0 = perfect ellipses).
+    dim_fraction / bright_fraction: cells much dimmer / brighter (saturating) than typical.
+    border_dip: intensity factor range on the shared border of pressed cells (1 = none).
+    blur_sigma: Gaussian optical blur, pixels.
+    background: background level relative to a typical cell.
+    gradient: strength of the uneven illumination (0 = flat).
+    photons: detected photons of a typical cell pixel (lower = noisier).
+    read_noise: camera read noise, in photons.
+    out_of_focus: number of unlabelled out-of-focus blobs per 256x256 area.
+    dtype: "uint16" (camera counts over a 100 offset), "uint8" or "float32".
+    """
+
+    diameter: tuple[float, float] = (10.0, 28.0)
+    coverage: float = 0.35
+    cluster_fraction: float = 0.75
+    aspect: tuple[float, float] = (1.0, 1.7)
+    irregularity: float = 0.06
+    dim_fraction: float = 0.12
+    bright_fraction: float = 0.05
+    border_dip: tuple[float, float] = (0.55, 1.0)
+    blur_sigma: tuple[float, float] = (0.6, 1.8)
+    background: tuple[float, float] = (0.01, 0.08)
+    gradient: tuple[float, float] = (0.0, 0.5)
+    photons: tuple[float, float] = (40.0, 600.0)
+    read_noise: tuple[float, float] = (1.0, 4.0)
+    out_of_focus: float = 1.0
+    dtype: Literal["uint16", "uint8", "float32"] = "uint16"
+
+    def __post_init__(self) -> None:
+        lo, hi = self.diameter
+        if not 3 <= lo <= hi:
+            raise UNetCellsError(
+                f"diameter must be a range (lo, hi) with 3 <= lo <= hi, got {self.diameter}."
+            )
+        if not 0 < self.coverage <= 0.8:
+            raise UNetCellsError(f"coverage must be in (0, 0.8], got {self.coverage}.")
+        if self.dtype not in ("uint16", "uint8", "float32"):
+            raise UNetCellsError(
+                f"dtype must be 'uint16', 'uint8' or 'float32', got {self.dtype!r}."
+            )
+
+
+def synthetic_cells(
+    shape: tuple[int, int] = (256, 256),
+    *,
+    seed: int | np.random.Generator = 0,
+    config: SyntheticConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic fluorescence image of nuclei and its exact instance labels.
+
+    shape: (Y, X) in pixels. seed: an int or a numpy Generator (same seed, same output).
+    Returns (image, labels): image (Y, X) of ``config.dtype``; labels (Y, X) int32 with
+    0 = background and 1..N one per cell, each cell a single connected region.
+    """
+    config = config or SyntheticConfig()
+    if len(shape) != 2 or min(shape) < 8:
+        raise UNetCellsError(f"shape must be (Y, X) with both at least 8 px, got {shape}.")
+    rng = np.random.default_rng(seed)
+    shape = (int(shape[0]), int(shape[1]))
+    cells = _place_cells(shape, config, rng)
+    labels, radial = _rasterise(shape, cells)
+    labels, radial = _clean(labels, radial, min_area=max(8, int(0.15 * config.diameter[0] ** 2)))
+    signal = _render_cells(labels, radial, config, rng)
+    image = _optics_and_camera(signal, labels, config, rng)
+    return image, labels
+
+
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cell:
+    y: float
+    x: float
+    a: float  # semi-axis along the cell's own first axis, px
+    b: float  # semi-axis along the second axis, px
+    angle: float
+    harmonics: np.ndarray  # (K, 3): order, amplitude, phase
+
+    @property
+    def radius(self) -> float:
+        return max(self.a, self.b)
+
+
+def _draw_cell(y: float, x: float, config: SyntheticConfig, rng: np.random.Generator) -> _Cell:
+    lo, hi = config.diameter
+    # log-uniform diameters: small and large nuclei both common
+    diameter = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    aspect = rng.uniform(*config.aspect)
+    a = 0.5 * diameter * np.sqrt(aspect)
+    b = 0.5 * diameter / np.sqrt(aspect)
+    orders = np.arange(2, 6)
+    amplitudes = config.irregularity * rng.uniform(0, 1, orders.size) / orders * 2
+    phases = rng.uniform(0, 2 * np.pi, orders.size)
+    harmonics = np.stack([orders, amplitudes, phases], axis=1)
+    return _Cell(y, x, a, b, rng.uniform(0, np.pi), harmonics)
+
+
+def _place_cells(
+    shape: tuple[int, int], config: SyntheticConfig, rng: np.random.Generator
+) -> list[_Cell]:
+    h, w = shape
+    mean_d = 0.5 * sum(config.diameter)
+    n_target = max(1, round(config.coverage * h * w / (np.pi * (mean_d / 2) ** 2)))
+    cells: list[_Cell] = []
+    centres = np.empty((0, 2))
+    radii = np.empty(0)
+    attempts = 0
+    while len(cells) < n_target and attempts < 30 * n_target:
+        attempts += 1
+        clustered = len(cells) > 0 and rng.random() < config.cluster_fraction
+        if clustered:
+            anchor = cells[rng.integers(len(cells))]
+            cell = _draw_cell(0.0, 0.0, config, rng)
+            theta = rng.uniform(0, 2 * np.pi)
+            dist = (_mean_radius(anchor) + _mean_radius(cell)) * rng.uniform(0.78, 0.95)
+            cell.y = anchor.y + dist * np.sin(theta)
+            cell.x = anchor.x + dist * np.cos(theta)
+            min_gap = 0.7  # pressed cells may overlap before assignment, but not too much
+        else:
+            cell = _draw_cell(rng.uniform(0, h), rng.uniform(0, w), config, rng)
+            min_gap = 1.15  # isolated cells keep clear of others
+        if not (-0.3 * cell.radius <= cell.y < h + 0.3 * cell.radius):
+            continue
+        if not (-0.3 * cell.radius <= cell.x < w + 0.3 * cell.radius):
+            continue
+        if len(cells):
+            d = np.hypot(centres[:, 0] - cell.y, centres[:, 1] - cell.x)
+            r = _mean_radius(cell) + radii
+            if np.any(d < min_gap * r):
+                continue
+        cells.append(cell)
+        centres = np.vstack([centres, [cell.y, cell.x]])
+        radii = np.append(radii, _mean_radius(cell))
+    return cells
+
+
+def _mean_radius(cell: _Cell) -> float:
+    return 0.5 * (cell.a + cell.b)
+
+
+def _rasterise(shape: tuple[int, int], cells: list[_Cell]) -> tuple[np.ndarray, np.ndarray]:
+    """Assign each pixel to the cell with the smallest normalised radius f (f <= 1 inside)."""
+    h, w = shape
+    best = np.full(shape, np.inf, dtype=np.float32)
+    owner = np.zeros(shape, dtype=np.int32)
+    for index, cell in enumerate(cells, start=1):
+        reach = cell.radius * 1.3 + 2
+        y0, y1 = max(0, int(cell.y - reach)), min(h, int(cell.y + reach) + 1)
+        x0, x1 = max(0, int(cell.x - reach)), min(w, int(cell.x + reach) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dy, dx = yy - cell.y, xx - cell.x
+        cos, sin = np.cos(cell.angle), np.sin(cell.angle)
+        u = (dx * cos + dy * sin) / cell.a
+        v = (-dx * sin + dy * cos) / cell.b
+        theta = np.arctan2(v, u)
+        wobble = 1.0 + sum(
+            amp * np.cos(order * theta + phase) for order, amp, phase in cell.harmonics
+        )
+        f = np.hypot(u, v) / wobble
+        window = best[y0:y1, x0:x1]
+        closer = f < window
+        window[closer] = f[closer]
+        owner[y0:y1, x0:x1][closer] = index
+    labels = np.where(best <= 1.0, owner, 0).astype(np.int32)
+    return labels, np.where(labels > 0, best, 1.0).astype(np.float32)
+
+
+def _clean(labels: np.ndarray, radial: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each cell's largest connected piece, drop tiny cells, relabel 1..N."""
+    out = np.zeros_like(labels)
+    next_id = 1
+    for index, region in enumerate(ndi.find_objects(labels), start=1):
+        if region is None:
+            continue
+        mask = labels[region] == index
+        pieces, n = ndi.label(mask)
+        if n > 1:
+            sizes = np.bincount(pieces.ravel())[1:]
+            mask = pieces == (np.argmax(sizes) + 1)
+        if mask.sum() < min_area:
+            continue
+        out[region][mask] = next_id
+        next_id += 1
+    return out, np.where(out > 0, radial, 1.0).astype(np.float32)
+
+
+def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian random field with correlation length ``sigma`` px."""
+    field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def _render_cells(
+    labels: np.ndarray, radial: np.ndarray, config: SyntheticConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Noise-free fluorescence (typical cell ~ 1) from the final labels."""
+    n = int(labels.max())
+    brightness = rng.lognormal(0.0, 0.3, n + 1).astype(np.float32)
+    kind = rng.random(n + 1)
+    brightness[kind < config.dim_fraction] *= rng.uniform(0.3, 0.5)
+    brightness[kind > 1 - config.bright_fraction] *= rng.uniform(2.5, 4.0)
+    brightness[0] = 0.0
+    texture_amp = rng.uniform(0.05, 0.25, n + 1).astype(np.float32)
+    texture = _smooth_noise(labels.shape, rng.uniform(1.0, 2.5), rng)
+    # brighter centre, darker rim; chromatin texture
+    profile = (1.0 - 0.3 * radial**2) * (1.0 + texture_amp[labels] * texture)
+    signal = brightness[labels] * np.clip(profile, 0.2, None)
+    # pressed neighbours: their shared border is often darker
+    dip = rng.uniform(*config.border_dip)
+    if dip < 1.0:
+        highest = ndi.maximum_filter(labels, size=3)
+        lowest = ndi.minimum_filter(np.where(labels > 0, labels, n + 1), size=3)
+        shared = (labels > 0) & ((highest != labels) | (lowest != labels))
+        signal[shared] *= dip
+    return np.where(labels > 0, signal, 0.0).astype(np.float32)
+
+
+def _optics_and_camera(
+    signal: np.ndarray, labels: np.ndarray, config: SyntheticConfig, rng: np.random.Generator
+) -> np.ndarray:
+    h, w = signal.shape
+    # unlabelled out-of-focus blobs (cells above/below the focal plane, debris)
+    n_blobs = rng.poisson(config.out_of_focus * h * w / 256**2)
+    blobs = np.zeros_like(signal)
+    for _ in range(n_blobs):
+        y, x = rng.uniform(0, h), rng.uniform(0, w)
+        r = rng.uniform(*config.diameter) * rng.uniform(0.5, 1.2)
+        yy, xx = np.ogrid[:h, :w]
+        blobs += rng.uniform(0.03, 0.12) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * r**2))
+    image = ndi.gaussian_filter(signal, rng.uniform(*config.blur_sigma)) + blobs
+    # uneven illumination (multiplies everything) and background (adds)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    direction = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(direction) * (xx / w - 0.5) + np.sin(direction) * (yy / h - 0.5)).astype(
+        np.float32
+    )
+    slow = _smooth_noise((h, w), max(h, w) / 6, rng)
+    strength = rng.uniform(*config.gradient)
+    illumination = np.clip(1.0 + strength * (0.6 * ramp + 0.15 * slow), 0.3, None)
+    image = image * illumination + rng.uniform(*config.background) * (1.0 + 0.3 * slow)
+    # camera: shot noise, read noise
+    photons = rng.uniform(*config.photons)
+    counts = rng.poisson(np.clip(image, 0, None) * photons).astype(np.float32)
+    counts += rng.normal(0.0, rng.uniform(*config.read_noise), counts.shape).astype(np.float32)
+    if config.dtype == "float32":
+        return (counts / photons).astype(np.float32)
+    if config.dtype == "uint8":
+        # typical cells at ~150 of 255: the brightest saturate, as on many 8-bit cameras
+        scaled = counts / photons * 150.0 + 5.0
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    gain = rng.uniform(1.0, 4.0)  # counts per photon
+    scaled = counts * gain + 100.0
+    return np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)

@@ -1,0 +1,31 @@
+"""Shared fixtures. GUI tests need a display: run the suite under Xvfb (see README)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+
+def _has_display() -> bool:
+    if sys.platform != "linux":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def pytest_configure(config):
+    if not _has_display():
+        raise pytest.UsageError(
+            "No display: the GUI tests open real napari windows. Run the tests under Xvfb:\n"
+            '  xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python -m pytest\n'
+            "(on Debian: apt-get install xvfb xauth, plus the Qt libraries listed in .ci/run)."
+        )
+
+
+@pytest.fixture
+def tiny_config():
+    """A U-Net small enough for CPU tests: base 4, depth 2 (valid sizes 4k + 4 from 44)."""
+    from napari_unet_cells.core.config import ModelConfig
+
+    return ModelConfig(base=4, depth=2, dropout=0.0)
