@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet_cells.core.config import NormalizationConfig
+from napari_unet_cells.core.errors import UNetCellsError
+from napari_unet_cells.core.labels import check_labels, touching_pairs
+from napari_unet_cells.core.normalize import normalize
+
+
+def _touching_pairs_brute_force(labels):
+    pairs = set()
+    h, w = labels.shape
+    for y in range(h):
+        for x in range(w):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    yy, xx = y + dy, x + dx
+                    if 0 <= yy < h and 0 <= xx < w:
+                        a, b = labels[y, x], labels[yy, xx]
+                        if a and b and a != b:
+                            pairs.add((min(a, b), max(a, b)))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_touching_pairs_matches_brute_force(seed):
+    labels = np.random.default_rng(seed).integers(0, 6, (13, 17)).astype(np.uint16)
+    labels[labels < 3] = 0
+    assert touching_pairs(labels) == _touching_pairs_brute_force(labels.astype(int))
+
+
+def test_check_labels_errors():
+    with pytest.raises(UNetCellsError, match="integer"):
+        check_labels(np.zeros((3, 3), np.float32))
+    with pytest.raises(UNetCellsError, match="negative"):
+        check_labels(-np.ones((3, 3), np.int32))
+    with pytest.raises(UNetCellsError, match="binary mask"):
+        check_labels(np.zeros((3, 3), bool))
+
+
+def test_normalize_percentiles():
+    image = np.arange(1001, dtype=np.uint16).reshape(7, 143)[:, :143]
+    out = normalize(image, NormalizationConfig(p_low=0, p_high=100))
+    assert out.dtype == np.float32
+    assert out.min() == pytest.approx(0) and out.max() == pytest.approx(1)
+    clipped = normalize(image, NormalizationConfig(p_low=10, p_high=90, clip=True))
+    assert clipped.min() == 0 and clipped.max() == 1
+
+
+def test_normalize_handles_nan_inf_and_constant():
+    image = np.ones((8, 8), np.float64)
+    image[0, 0] = np.nan
+    image[1, 1] = np.inf
+    image[2, 2] = 0.0
+    out = normalize(image)
+    assert np.isfinite(out).all()
+    assert np.array_equal(normalize(np.full((4, 4), 7)), np.zeros((4, 4), np.float32))
+    assert np.array_equal(normalize(np.full((4, 4), np.nan)), np.zeros((4, 4), np.float32))

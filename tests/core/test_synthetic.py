@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet_cells.core.errors import UNetCellsError
+from napari_unet_cells.core.labels import touching_pairs
+from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
+
+
+def test_same_seed_same_result_and_seeds_differ():
+    a = synthetic_cells((96, 128), seed=5)
+    b = synthetic_cells((96, 128), seed=5)
+    c = synthetic_cells((96, 128), seed=6)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    rng_result = synthetic_cells((96, 128), seed=np.random.default_rng(5))
+    assert np.array_equal(rng_result[1], a[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labels_are_sequential_connected_cells(seed):
+    image, labels = synthetic_cells((192, 160), seed=seed)
+    assert image.shape == labels.shape == (192, 160)
+    assert image.dtype == np.uint16 and labels.dtype == np.int32
+    ids = np.unique(labels)
+    assert ids[0] == 0 and np.array_equal(ids[1:], np.arange(1, ids.size))
+    assert ids.size > 20
+    for index, region in enumerate(ndi.find_objects(labels), start=1):
+        _, pieces = ndi.label(labels[region] == index)
+        assert pieces == 1, f"cell {index} is split in {pieces} pieces"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_every_cell_is_brighter_than_the_background_around_it(seed):
+    image, labels = synthetic_cells((192, 192), seed=seed)
+    image = image.astype(np.float64)
+    background = labels == 0
+    for index, region in enumerate(ndi.find_objects(labels), start=1):
+        grown = tuple(slice(max(0, s.start - 12), s.stop + 12) for s in region)
+        cell = labels[grown] == index
+        ring = ndi.binary_dilation(cell, iterations=10) & ~ndi.binary_dilation(cell, iterations=4)
+        ring &= background[grown]
+        if ring.sum() < 10:
+            continue  # surrounded by other cells
+        assert image[grown][cell].mean() > image[grown][ring].mean(), f"cell {index}"
+
+
+def test_touching_is_the_common_case():
+    _, labels = synthetic_cells((256, 256), seed=0)
+    pairs = touching_pairs(labels)
+    touching_cells = {i for pair in pairs for i in pair}
+    assert len(pairs) >= 20
+    assert len(touching_cells) / labels.max() >= 0.5
+
+
+def test_output_types_and_size_range():
+    for dtype in ("uint8", "uint16", "float32"):
+        image, _ = synthetic_cells((64, 64), seed=1, config=SyntheticConfig(dtype=dtype))
+        assert image.dtype == np.dtype(dtype)
+    _, small = synthetic_cells((256, 256), seed=1, config=SyntheticConfig(diameter=(6, 8)))
+    _, large = synthetic_cells((256, 256), seed=1, config=SyntheticConfig(diameter=(30, 40)))
+    mean_area = lambda lab: np.bincount(lab.ravel())[1:].mean()  # noqa: E731
+    assert mean_area(small) < 60 < 400 < mean_area(large)
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(UNetCellsError, match="shape"):
+        synthetic_cells((4, 64))
+    with pytest.raises(UNetCellsError, match="diameter"):
+        SyntheticConfig(diameter=(20, 10))
+    with pytest.raises(UNetCellsError, match="dtype"):
+        SyntheticConfig(dtype="int8")

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import tifffile
+
+from napari_unet_cells.cli import main
+from napari_unet_cells.core.checkpoint import CellModel, save_model
+
+
+def test_synthetic_writes_image_and_labels(tmp_path, capsys):
+    assert (
+        main(["synthetic", str(tmp_path / "cells.tif"), "--size", "64", "96", "--seed", "3"]) == 0
+    )
+    image = tifffile.imread(tmp_path / "cells.tif")
+    labels = tifffile.imread(tmp_path / "cells_labels.tif")
+    assert image.shape == labels.shape == (64, 96) and labels.max() > 0
+    assert "cells" in capsys.readouterr().out
+
+
+def test_info_prints_the_header(tmp_path, capsys, tiny_config):
+    save_model(CellModel.new(tiny_config, provenance={"steps": 7}), tmp_path / "m.npz")
+    assert main(["info", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert '"steps": 7' in out and '"base": 4' in out
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err
+    assert main(["synthetic", str(tmp_path / "no" / "x.tif")]) == 2
+    assert not (tmp_path / "no").exists()
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("unet-cells")
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "synthetic" in out and "demo" in out and "info" in out
