@@ -94,3 +94,57 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
             "version of napari-unet-cells: upgrade the plugin."
         )
     return cls(**data)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Overlap-tile inference settings (see core/tiling.py and core/predict.py).
+
+    device: "auto" (CUDA with bf16 autocast if present, else CPU in fp32), "cpu", "cuda:N".
+    tile: network input tile size in pixels per axis, or None for "auto" (by the device's
+        memory); snapped down to a valid size, shrunk for small images.
+    batch_size: tiles per network call, or None for auto (by memory).
+    tta: flip test-time augmentation (mean of 4 flipped predictions; 4x slower).
+    """
+
+    device: str = "auto"
+    tile: int | None = None
+    batch_size: int | None = None
+    tta: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and self.tile < 1:
+            raise UNetCellsError(f"PredictConfig.tile must be positive or None, got {self.tile}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UNetCellsError(
+                f"PredictConfig.batch_size must be positive or None, got {self.batch_size}."
+            )
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """Class probabilities -> instance labels (see core/instances.py).
+
+    threshold: cell-class probability above which a pixel seeds a cell (0..1).
+    min_size: objects smaller than this many pixels are removed.
+    border_width: how far (px) cells grow back over the separation border they lost.
+    connectivity: 1 (4-neighbourhood, separates cells that touch only diagonally) or 2.
+    """
+
+    threshold: float = 0.5
+    min_size: int = 25
+    border_width: int = 2
+    connectivity: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise UNetCellsError(
+                f"The threshold must be between 0 and 1 (exclusive), got {self.threshold}."
+            )
+        if self.min_size < 0 or self.border_width < 0:
+            raise UNetCellsError(
+                f"min_size and border_width must be >= 0, got {self.min_size}, "
+                f"{self.border_width}."
+            )
+        if self.connectivity not in (1, 2):
+            raise UNetCellsError(f"connectivity must be 1 or 2, got {self.connectivity}.")
