@@ -72,3 +72,11 @@ def test_bad_arguments_are_clear():
         SyntheticConfig(diameter=(20, 10))
     with pytest.raises(UNetCellsError, match="dtype"):
         SyntheticConfig(dtype="int8")
+
+
+def test_brightest_cells_can_saturate_the_camera():
+    config = SyntheticConfig(bright_fraction=0.3, saturation=(2.0, 2.0))
+    image, labels = synthetic_cells((128, 128), seed=4, config=config)
+    top = image.max()
+    assert (image == top).sum() > 20  # a clipped plateau, as in real saturated nuclei
+    assert np.mean(labels[image == top] > 0) > 0.8  # mostly inside cells (blur spills)

@@ -36,6 +36,7 @@ class SyntheticConfig:
     gradient: strength of the uneven illumination (0 = flat).
     photons: detected photons of a typical cell pixel (lower = noisier).
     read_noise: camera read noise, in photons.
+    saturation: camera full scale relative to a typical cell (the brightest cells clip).
     out_of_focus: number of unlabelled out-of-focus blobs per 256x256 area.
     dtype: "uint16" (camera counts over a 100 offset), "uint8" or "float32".
     """
@@ -53,6 +54,7 @@ class SyntheticConfig:
     gradient: tuple[float, float] = (0.0, 0.5)
     photons: tuple[float, float] = (40.0, 600.0)
     read_noise: tuple[float, float] = (1.0, 4.0)
+    saturation: tuple[float, float] = (2.5, 8.0)
     out_of_focus: float = 1.0
     dtype: Literal["uint16", "uint8", "float32"] = "uint16"
 
@@ -276,6 +278,7 @@ def _optics_and_camera(
     photons = rng.uniform(*config.photons)
     counts = rng.poisson(np.clip(image, 0, None) * photons).astype(np.float32)
     counts += rng.normal(0.0, rng.uniform(*config.read_noise), counts.shape).astype(np.float32)
+    np.clip(counts, None, rng.uniform(*config.saturation) * photons, out=counts)
     if config.dtype == "float32":
         return (counts / photons).astype(np.float32)
     if config.dtype == "uint8":
