@@ -148,3 +148,54 @@ class InstanceConfig:
             )
         if self.connectivity not in (1, 2):
             raise UNetCellsError(f"connectivity must be 1 or 2, got {self.connectivity}.")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (see core/augment.py). Set a field to 0/False to disable.
+
+    elastic_sigma: standard deviation, in pixels, of the random displacement vectors on
+        the coarse grid (paper: 10 px); upsampled bicubically to every pixel.
+    elastic_grid: points per axis of the coarse displacement grid (paper: 3).
+    flip: random horizontal/vertical flips.
+    rotate90: random rotations by multiples of 90 degrees.
+    gain: intensity scale drawn from [1 - gain, 1 + gain] (on the normalised image).
+    offset: intensity offset drawn from [-offset, offset] (normalised units).
+    noise: std of added Gaussian noise, drawn per sample from [0, noise] (normalised).
+    """
+
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    flip: bool = True
+    rotate90: bool = True
+    gain: float = 0.1
+    offset: float = 0.1
+    noise: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.elastic_sigma < 0 or self.gain < 0 or self.offset < 0 or self.noise < 0:
+            raise UNetCellsError(
+                "AugmentConfig: elastic_sigma, gain, offset and noise must be >= 0, got "
+                f"{self.elastic_sigma}, {self.gain}, {self.offset}, {self.noise}."
+            )
+        if self.gain >= 1:
+            raise UNetCellsError(f"AugmentConfig.gain must be below 1, got {self.gain}.")
+        if self.elastic_grid < 2:
+            raise UNetCellsError(
+                f"AugmentConfig.elastic_grid needs at least 2 points, got {self.elastic_grid}."
+            )
+
+    def scaled(self, strength: float) -> AugmentConfig:
+        """The same recipe with deformation and intensity changes scaled by ``strength``.
+
+        0 turns off elastic deformation and intensity changes (flips/rotations stay).
+        """
+        if strength < 0:
+            raise UNetCellsError(f"The augmentation strength must be >= 0, got {strength}.")
+        return dataclasses.replace(
+            self,
+            elastic_sigma=self.elastic_sigma * strength,
+            gain=min(self.gain * strength, 0.9),
+            offset=self.offset * strength,
+            noise=self.noise * strength,
+        )

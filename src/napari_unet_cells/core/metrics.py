@@ -1,0 +1,244 @@
+"""Segmentation quality: object matching at IoU thresholds, foreground IoU, splits/merges.
+
+All functions take 2D (or nD) instance label images, 0 = background, each positive
+integer one object, and return plain Python numbers, so results go straight into JSON.
+
+Object matching pairs ground-truth and predicted objects one-to-one (optimal assignment
+on the IoU matrix, ``scipy.optimize.linear_sum_assignment``); a pair counts as a true
+positive if its IoU is at least the threshold. For thresholds >= 0.5 the matching is
+unique anyway, since an object can overlap at most one other with IoU > 0.5.
+"AP" here is the object-detection score used for cell segmentation (DSB 2018,
+Cellpose, StarDist "accuracy"): AP = TP / (TP + FP + FN).
+
+>>> import numpy as np
+>>> gt = np.zeros((8, 8), np.int32); gt[1:4, 1:4] = 1; gt[5:8, 5:8] = 2
+>>> pred = np.zeros_like(gt); pred[1:4, 1:4] = 7
+>>> round(average_precision(gt, pred, 0.5), 3)
+0.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .errors import UNetCellsError
+from .labels import check_labels
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Object matching at one IoU threshold.
+
+    tp: matched pairs with IoU >= threshold; fp: predicted objects left unmatched;
+    fn: ground-truth objects left unmatched. mean_matched_iou: mean IoU of the TP pairs
+    (0 if none).
+    """
+
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    n_true: int
+    n_pred: int
+    mean_matched_iou: float
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        denom = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / denom if denom else 1.0
+
+    @property
+    def ap(self) -> float:
+        """TP / (TP + FP + FN); 1.0 when both images are empty."""
+        denom = self.tp + self.fp + self.fn
+        return self.tp / denom if denom else 1.0
+
+
+def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map ids to 0..n (0 stays background); returns (dense labels, original ids)."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    if ids.size and ids[0] == 0:
+        return inverse, ids[1:]
+    return inverse + 1, ids
+
+
+def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU of every ground-truth object (rows) with every predicted object (columns).
+
+    true, pred: integer label images of the same shape. Returns float64 (n_true, n_pred)
+    with objects in increasing id order.
+    """
+    true = check_labels(true, "ground-truth labels")
+    pred = check_labels(pred, "predicted labels")
+    if true.shape != pred.shape:
+        raise UNetCellsError(
+            f"Ground truth {true.shape} and prediction {pred.shape} must have the same shape."
+        )
+    t, t_ids = _relabel(true)
+    p, p_ids = _relabel(pred)
+    nt, np_ = t_ids.size + 1, p_ids.size + 1
+    overlap = np.bincount((t * np_ + p).ravel(), minlength=nt * np_).reshape(nt, np_)
+    area_t = overlap.sum(axis=1, keepdims=True)
+    area_p = overlap.sum(axis=0, keepdims=True)
+    union = area_t + area_p - overlap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)
+    return iou[1:, 1:]
+
+
+def drop_ignored(pred: np.ndarray, ignore: np.ndarray | None, fraction: float = 0.5) -> np.ndarray:
+    """Remove predicted objects lying mostly (> ``fraction`` of their area) in ``ignore``.
+
+    Used where only part of an image is annotated: objects found in the unannotated part
+    are neither right nor wrong. Returns a new label image (same dtype).
+    """
+    if ignore is None:
+        return pred
+    ignore = np.asarray(ignore, bool)
+    if ignore.shape != pred.shape:
+        raise UNetCellsError(f"The ignore mask {ignore.shape} must match the labels {pred.shape}.")
+    p, ids = _relabel(pred)
+    area = np.bincount(p.ravel(), minlength=ids.size + 1)
+    inside = np.bincount(p[ignore], minlength=ids.size + 1)
+    drop = inside > fraction * np.maximum(area, 1)
+    drop[0] = False
+    out = pred.copy()
+    out[drop[p]] = 0
+    return out
+
+
+def match(
+    true: np.ndarray,
+    pred: np.ndarray,
+    thresholds: float | Sequence[float] = 0.5,
+    ignore: np.ndarray | None = None,
+) -> list[MatchResult]:
+    """Match objects one-to-one at each IoU threshold (see the module docstring).
+
+    ignore: optional bool mask of unannotated pixels; predicted objects mostly inside
+    it are dropped first and ignored pixels are cleared from ground truth.
+    """
+    pred = drop_ignored(np.asarray(pred), ignore)
+    true = np.asarray(true)
+    if ignore is not None:
+        true = np.where(np.asarray(ignore, bool), 0, true)
+    iou = iou_matrix(true, pred)
+    n_true, n_pred = iou.shape
+    singles = [thresholds] if np.isscalar(thresholds) else list(thresholds)
+    results = []
+    for thr in singles:
+        thr = float(thr)
+        if n_true and n_pred:
+            # maximise the summed IoU over pairs that pass the threshold
+            score = np.where(iou >= thr, iou, 0.0)
+            rows, cols = linear_sum_assignment(score, maximize=True)
+            keep = score[rows, cols] >= thr
+            keep &= score[rows, cols] > 0
+            matched = iou[rows[keep], cols[keep]]
+        else:
+            matched = np.zeros(0)
+        tp = int(matched.size)
+        results.append(
+            MatchResult(
+                threshold=thr,
+                tp=tp,
+                fp=n_pred - tp,
+                fn=n_true - tp,
+                n_true=n_true,
+                n_pred=n_pred,
+                mean_matched_iou=float(matched.mean()) if tp else 0.0,
+            )
+        )
+    return results
+
+
+def average_precision(
+    true: np.ndarray, pred: np.ndarray, threshold: float = 0.5, ignore: np.ndarray | None = None
+) -> float:
+    """AP = TP / (TP + FP + FN) at one IoU threshold (AP50 for 0.5)."""
+    return match(true, pred, threshold, ignore)[0].ap
+
+
+def foreground_iou(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """IoU of the foreground masks (label > 0), ignoring ``ignore`` pixels; 1.0 if both empty."""
+    t = np.asarray(true) > 0
+    p = np.asarray(pred) > 0
+    if t.shape != p.shape:
+        raise UNetCellsError(
+            f"Ground truth {t.shape} and prediction {p.shape} must have the same shape."
+        )
+    if ignore is not None:
+        keep = ~np.asarray(ignore, bool)
+        t, p = t & keep, p & keep
+    union = np.count_nonzero(t | p)
+    return float(np.count_nonzero(t & p) / union) if union else 1.0
+
+
+def split_merge_counts(
+    true: np.ndarray, pred: np.ndarray, fraction: float = 0.5
+) -> dict[str, int]:
+    """Count merges and splits.
+
+    merges: predicted objects that contain more than ``fraction`` of the area of two or
+    more ground-truth objects (touching cells not separated).
+    splits: ground-truth objects that contain more than ``fraction`` of the area of two or
+    more predicted objects (one cell cut into pieces).
+    """
+    t, t_ids = _relabel(check_labels(true, "ground-truth labels"))
+    p, p_ids = _relabel(check_labels(pred, "predicted labels"))
+    nt, np_ = t_ids.size + 1, p_ids.size + 1
+    overlap = np.bincount((t * np_ + p).ravel(), minlength=nt * np_).reshape(nt, np_)
+    area_t = overlap.sum(axis=1)
+    area_p = overlap.sum(axis=0)
+    core = overlap[1:, 1:]
+    t_inside = core > fraction * area_t[1:, None]  # most of true i lies in pred j
+    p_inside = core > fraction * area_p[None, 1:]  # most of pred j lies in true i
+    return {
+        "merges": int(np.count_nonzero(t_inside.sum(axis=0) >= 2)),
+        "splits": int(np.count_nonzero(p_inside.sum(axis=1) >= 2)),
+    }
+
+
+def evaluate(
+    true: np.ndarray,
+    pred: np.ndarray,
+    thresholds: Sequence[float] = (0.5, 0.75),
+    ignore: np.ndarray | None = None,
+) -> dict[str, float]:
+    """A summary dict: ``ap50``, ``ap75`` (one key per threshold), ``fg_iou``, counts.
+
+    Also ``n_true``, ``n_pred``, ``merges``, ``splits`` and precision/recall at the first
+    threshold (``precision50``, ``recall50`` for the default thresholds).
+    """
+    pred = drop_ignored(np.asarray(pred), ignore)
+    true = np.asarray(true)
+    if ignore is not None:
+        true = np.where(np.asarray(ignore, bool), 0, true)
+    out: dict[str, float] = {}
+    results = match(true, pred, thresholds)
+    for result in results:
+        out[f"ap{round(result.threshold * 100)}"] = result.ap
+    first = results[0]
+    out.update(
+        fg_iou=foreground_iou(true, pred),
+        n_true=first.n_true,
+        n_pred=first.n_pred,
+        **split_merge_counts(true, pred),
+    )
+    tag = round(first.threshold * 100)
+    out[f"precision{tag}"] = first.precision
+    out[f"recall{tag}"] = first.recall
+    return out
