@@ -1,0 +1,842 @@
+"""Batched overlap-tile inference: any image -> cell probabilities -> instance labels.
+
+The pipeline for one image:
+
+1. ``prepare_image``: one place for input layouts: (Y, X) greyscale; (..., Y, X) stacks and
+   time series, processed plane by plane; (..., Y, X, C) RGB/multichannel reduced or
+   selected to the model's ``in_channels``; any integer/float dtype; NaN/Inf replaced.
+2. ``normalize`` (core/normalize.py, the function training uses) per plane.
+3. Tiles of the plane (core/tiling.py) are batched and passed to a *predictor*: any
+   callable ``(B, C, Ty, Tx) float32 -> (B, K, Oy, Ox) float32`` class probabilities
+   (``TorchPredictor`` runs the U-Net; tests pass fakes). The chosen class channel of
+   each tile's write region is stitched into a preallocated CPU array, so peak memory
+   does not grow with the number of tiles.
+4. ``core.instances.probabilities_to_labels`` turns probabilities into labels; it can be
+   re-run with another threshold / minimum size without running the network again.
+
+Long work is a generator (``predict_iter``, ``predict_probabilities_iter``) that yields a
+``PredictProgress`` per tile and checks a stop flag between tiles; its return value is the
+result (None if stopped). ``predict`` runs it to completion.
+
+On CUDA out-of-memory the cache is freed, the tile halved and the plane redone, down to
+the smallest valid tile; then the prediction falls back to the CPU, with a message.
+
+Images larger than memory (zarr) go through ``predict_dask``: ``dask.array.map_overlap``
+with the network's context as overlap, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import InstanceConfig, NormalizationConfig, PredictConfig
+from .errors import UNetCellsError
+from .normalize import normalize
+from .tiling import TileGrid, plan_tiles, read_tile, smallest_tile, snap_tile
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array
+    import torch
+
+    from .checkpoint import CellModel
+    from .unet import UNet
+
+logger = logging.getLogger(__name__)
+
+#: a predictor: (B, C, Ty, Tx) float32 normalised tiles -> (B, K, Oy, Ox) float32 probabilities
+Predictor = Callable[[np.ndarray], np.ndarray]
+#: a stop request: a threading.Event, a callable returning True to stop, or None
+StopFlag = threading.Event | Callable[[], bool] | None
+
+_CPU_BUDGET = 1 << 30  # bytes of activations per network call on the CPU
+_MAX_AUTO_TILE = 2048
+
+
+# --------------------------------------------------------------------------------------
+# models: bundled, files, and the models of this session
+# --------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, CellModel] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register_model(name: str, model: CellModel) -> None:
+    """Make ``model`` available by ``name`` to the Predict dock and ``predict(model=name)``.
+
+    The Fine-tune dock registers the models it trains in this session; re-registering a
+    name replaces the model.
+    """
+    with _REGISTRY_LOCK:
+        _REGISTRY[str(name)] = model
+
+
+def unregister_model(name: str) -> None:
+    """Forget a registered model (no error if unknown)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY.pop(str(name), None)
+
+
+def registered_models() -> dict[str, CellModel]:
+    """The models registered in this session, by name (a copy)."""
+    with _REGISTRY_LOCK:
+        return dict(_REGISTRY)
+
+
+def bundled_model_path() -> Path | None:
+    """The model file shipped with the plugin (core/models/*.npz), or None if none yet."""
+    folder = Path(__file__).parent / "models"
+    files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    return files[0] if files else None
+
+
+def resolve_model(model: CellModel | UNet | str | Path | None) -> CellModel:
+    """A CellModel from a CellModel, a bare UNet, a registered name, a file path or None.
+
+    None means the bundled model; while the plugin ships none, that is an error that says
+    to pass a model file.
+    """
+    from .checkpoint import CellModel, load_model
+    from .unet import UNet
+
+    if model is None:
+        path = bundled_model_path()
+        if path is None:
+            raise UNetCellsError(
+                "no bundled model yet: pass a model file (model=PATH, or --model FILE on the "
+                "command line), e.g. one saved by the Fine-tune dock."
+            )
+        return load_model(path)
+    if isinstance(model, CellModel):
+        return model
+    if isinstance(model, UNet):
+        return CellModel(net=model)
+    if isinstance(model, str | Path):
+        registered = registered_models().get(str(model))
+        if registered is not None:
+            return registered
+        return load_model(model)
+    raise UNetCellsError(
+        f"model must be a CellModel, a model file path or None, got {type(model).__name__}."
+    )
+
+
+def cell_class_index(model: CellModel) -> int:
+    """Index of the "cell" class among the model's output classes (1 if not named)."""
+    return model.classes.index("cell") if "cell" in model.classes else 1
+
+
+# --------------------------------------------------------------------------------------
+# input handling
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An input image as a stack of planes.
+
+    planes: (N, Y, X, C) view or array of the original values (not yet normalised).
+    lead_shape: the original leading axes (stack/time); N = prod(lead_shape).
+    message: what was done to the channels, for the user ("" if nothing).
+    """
+
+    planes: np.ndarray
+    lead_shape: tuple[int, ...]
+    message: str = ""
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        return int(self.planes.shape[1]), int(self.planes.shape[2])
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (*self.lead_shape, *self.plane_shape)
+
+
+def prepare_image(
+    image: Any,
+    in_channels: int = 1,
+    *,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int | None = None,
+) -> PreparedImage:
+    """Bring any image to (N, Y, X, C) planes with C == ``in_channels``.
+
+    image: (Y, X), (..., Y, X) stacks/time series, or with channels: last axis if ``rgb``
+    (None: guessed for a last axis of 3 or 4, or of ``in_channels`` > 1, with ndim >= 3),
+    or ``channel_axis``.
+    channel: with more channels than the model reads, use this one; by default a
+    1-channel model gets the mean of the channels. Integer, float and bool dtypes are
+    accepted; complex and object arrays are refused. Raises UNetCellsError when the
+    shape cannot fit the model.
+    """
+    array = np.asarray(image)
+    if array.dtype == object or np.iscomplexobj(array) or array.dtype.kind in "SUVM":
+        raise UNetCellsError(
+            f"Cannot segment an image of dtype {array.dtype}: give a numeric (integer or "
+            "float) image."
+        )
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.size == 0:
+        raise UNetCellsError(f"The image is empty (shape {array.shape}).")
+    guessed = array.ndim >= 3 and (
+        array.shape[-1] in (3, 4) or (in_channels > 1 and array.shape[-1] == in_channels)
+    )
+    has_channels = channel_axis is not None or rgb is True or (rgb is None and guessed)
+    if channel_axis is not None:
+        array = np.moveaxis(array, channel_axis, -1)
+    spatial_ndim = array.ndim - (1 if has_channels else 0)
+    if spatial_ndim < 2:
+        raise UNetCellsError(
+            f"The image must have at least two spatial axes (Y, X), got shape "
+            f"{np.shape(image)}{' with channels last' if has_channels else ''}."
+        )
+    if not has_channels:
+        array = array[..., None]
+    lead_shape = tuple(int(s) for s in array.shape[:-3])
+    height, width, n_channels = array.shape[-3:]
+    planes = array.reshape(-1, height, width, n_channels)
+    message = ""
+    if n_channels != in_channels:
+        if in_channels == 1:
+            if channel is not None:
+                if not 0 <= channel < n_channels:
+                    raise UNetCellsError(
+                        f"channel {channel} does not exist: the image has {n_channels} channels."
+                    )
+                planes = planes[..., channel : channel + 1]
+                message = (
+                    f"The image has {n_channels} channels and the model reads 1: using "
+                    f"channel {channel}."
+                )
+            else:
+                planes = planes.astype(np.float32).mean(axis=-1, keepdims=True)
+                message = (
+                    f"The image has {n_channels} channels and the model reads 1: using their "
+                    "mean (choose a channel to use one)."
+                )
+        else:
+            raise UNetCellsError(
+                f"The model reads {in_channels} channels but the image has {n_channels} "
+                f"(shape {np.shape(image)}): give an image with {in_channels} channels "
+                "(channels last)."
+            )
+    if message:
+        logger.info(message)
+    return PreparedImage(planes=planes, lead_shape=lead_shape, message=message)
+
+
+# --------------------------------------------------------------------------------------
+# predictors
+# --------------------------------------------------------------------------------------
+
+
+class TorchPredictor:
+    """Runs a U-Net on a batch: (B, C, Ty, Tx) float32 -> (B, K, Oy, Ox) float32 softmax.
+
+    device: "auto" picks CUDA with bf16 autocast, else the CPU in fp32 (core/device.py).
+    tta: average the softmax of the 4 flips (identity, X, Y, both); stays exactly tileable.
+    The network is moved to the device and put in eval mode.
+    """
+
+    def __init__(self, net: torch.nn.Module, device: str | Any = "auto", *, tta: bool = False):
+        from .device import inference_dtype, resolve_device
+
+        self.device = resolve_device(device)
+        self.dtype = inference_dtype(self.device)
+        self.tta = tta
+        self.net = net.to(self.device).eval()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .device import autocast
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            probs = torch.softmax(self.net(x).float(), dim=1)
+            if self.tta:
+                for dims in ((-1,), (-2,), (-2, -1)):
+                    probs += torch.softmax(self.net(x.flip(dims)).float(), dim=1).flip(dims)
+                probs /= 4
+        return probs.cpu().numpy()
+
+    def on_cpu(self) -> TorchPredictor | None:
+        """The same predictor on the CPU (None if already there): the OOM fallback."""
+        if self.device.type == "cpu":
+            return None
+        from .device import release_memory
+
+        previous = self.device
+        cpu = TorchPredictor(self.net, "cpu", tta=self.tta)
+        release_memory(previous)
+        return cpu
+
+    def release(self) -> None:
+        """Free cached device memory (the network stays where it is)."""
+        from .device import release_memory
+
+        release_memory(self.device)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for a device out-of-memory error (torch.OutOfMemoryError or its message)."""
+    try:
+        import torch
+
+        if isinstance(err, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):  # pragma: no cover - very old torch
+        pass
+    return isinstance(err, RuntimeError | MemoryError) and "out of memory" in str(err).lower()
+
+
+def bytes_per_pixel(model: CellModel, half: bool = False) -> float:
+    """Rough activation memory of one network call per input pixel, bytes.
+
+    ~12 * base float values per pixel (both paths, skips and the concatenations), halved
+    under bf16 autocast. Used only to pick automatic tile and batch sizes.
+    """
+    return 12 * model.config.base * (2 if half else 4)
+
+
+def auto_tile_and_batch(
+    model: CellModel, device: Any, tile: int | None = None, batch_size: int | None = None
+) -> tuple[int, int]:
+    """(tile, batch) from the device's memory when not given.
+
+    CPU: 1 GiB of activations per call. CUDA: half the free memory. Tiles are capped at
+    2048 px and snapped to valid sizes; the batch fills the rest of the budget (1..64).
+    """
+    from .device import inference_dtype
+
+    depth, padding = model.config.depth, model.config.padding
+    if tile is not None and batch_size is not None:
+        return snap_tile(tile, depth, padding), batch_size
+    on_gpu = getattr(device, "type", "cpu") == "cuda"
+    per_px = bytes_per_pixel(model, half=inference_dtype(device) is not None)
+    budget = _CPU_BUDGET
+    if on_gpu:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        budget = free // 2
+    if tile is None:
+        side = int(math.sqrt(budget / per_px / (batch_size or 1)))
+        tile = snap_tile(min(side, 1024 if on_gpu else _MAX_AUTO_TILE), depth, padding)
+    else:
+        tile = snap_tile(tile, depth, padding)
+    if batch_size is None:
+        batch_size = int(max(1, min(64, budget // (per_px * tile * tile)))) if on_gpu else 1
+    return tile, batch_size
+
+
+# --------------------------------------------------------------------------------------
+# tiled inference
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictProgress:
+    """One progress event: ``done`` of ``total`` tiles over all planes.
+
+    plane / n_planes: the plane being processed (stacks, time series).
+    tile_shape: the network input size in use; message: news for the user (OOM fallback,
+    channel handling), else "".
+    """
+
+    done: int
+    total: int
+    plane: int = 0
+    n_planes: int = 1
+    tile_shape: tuple[int, int] = (0, 0)
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+def stop_requested(stop: StopFlag) -> bool:
+    """True if ``stop`` (an Event, a callable or None) asks to stop."""
+    if stop is None:
+        return False
+    if isinstance(stop, threading.Event):
+        return stop.is_set()
+    return bool(stop())
+
+
+def predict_tiles(
+    plane: np.ndarray,
+    grid: TileGrid,
+    predictor: Predictor,
+    out: np.ndarray,
+    *,
+    channel: int = 1,
+    batch_size: int = 1,
+    stop: StopFlag = None,
+) -> Generator[int, None, bool]:
+    """Run ``predictor`` over the tiles of ``grid`` and stitch class ``channel`` into ``out``.
+
+    plane: (Y, X, C) float32 normalised; out: (Y, X) float32, preallocated on the CPU.
+    Yields the index of each finished tile; returns False if stopped (``out`` is then
+    incomplete), True when every write region has been filled.
+    """
+    ty, tx = grid.tile_shape
+    n_channels = plane.shape[-1]
+    buffer = np.empty((max(1, batch_size), n_channels, ty, tx), np.float32)
+    tiles = grid.tiles
+    for first in range(0, len(tiles), batch_size):
+        if stop_requested(stop):
+            return False
+        batch = tiles[first : first + batch_size]
+        for i, tile in enumerate(batch):
+            buffer[i] = read_tile(plane, tile).transpose(2, 0, 1)
+        probs = predictor(buffer[: len(batch)])
+        expected = (len(batch), grid.out_shape[0], grid.out_shape[1])
+        if probs.ndim != 4 or (probs.shape[0], *probs.shape[2:]) != expected:
+            raise UNetCellsError(
+                f"The predictor returned shape {probs.shape} for {len(batch)} tiles of "
+                f"{ty}x{tx} px; expected ({expected[0]}, K, {expected[1]}, {expected[2]})."
+            )
+        for i, tile in enumerate(batch):
+            y0, y1, x0, x1 = tile.write
+            cy0, cy1, cx0, cx1 = tile.crop
+            out[y0:y1, x0:x1] = probs[i, channel, cy0:cy1, cx0:cx1]
+            yield tile.index
+    return True
+
+
+def predict_probabilities_iter(
+    image: Any,
+    model: CellModel | str | Path | None = None,
+    config: PredictConfig | None = None,
+    *,
+    predictor: Predictor | None = None,
+    stop: StopFlag = None,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int | None = None,
+) -> Generator[PredictProgress, None, np.ndarray | None]:
+    """Cell-class probabilities of ``image``, as a generator of progress events.
+
+    image: see ``prepare_image`` ((Y, X), stacks (..., Y, X), channels). Returns (via
+    StopIteration.value) float32 probabilities of shape (..., Y, X) in [0, 1], or None if
+    stopped. ``predictor`` replaces the network call (tests, custom backends); it may have
+    an ``on_cpu()`` method used as out-of-memory fallback.
+    """
+    config = config or PredictConfig()
+    cell_model = resolve_model(model)
+    net_config = cell_model.config
+    prepared = prepare_image(
+        image, net_config.in_channels, rgb=rgb, channel_axis=channel_axis, channel=channel
+    )
+    net = cell_model.net
+    was_training = net.training
+    if predictor is None:
+        predictor = TorchPredictor(net, config.device, tta=config.tta)
+        device = predictor.device
+    else:
+        from .device import resolve_device
+
+        device = getattr(predictor, "device", None) or resolve_device("cpu")
+    tile, batch_size = auto_tile_and_batch(cell_model, device, config.tile, config.batch_size)
+    class_index = cell_class_index(cell_model)
+    n_planes = prepared.planes.shape[0]
+    out = np.empty((n_planes, *prepared.plane_shape), np.float32)
+    if prepared.message:
+        yield PredictProgress(0, 0, 0, n_planes, message=prepared.message)
+    if net_config.padding != "valid":
+        logger.warning(
+            "This model uses 'same' padding: tiles overlap by the context margin, but tiled "
+            "prediction is not exactly equal to whole-image prediction."
+        )
+    done = 0
+    try:
+        net.eval()
+        for index in range(n_planes):
+            plane = normalize(prepared.planes[index], cell_model.normalization)
+            while True:
+                grid = plan_tiles(prepared.plane_shape, tile, net_config.depth, net_config.padding)
+                total = done + len(grid) * (n_planes - index)
+                count = 0
+                try:
+                    tiles = predict_tiles(
+                        plane,
+                        grid,
+                        predictor,
+                        out[index],
+                        channel=class_index,
+                        batch_size=batch_size,
+                        stop=stop,
+                    )
+                    for _ in tiles:
+                        count += 1
+                        yield PredictProgress(
+                            done + count, total, index, n_planes, grid.tile_shape
+                        )
+                        if stop_requested(stop):
+                            logger.info("prediction stopped")
+                            return None
+                    done += count
+                    break
+                except Exception as err:  # only out-of-memory is handled below
+                    if not is_out_of_memory(err):
+                        raise
+                    predictor, tile, message = _shrink_after_oom(
+                        predictor, grid, net_config.depth, net_config.padding
+                    )
+                    logger.warning(message)
+                    yield PredictProgress(done, total, index, n_planes, grid.tile_shape, message)
+            if stop_requested(stop):
+                return None
+    finally:
+        net.train(was_training)
+        release = getattr(predictor, "release", None)
+        if release is not None:
+            release()
+    return out.reshape(prepared.out_shape)
+
+
+def _shrink_after_oom(
+    predictor: Predictor, grid: TileGrid, depth: int, padding: str
+) -> tuple[Predictor, int, str]:
+    """After an out-of-memory error: (predictor, tile, message) for the next try."""
+    release = getattr(predictor, "release", None)
+    if release is not None:
+        release()
+    current = max(grid.tile_shape)
+    smallest = smallest_tile(depth, padding)  # type: ignore[arg-type]
+    if current > smallest:
+        tile = snap_tile(current // 2, depth, padding)  # type: ignore[arg-type]
+        return (
+            predictor,
+            tile,
+            f"Out of memory with {current} px tiles: freed the cache, retrying with {tile} px.",
+        )
+    on_cpu = getattr(predictor, "on_cpu", None)
+    fallback = on_cpu() if on_cpu is not None else None
+    if fallback is None:
+        raise UNetCellsError(
+            f"Out of memory even with the smallest tile ({smallest} px) on this device: "
+            "close other programs or use a smaller model."
+        )
+    return (
+        fallback,
+        current,
+        f"Out of memory on the GPU even with {current} px tiles: continuing on the CPU (slower).",
+    )
+
+
+@dataclass
+class PredictionResult:
+    """What a prediction produced.
+
+    labels: int32 (..., Y, X), 0 = background, 1..N one per cell (unique over the stack).
+    probabilities: float32 (..., Y, X), the cell-class probability, for re-thresholding.
+    messages: notes for the user (channel handling, out-of-memory fallbacks).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    messages: tuple[str, ...] = ()
+
+
+def predict_iter(
+    image: Any,
+    model: CellModel | str | Path | None = None,
+    config: PredictConfig | None = None,
+    instances: InstanceConfig | None = None,
+    *,
+    predictor: Predictor | None = None,
+    stop: StopFlag = None,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int | None = None,
+) -> Generator[PredictProgress, None, PredictionResult | None]:
+    """Probabilities and instance labels, as a generator of per-tile progress events.
+
+    Returns (StopIteration.value) a PredictionResult, or None if stopped.
+    """
+    from .instances import probabilities_to_labels
+
+    messages: list[str] = []
+    probs = yield from _collect_messages(
+        predict_probabilities_iter(
+            image,
+            model,
+            config,
+            predictor=predictor,
+            stop=stop,
+            rgb=rgb,
+            channel_axis=channel_axis,
+            channel=channel,
+        ),
+        messages,
+    )
+    if probs is None or stop_requested(stop):
+        return None
+    labels = probabilities_to_labels(probs, instances or InstanceConfig())
+    return PredictionResult(labels=labels, probabilities=probs, messages=tuple(messages))
+
+
+def _collect_messages(gen, messages: list[str]):
+    result = None
+    try:
+        while True:
+            event = next(gen)
+            if event.message:
+                messages.append(event.message)
+            yield event
+    except StopIteration as done:
+        result = done.value
+    finally:
+        gen.close()
+    return result
+
+
+def run(gen: Generator, on_event: Callable[[Any], None] | None = None) -> Any:
+    """Consume a progress generator; call ``on_event`` for each event; return its result."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            return done.value
+        if on_event is not None:
+            on_event(event)
+
+
+def predict(
+    image: Any,
+    model: CellModel | str | Path | None = None,
+    *,
+    device: str = "auto",
+    tile: int | None = None,
+    batch_size: int | None = None,
+    tta: bool = False,
+    threshold: float = 0.5,
+    min_size: int = 25,
+    return_probabilities: bool = False,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int | None = None,
+    progress: Callable[[PredictProgress], None] | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Segment cells: ``image`` (..., Y, X[, C]) -> int32 labels (..., Y, X), one per cell.
+
+    model: a CellModel, a model file, the name of a model registered in this session, or
+    None for the bundled model. device: "auto" | "cpu" | "cuda[:N]". tile: network input
+    size in px (None: by memory). threshold: cell probability for seeds (0..1). min_size:
+    smallest object kept, px. With ``return_probabilities`` returns (labels, float32
+    cell-class probabilities). ``progress`` receives a PredictProgress per tile.
+    """
+    result = run(
+        predict_iter(
+            image,
+            model,
+            PredictConfig(device=device, tile=tile, batch_size=batch_size, tta=tta),
+            InstanceConfig(threshold=threshold, min_size=min_size),
+            rgb=rgb,
+            channel_axis=channel_axis,
+            channel=channel,
+        ),
+        progress,
+    )
+    if return_probabilities:
+        return result.labels, result.probabilities
+    return result.labels
+
+
+# --------------------------------------------------------------------------------------
+# images larger than memory: dask
+# --------------------------------------------------------------------------------------
+
+
+def normalization_affine(
+    sample: np.ndarray, config: NormalizationConfig
+) -> tuple[float, float, float, float]:
+    """(low, scale, nan_value, inf_value) such that normalize(x) ~= (x - low) / scale.
+
+    Derived by running ``normalize`` itself on ``sample`` (a representative subsample of
+    the plane, <= 2**20 values), so large images chunked by dask get the same mapping as
+    the in-memory path (up to float32 rounding). scale is 0 for a constant image.
+    """
+    values = np.asarray(sample, np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    normed = normalize(values.astype(np.float32), config).astype(np.float64)
+    lo_i, hi_i = int(np.argmin(values)), int(np.argmax(values))
+    x0, x1 = float(finite.min()), float(finite.max())
+    if x1 == x0 or normed[hi_i] == normed[lo_i]:
+        return x0, 0.0, x0, x1
+    scale = (x1 - x0) / (normed[hi_i] - normed[lo_i])
+    low = x0 - normed[lo_i] * scale
+    return low, scale, x0, x1
+
+
+def plane_sample(array: Any, max_values: int = 1 << 20) -> np.ndarray:
+    """A regular subsample of a (Y, X) array-like (numpy, dask or zarr): <= ``max_values``."""
+    height, width = array.shape[-2:]
+    step = max(1, math.ceil(math.sqrt(height * width / max_values)))
+    sample = array[..., ::step, ::step]
+    if hasattr(sample, "compute"):
+        sample = sample.compute()
+    return np.asarray(sample)
+
+
+def _predict_block(
+    block: np.ndarray,
+    model: CellModel,
+    affine: tuple[float, float, float, float],
+    config: PredictConfig,
+    halo: tuple[tuple[int, int], tuple[int, int]],
+) -> np.ndarray:
+    """One dask block (with ``halo`` px of overlap before/after per axis) -> probability.
+
+    Context inside the image comes from the overlap (real pixels); at the image's edges,
+    where dask adds no overlap, the tile reader mirrors. Returns the block's core,
+    float32, without the halo.
+    """
+    from .tiling import shift_reads
+
+    low, scale, nan_value, inf_value = affine
+    plane = np.asarray(block, np.float32)
+    if not np.isfinite(plane).all():
+        plane = np.nan_to_num(plane, nan=nan_value, posinf=inf_value, neginf=nan_value)
+    if scale > 0:
+        plane = (plane - np.float32(low)) / np.float32(scale)
+    else:
+        plane = np.zeros_like(plane)
+    (top, bottom), (left, right) = halo
+    core_shape = (plane.shape[0] - top - bottom, plane.shape[1] - left - right)
+    out = np.empty(core_shape, np.float32)
+    predictor = _cached_predictor(model, config)
+    tile, batch_size = auto_tile_and_batch(model, predictor.device, config.tile, config.batch_size)
+    grid = plan_tiles(core_shape, tile, model.config.depth, model.config.padding)
+    grid = shift_reads(grid, top, left)
+    for _ in predict_tiles(
+        plane[..., None],
+        grid,
+        predictor,
+        out,
+        channel=cell_class_index(model),
+        batch_size=batch_size,
+    ):
+        pass
+    return out
+
+
+_PREDICTOR_CACHE: dict[int, TorchPredictor] = {}
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def _cached_predictor(model: CellModel, config: PredictConfig) -> TorchPredictor:
+    """One TorchPredictor per model object and process (dask workers reuse it)."""
+    key = id(model)
+    with _PREDICTOR_LOCK:
+        predictor = _PREDICTOR_CACHE.get(key)
+        if predictor is None:
+            predictor = TorchPredictor(model.net, config.device, tta=config.tta)
+            _PREDICTOR_CACHE.clear()
+            _PREDICTOR_CACHE[key] = predictor
+        return predictor
+
+
+def predict_probabilities_dask(
+    image: dask.array.Array,
+    model: CellModel | str | Path | None = None,
+    config: PredictConfig | None = None,
+    *,
+    chunk: int | None = None,
+) -> dask.array.Array:
+    """Lazy cell probabilities of a large (Y, X) greyscale dask array, chunk by chunk.
+
+    Each chunk is predicted by ``dask.array.map_overlap`` with the network's reach (context
+    margin + 2**depth px) of real neighbouring pixels as overlap, mirrored only at the
+    image edges, so the result equals the in-memory prediction. Chunks are realigned to
+    multiples of 2**depth px (``chunk`` px if given) so that every tile keeps the pooling
+    grid of the whole image. Memory per task: one chunk with its overlap, its output and
+    one batch of tiles. The normalisation is computed once from a regular subsample.
+    Returns float32 (Y, X) with the realigned chunks.
+    """
+    import dask
+    import dask.array as da
+
+    from .tiling import dependency_reach
+
+    config = config or PredictConfig()
+    cell_model = resolve_model(model)
+    cfg = cell_model.config
+    if image.ndim != 2:
+        raise UNetCellsError(
+            f"Chunked (zarr) prediction needs a 2D (Y, X) greyscale image, got shape "
+            f"{image.shape}; for stacks or RGB use a TIFF file or the Python API."
+        )
+    if cfg.in_channels != 1:
+        raise UNetCellsError("Chunked (zarr) prediction supports 1-channel models only.")
+    if 0 in image.shape:
+        raise UNetCellsError(f"The image is empty (shape {image.shape}).")
+    if image.dtype.kind not in "uifb":
+        raise UNetCellsError(f"Cannot segment an image of dtype {image.dtype}.")
+    halo = dependency_reach(cfg.depth, cfg.padding)
+    image = align_chunks(image, 2**cfg.depth, halo, chunk)
+    affine = normalization_affine(plane_sample(image), cell_model.normalization)
+    cell_model.net.eval()
+    numblocks = image.numblocks
+
+    def block_fn(block, model=None, block_id=None):
+        pads = tuple(
+            (halo if block_id[a] > 0 else 0, halo if block_id[a] < numblocks[a] - 1 else 0)
+            for a in range(2)
+        )
+        return _predict_block(block, model, affine, config, pads)
+
+    return da.map_overlap(
+        block_fn,
+        image,
+        model=dask.delayed(cell_model, pure=True),
+        depth={0: halo, 1: halo},
+        boundary="none",
+        trim=False,
+        dtype=np.float32,
+        chunks=image.chunks,
+        meta=np.empty((0, 0), np.float32),
+    )
+
+
+def align_chunks(image, step: int, halo: int, chunk: int | None = None):
+    """Rechunk a 2D dask array: chunk starts at multiples of ``step``, chunks > ``halo``.
+
+    chunk: wanted chunk size (px); default: the array's largest chunk. Returns ``image``
+    itself if its chunks already qualify.
+    """
+    new_chunks = []
+    for axis, length in enumerate(image.shape):
+        current = image.chunks[axis]
+        starts_ok = all(c % step == 0 for c in current[:-1])
+        sizes_ok = len(current) == 1 or min(current) > halo
+        if chunk is None and starts_ok and sizes_ok:
+            new_chunks.append(current)
+            continue
+        target = chunk or max(current)
+        target = max(math.ceil(target / step) * step, math.ceil((halo + 1) / step) * step)
+        sizes = [target] * (length // target)
+        rest = length - sum(sizes)
+        if rest:
+            if sizes and rest <= halo:
+                sizes[-1] += rest
+            else:
+                sizes.append(rest)
+        new_chunks.append(tuple(sizes) or (length,))
+    new_chunks = tuple(new_chunks)
+    return image if new_chunks == image.chunks else image.rechunk(new_chunks)
