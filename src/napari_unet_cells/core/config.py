@@ -199,3 +199,79 @@ class AugmentConfig:
             offset=self.offset * strength,
             noise=self.noise * strength,
         )
+
+
+WEIGHT_MAP_PRESETS: dict[str, dict[str, Any]] = {
+    # Ronneberger et al. 2015, eq. 2: w0 = 10, sigma = 5 px, w_c from class frequencies
+    "paper": {},
+    # the Fiji U-Net plugin's defaults (Falk et al. 2019): border weight factor 50,
+    # border sigma 6 px, foreground/background ratio 0.1, sigma1 = 10 px
+    "fiji": {"w0": 50.0, "sigma": 6.0, "background_weight": 0.1, "balance_sigma": 10.0},
+}
+
+
+@dataclass(frozen=True)
+class WeightMapConfig:
+    """The loss weight map (paper eq. 2), see core/weightmap.py for the exact definition.
+
+    w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2)) on background pixels,
+    w(x) = w_c(x) on cell pixels, 0 in the ignore mask.
+
+    w0: amplitude of the border term (paper: 10; Fiji "border weight factor": 50).
+    sigma: width of the border term, pixels (paper: 5; Fiji: 6).
+    class_balance: weight classes by w_c; False gives w_c = 1 everywhere.
+    border_width: pixels carved away on EACH side of a border between touching cells
+        (made background in the training target); 0 disables carving.
+    background_weight: None (paper): w_c from inverse class frequencies, background 1 and
+        cells n_background / n_cell (counted over the non-ignored pixels of the target).
+        A number v in (0, 1] (Fiji "foreground/background ratio", 0.1): cells 1,
+        background v.
+    balance_sigma: pixels; only with background_weight set: the background weight rises
+        towards 1 near cells, v + (1 - v) * exp(-d1^2 / (2 balance_sigma^2)) (Fiji
+        "sigma1": 10 px); 0 disables this term.
+    tolerance: a distance term smaller than ``tolerance`` times its amplitude is set to 0;
+        it fixes how far from each cell distances are computed (5.7 sigma for 1e-7).
+    """
+
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: bool = True
+    border_width: int = 1
+    background_weight: float | None = None
+    balance_sigma: float = 0.0
+    tolerance: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if not self.w0 >= 0 or not self.sigma > 0:
+            raise UNetCellsError(
+                f"WeightMapConfig needs w0 >= 0 and sigma > 0 (pixels), got w0={self.w0}, "
+                f"sigma={self.sigma}."
+            )
+        if int(self.border_width) != self.border_width or not 0 <= self.border_width <= 16:
+            raise UNetCellsError(
+                f"WeightMapConfig.border_width must be a whole number of pixels from 0 to 16, "
+                f"got {self.border_width}."
+            )
+        if self.background_weight is not None and not 0 < self.background_weight <= 1:
+            raise UNetCellsError(
+                "WeightMapConfig.background_weight must be None (class frequencies) or in "
+                f"(0, 1], got {self.background_weight}."
+            )
+        if not self.balance_sigma >= 0:
+            raise UNetCellsError(
+                f"WeightMapConfig.balance_sigma must be >= 0 pixels, got {self.balance_sigma}."
+            )
+        if not 0 < self.tolerance < 1:
+            raise UNetCellsError(
+                f"WeightMapConfig.tolerance must be in (0, 1), got {self.tolerance}."
+            )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> WeightMapConfig:
+        """The named preset ("paper" or "fiji"), with optional field overrides."""
+        if name not in WEIGHT_MAP_PRESETS:
+            raise UNetCellsError(
+                f"Unknown weight map preset {name!r}; choose one of "
+                f"{', '.join(WEIGHT_MAP_PRESETS)}."
+            )
+        return cls(**{**WEIGHT_MAP_PRESETS[name], **overrides})
