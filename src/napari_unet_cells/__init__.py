@@ -26,6 +26,11 @@ _LAZY = {
     "synthetic_cells": ".core.synthetic",
     "SyntheticConfig": ".core.synthetic",
     "UNetCellsError": ".core.errors",
+    "WeightMapConfig": ".core.config",
+    "weight_map": ".core.weightmap",
+    "weight_map_state": ".core.weightmap",
+    "update_weight_map": ".core.weightmap",
+    "separation_target": ".core.weightmap",
 }
 
 __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
@@ -40,14 +45,25 @@ __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
     "synthetic_cells",
     "SyntheticConfig",
     "UNetCellsError",
+    "WeightMapConfig",
+    "weight_map",
+    "weight_map_state",
+    "update_weight_map",
+    "separation_target",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core.checkpoint import CellModel, load_model, read_model_info, save_model
-    from .core.config import ModelConfig, NormalizationConfig
+    from .core.config import ModelConfig, NormalizationConfig, WeightMapConfig
     from .core.errors import UNetCellsError
     from .core.synthetic import SyntheticConfig, synthetic_cells
     from .core.unet import UNet
+    from .core.weightmap import (
+        separation_target,
+        update_weight_map,
+        weight_map,
+        weight_map_state,
+    )
 
 
 def __getattr__(name: str):

@@ -93,9 +93,89 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- weightmap ---------------------------------------------------------------------------
+
+
+def _add_weightmap(sub) -> None:
+    p = sub.add_parser(
+        "weightmap",
+        help="write the paper's loss weight map (eq. 2) of an instance label image",
+        description="Weights (float32 TIFF, same shape as the labels; 3D stacks plane by "
+        "plane): class balance + w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) on background.",
+    )
+    p.add_argument("labels", type=Path, help="instance labels (.tif): 0 background, k > 0 cell")
+    p.add_argument("-o", "--output", type=Path, required=True, help="weight map to write (.tif)")
+    p.add_argument("--preset", choices=("paper", "fiji"), default="paper")
+    p.add_argument("--w0", type=float, help="border weight (paper 10, fiji 50)")
+    p.add_argument("--sigma", type=float, help="border width in pixels (paper 5, fiji 6)")
+    p.add_argument("--border-width", type=int, help="pixels carved on each side (default 1)")
+    p.add_argument(
+        "--no-class-balance", action="store_true", help="w_c = 1 instead of class balancing"
+    )
+    p.add_argument("--ignore", type=Path, help="mask (.tif) of pixels to ignore (weight 0)")
+    p.add_argument("--target", type=Path, help="also write the training target (.tif, uint8)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(run=_run_weightmap)
+
+
+def _run_weightmap(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import tifffile
+
+    from .core.config import WeightMapConfig
+    from .core.weightmap import iter_weight_map
+
+    def read(path: Path, what: str):
+        if not path.is_file():
+            raise UNetCellsError(f"The {what} file {path} does not exist.")
+        try:
+            return tifffile.imread(path)
+        except Exception as err:  # tifffile raises many types for bad files
+            raise UNetCellsError(f"Cannot read {path} as a TIFF image: {err}") from None
+
+    outputs = [args.output] + ([args.target] if args.target else [])
+    for out in outputs:
+        inputs = [args.labels] + ([args.ignore] if args.ignore else [])
+        if any(out.resolve() == p.resolve() for p in inputs):
+            raise UNetCellsError(f"{out} is an input file; write the result to a new file.")
+        if not out.parent.is_dir():
+            raise UNetCellsError(f"The folder {out.parent} does not exist; create it first.")
+        if out.exists() and not args.overwrite:
+            raise UNetCellsError(f"{out} exists; choose another name or pass --overwrite.")
+    overrides = {
+        "w0": args.w0,
+        "sigma": args.sigma,
+        "border_width": args.border_width,
+        "class_balance": False if args.no_class_balance else None,
+    }
+    config = WeightMapConfig.preset(args.preset)
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    labels = read(args.labels, "labels")
+    ignore = read(args.ignore, "ignore mask") if args.ignore else None
+    gen = iter_weight_map(labels, ignore, config)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            state = stop.value
+            break
+        logger.info("%s", event.message)
+    tifffile.imwrite(args.output, state.weights)
+    if args.target:
+        tifffile.imwrite(args.target, state.target)
+    weights = state.weights
+    print(
+        f"wrote {args.output} ({'x'.join(map(str, weights.shape))} float32, weights "
+        f"{float(weights.min()):.3g}..{float(weights.max()):.3g}, preset {args.preset})"
+        + (f" and {args.target}" if args.target else "")
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 
-_SUBCOMMANDS = (_add_demo, _add_synthetic, _add_info)
+_SUBCOMMANDS = (_add_demo, _add_synthetic, _add_info, _add_weightmap)
 
 
 def build_parser() -> argparse.ArgumentParser:
