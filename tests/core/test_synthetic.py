@@ -6,7 +6,7 @@ from scipy import ndimage as ndi
 
 from napari_unet_cells.core.errors import UNetCellsError
 from napari_unet_cells.core.labels import touching_pairs
-from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
+from napari_unet_cells.core.synthetic import SyntheticConfig, random_config, synthetic_cells
 
 
 def test_same_seed_same_result_and_seeds_differ():
@@ -80,3 +80,26 @@ def test_brightest_cells_can_saturate_the_camera():
     top = image.max()
     assert (image == top).sum() > 20  # a clipped plateau, as in real saturated nuclei
     assert np.mean(labels[image == top] > 0) > 0.8  # mostly inside cells (blur spills)
+
+
+def test_random_configs_are_diverse_and_valid():
+    rng = np.random.default_rng(0)
+    configs = [random_config(rng) for _ in range(40)]
+    diameters = [c.diameter[1] for c in configs]
+    assert min(diameters) < 15 and max(diameters) > 40 and max(diameters) <= 60
+    assert {c.dtype for c in configs} == {"uint8", "uint16", "float32"}
+    assert random_config(np.random.default_rng(3)) == random_config(np.random.default_rng(3))
+    for config in configs[:6]:
+        image, labels = synthetic_cells((96, 96), seed=1, config=config)
+        assert image.shape == labels.shape == (96, 96)
+
+
+def test_artefacts_are_not_labelled():
+    clean = SyntheticConfig(coverage=0.05, out_of_focus=0)
+    dusty = SyntheticConfig(coverage=0.05, out_of_focus=0, debris=40, hot_pixels=2e-3)
+    image_clean, labels_clean = synthetic_cells((256, 256), seed=8, config=clean)
+    image_dusty, labels_dusty = synthetic_cells((256, 256), seed=8, config=dusty)
+    assert np.array_equal(labels_clean, labels_dusty)  # artefacts never become cells
+    background = labels_dusty == 0
+    bright = np.percentile(image_clean[~background], 50)
+    assert (image_dusty[background] > bright).sum() > 5 * (image_clean[background] > bright).sum()

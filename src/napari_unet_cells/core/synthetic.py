@@ -38,6 +38,13 @@ class SyntheticConfig:
     read_noise: camera read noise, in photons.
     saturation: camera full scale relative to a typical cell (the brightest cells clip).
     out_of_focus: number of unlabelled out-of-focus blobs per 256x256 area.
+    condensed_fraction: cells with condensed, very bright and coarse chromatin (mitotic).
+    debris: unlabelled in-focus specks and fibres (dust, autofluorescent debris) per
+        256x256 area; some are as bright as cells.
+    background_texture: amplitude of structured background fluorescence (medium, haze)
+        relative to a typical cell.
+    hot_pixels: fraction of camera pixels stuck bright.
+    pattern_noise: row/column fixed-pattern noise, in units of the read noise.
     dtype: "uint16" (camera counts over a 100 offset), "uint8" or "float32".
     """
 
@@ -56,6 +63,11 @@ class SyntheticConfig:
     read_noise: tuple[float, float] = (1.0, 4.0)
     saturation: tuple[float, float] = (2.5, 8.0)
     out_of_focus: float = 1.0
+    condensed_fraction: float = 0.0
+    debris: float = 0.0
+    background_texture: float = 0.0
+    hot_pixels: float = 0.0
+    pattern_noise: float = 0.0
     dtype: Literal["uint16", "uint8", "float32"] = "uint16"
 
     def __post_init__(self) -> None:
@@ -220,10 +232,59 @@ def _clean(labels: np.ndarray, radial: np.ndarray, min_area: int) -> tuple[np.nd
 
 
 def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-std Gaussian random field with correlation length ``sigma`` px."""
-    field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    """Zero-mean, unit-std Gaussian random field with correlation length ``sigma`` px.
+
+    Long correlation lengths are made on a coarse grid and upsampled (cubic), which is
+    much faster than a wide Gaussian filter and looks the same.
+    """
+    factor = max(1.0, sigma / 4.0)
+    coarse_shape = tuple(max(4, int(np.ceil(n / factor)) + 1) for n in shape)
+    field = ndi.gaussian_filter(
+        rng.standard_normal(coarse_shape).astype(np.float32), sigma / factor, mode="wrap"
+    )
+    if factor > 1.0:
+        zoom = [n / c for n, c in zip(shape, coarse_shape, strict=True)]
+        field = ndi.zoom(field, zoom, order=3, grid_mode=True, mode="grid-wrap")[
+            : shape[0], : shape[1]
+        ]
+    else:
+        field = field[: shape[0], : shape[1]]
     std = field.std()
-    return field / std if std > 0 else field
+    return (field - field.mean()) / std if std > 0 else field
+
+
+def _add_gaussian_spot(
+    image: np.ndarray, y: float, x: float, sigma: float, amplitude: float
+) -> None:
+    """Add amplitude * exp(-d^2 / 2 sigma^2) around (y, x), within 4 sigma, in place."""
+    h, w = image.shape
+    reach = 4 * sigma
+    y0, y1 = max(0, int(y - reach)), min(h, int(y + reach) + 1)
+    x0, x1 = max(0, int(x - reach)), min(w, int(x + reach) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    image[y0:y1, x0:x1] += amplitude * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
+
+
+def _debris(shape: tuple[int, int], density: float, rng: np.random.Generator) -> np.ndarray:
+    """Unlabelled in-focus specks (0.5-3 px) and thin fibres, some as bright as cells."""
+    h, w = shape
+    out = np.zeros(shape, np.float32)
+    for _ in range(rng.poisson(density * h * w / 256**2)):
+        y, x = rng.uniform(0, h), rng.uniform(0, w)
+        amplitude = float(rng.lognormal(-0.7, 0.8))
+        if rng.random() < 0.75:
+            _add_gaussian_spot(out, y, x, rng.uniform(0.5, 3.0), amplitude)
+            continue
+        length, angle = rng.uniform(10, 50), rng.uniform(0, np.pi)
+        t = np.linspace(0, length, int(2 * length))
+        bend = rng.normal(0, 0.02)
+        ys = np.round(y + t * np.sin(angle + bend * t)).astype(int)
+        xs = np.round(x + t * np.cos(angle + bend * t)).astype(int)
+        keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        out[ys[keep], xs[keep]] = np.maximum(out[ys[keep], xs[keep]], 0.5 * amplitude)
+    return out
 
 
 def _render_cells(
@@ -235,8 +296,11 @@ def _render_cells(
     kind = rng.random(n + 1)
     brightness[kind < config.dim_fraction] *= rng.uniform(0.3, 0.5)
     brightness[kind > 1 - config.bright_fraction] *= rng.uniform(2.5, 4.0)
-    brightness[0] = 0.0
     texture_amp = rng.uniform(0.05, 0.25, n + 1).astype(np.float32)
+    condensed = rng.random(n + 1) < config.condensed_fraction
+    brightness[condensed] *= rng.uniform(2.0, 4.0)
+    texture_amp[condensed] = 0.5
+    brightness[0] = 0.0
     texture = _smooth_noise(labels.shape, rng.uniform(1.0, 2.5), rng)
     # brighter centre, darker rim; chromatin texture
     profile = (1.0 - 0.3 * radial**2) * (1.0 + texture_amp[labels] * texture)
@@ -255,14 +319,13 @@ def _optics_and_camera(
     signal: np.ndarray, labels: np.ndarray, config: SyntheticConfig, rng: np.random.Generator
 ) -> np.ndarray:
     h, w = signal.shape
-    # unlabelled out-of-focus blobs (cells above/below the focal plane, debris)
-    n_blobs = rng.poisson(config.out_of_focus * h * w / 256**2)
+    # unlabelled out-of-focus blobs (cells above/below the focal plane)
     blobs = np.zeros_like(signal)
-    for _ in range(n_blobs):
+    for _ in range(rng.poisson(config.out_of_focus * h * w / 256**2)):
         y, x = rng.uniform(0, h), rng.uniform(0, w)
         r = rng.uniform(*config.diameter) * rng.uniform(0.5, 1.2)
-        yy, xx = np.ogrid[:h, :w]
-        blobs += rng.uniform(0.03, 0.12) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * r**2))
+        _add_gaussian_spot(blobs, y, x, r, rng.uniform(0.03, 0.12))
+    signal = signal + _debris((h, w), config.debris, rng)
     image = ndi.gaussian_filter(signal, rng.uniform(*config.blur_sigma)) + blobs
     # uneven illumination (multiplies everything) and background (adds)
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
@@ -274,11 +337,23 @@ def _optics_and_camera(
     strength = rng.uniform(*config.gradient)
     illumination = np.clip(1.0 + strength * (0.6 * ramp + 0.15 * slow), 0.3, None)
     image = image * illumination + rng.uniform(*config.background) * (1.0 + 0.3 * slow)
+    if config.background_texture > 0:
+        haze = _smooth_noise((h, w), rng.uniform(3.0, 15.0), rng)
+        image += config.background_texture * rng.uniform(0.3, 1.0) * np.clip(haze + 0.5, 0, None)
     # camera: shot noise, read noise
     photons = rng.uniform(*config.photons)
     counts = rng.poisson(np.clip(image, 0, None) * photons).astype(np.float32)
-    counts += rng.normal(0.0, rng.uniform(*config.read_noise), counts.shape).astype(np.float32)
-    np.clip(counts, None, rng.uniform(*config.saturation) * photons, out=counts)
+    read_noise = rng.uniform(*config.read_noise)
+    counts += rng.normal(0.0, read_noise, counts.shape).astype(np.float32)
+    if config.pattern_noise > 0:
+        amplitude = config.pattern_noise * read_noise
+        counts += rng.normal(0.0, amplitude, (h, 1)).astype(np.float32)
+        counts += rng.normal(0.0, amplitude, (1, w)).astype(np.float32)
+    full_scale = rng.uniform(*config.saturation) * photons
+    if config.hot_pixels > 0:
+        hot = rng.random((h, w)) < config.hot_pixels
+        counts[hot] += rng.uniform(0.5, 1.0, int(hot.sum())) * full_scale
+    np.clip(counts, None, full_scale, out=counts)
     if config.dtype == "float32":
         return (counts / photons).astype(np.float32)
     if config.dtype == "uint8":
@@ -288,3 +363,36 @@ def _optics_and_camera(
     gain = rng.uniform(1.0, 4.0)  # counts per photon
     scaled = counts * gain + 100.0
     return np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)
+
+
+def random_config(rng: np.random.Generator, dtype: str | None = None) -> SyntheticConfig:
+    """A SyntheticConfig drawn from a wide range of looks, for training general models.
+
+    Nucleus diameter from ~8 to ~60 px, sparse to crowded, round to elongated, bright to
+    barely above noise, clean to dusty, 8-bit/16-bit/float. ``dtype`` fixes the output type.
+    """
+    low = float(np.exp(rng.uniform(np.log(8), np.log(40))))
+    high = min(60.0, low * rng.uniform(1.2, 2.0))
+    return SyntheticConfig(
+        diameter=(low, high),
+        coverage=float(rng.uniform(0.05, 0.55)),
+        cluster_fraction=float(rng.uniform(0.2, 0.95)),
+        aspect=(1.0, float(rng.uniform(1.2, 2.6))),
+        irregularity=float(rng.uniform(0.0, 0.15)),
+        dim_fraction=float(rng.uniform(0.0, 0.3)),
+        bright_fraction=float(rng.uniform(0.0, 0.15)),
+        border_dip=(float(rng.uniform(0.4, 0.9)), 1.0),
+        blur_sigma=(0.5, float(rng.uniform(0.8, 3.0))),
+        background=(0.0, float(rng.uniform(0.02, 0.2))),
+        gradient=(0.0, float(rng.uniform(0.0, 0.8))),
+        photons=(float(rng.uniform(8, 100)), float(rng.uniform(150, 1500))),
+        read_noise=(0.5, float(rng.uniform(1.0, 8.0))),
+        saturation=(float(rng.uniform(2.0, 4.0)), 10.0),
+        out_of_focus=float(rng.uniform(0.0, 4.0)),
+        condensed_fraction=float(rng.uniform(0.0, 0.1)),
+        debris=float(rng.uniform(0.0, 12.0)),
+        background_texture=float(rng.uniform(0.0, 0.15)),
+        hot_pixels=float(rng.choice([0.0, 1e-4, 1e-3])),
+        pattern_noise=float(rng.uniform(0.0, 1.5)),
+        dtype=dtype or str(rng.choice(["uint16", "uint16", "uint8", "float32"])),
+    )
