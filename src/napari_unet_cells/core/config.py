@@ -275,3 +275,96 @@ class WeightMapConfig:
                 f"{', '.join(WEIGHT_MAP_PRESETS)}."
             )
         return cls(**{**WEIGHT_MAP_PRESETS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning settings (see core/train.py). Budgets: training ends at whichever of
+    ``steps`` / ``minutes`` comes first (None = no limit; at least one must be set), at
+    early stopping, or at a stop request.
+
+    steps: optimiser steps. minutes: wall-time budget, minutes.
+    batch_size: tiles per step. tile: network input size in px (snapped down to a valid
+        size), or None for automatic (output about 2 x the context margin, capped by the
+        image size).
+    optimizer: "adam" (default: Adam, linear warm-up, cosine decay; converges fastest
+        when fine-tuning, see docs/finetune.md) or "sgd" (the paper: SGD, momentum 0.99).
+    learning_rate: peak learning rate, or None for the optimiser's default
+        (adam 1e-3, sgd 1e-2).
+    momentum: SGD momentum (paper: 0.99). weight_decay: L2 (AdamW-style for adam).
+    warmup_steps: linear warm-up from 0 to the peak learning rate.
+    final_lr_fraction: the cosine decay ends at this fraction of the peak.
+    validate_every: steps between validations (AP at IoU 0.5, foreground IoU, loss).
+    patience: stop after this many validations without improvement (None: never).
+    val_fraction: share of each image held out for validation when no separate
+        validation images are given (a strip at the end of the longer axis).
+    cell_bias: share of tiles centred on pixels drawn in proportion to the loss weight
+        (cells and, above all, borders between touching cells); the rest uniformly over
+        annotated pixels.
+    augment: the augmentation recipe; augment_strength scales it (0: only flips/turns).
+    weight_map: the loss weight map (paper eq. 2).
+    seed: seeds initialisation, patch sampling, augmentation and dropout.
+    """
+
+    steps: int | None = 500
+    minutes: float | None = None
+    batch_size: int = 4
+    tile: int | None = None
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: float | None = None
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    final_lr_fraction: float = 0.05
+    validate_every: int = 25
+    patience: int | None = 8
+    val_fraction: float = 0.2
+    cell_bias: float = 0.5
+    augment: AugmentConfig = AugmentConfig()
+    augment_strength: float = 1.0
+    weight_map: WeightMapConfig = WeightMapConfig()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise UNetCellsError("Give a training budget: steps, minutes or both.")
+        if (self.steps is not None and self.steps < 1) or (
+            self.minutes is not None and not self.minutes > 0
+        ):
+            raise UNetCellsError(
+                f"The budget must be positive, got steps={self.steps}, minutes={self.minutes}."
+            )
+        if self.batch_size < 1 or (self.tile is not None and self.tile < 1):
+            raise UNetCellsError(
+                f"batch_size and tile must be positive, got {self.batch_size}, {self.tile}."
+            )
+        if self.optimizer not in ("adam", "sgd"):
+            raise UNetCellsError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}.")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise UNetCellsError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if not 0 <= self.val_fraction < 0.9 or not 0 <= self.cell_bias <= 1:
+            raise UNetCellsError(
+                f"val_fraction must be in [0, 0.9) and cell_bias in [0, 1], got "
+                f"{self.val_fraction}, {self.cell_bias}."
+            )
+        if self.validate_every < 1 or (self.patience is not None and self.patience < 1):
+            raise UNetCellsError(
+                f"validate_every and patience must be >= 1, got {self.validate_every}, "
+                f"{self.patience}."
+            )
+        if self.warmup_steps < 0 or not 0 <= self.final_lr_fraction <= 1:
+            raise UNetCellsError(
+                f"warmup_steps must be >= 0 and final_lr_fraction in [0, 1], got "
+                f"{self.warmup_steps}, {self.final_lr_fraction}."
+            )
+        if self.augment_strength < 0:
+            raise UNetCellsError(
+                f"augment_strength must be >= 0, got {self.augment_strength}."
+            )
+
+    @property
+    def peak_learning_rate(self) -> float:
+        """learning_rate, or the optimiser's default (adam 1e-3, sgd 1e-2)."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-3 if self.optimizer == "adam" else 1e-2

@@ -1,0 +1,600 @@
+"""Fine-tuning: the paper's training recipe as a generator of progress events.
+
+``train_iter`` yields a ``TrainEvent`` after every optimiser step and every validation
+and checks a stop request between steps; its return value (and the last event's
+``result``) is a ``TrainResult`` holding the best model seen. ``finetune`` runs it to
+the end. The Fine-tune dock runs the same generator in napari's ``thread_worker``; the
+CLI consumes it directly.
+
+One step: draw ``batch_size`` tiles (core/data.py: biased towards cells and touching
+pairs), draw and apply one augmentation per tile (core/augment.py: the paper's elastic
+deformation, flips, quarter turns, intensity), run the U-Net, and minimise the
+pixel-wise softmax cross-entropy weighted by the weight map (paper eq. 1-2,
+core/weightmap.py) over each tile's output window:
+
+    loss = sum_x w(x) * CE(x) / sum_x w(x)      (pixels with w = 0 do not count)
+
+Optimisers: "adam" (default) with a linear warm-up and a cosine decay, or "sgd", the
+paper's SGD with momentum 0.99 (same schedule). The default was chosen by measurement
+(``benchmarks/bench_finetune.py``, docs/finetune.md): on 2 CPU cores and small batches
+Adam reached a usable model several times sooner; the paper's high-momentum SGD was made
+for large tiles on a GPU over many hours.
+
+Validation (every ``validate_every`` steps and at the end): tiled prediction of the
+held-out regions with core/predict.py's tile machinery, instances by
+core/instances.py, then object AP at IoU 0.5 (``ap50``), foreground IoU (``fg_iou``)
+and the weighted loss (``loss``). The best model is the one with the highest AP50 (ties:
+lower validation loss); early stopping after ``patience`` validations without
+improvement. Stopping (budget, early stop or request) returns the best model so far.
+
+Determinism: with a step budget on the CPU, the same seed gives the same weights: all
+randomness comes from one numpy Generator (tiles, augmentation) and, for dropout, a
+torch Generator local to the run (the global torch RNG is never touched).
+
+Memory: the network trains on a copy; the returned model lives on the CPU, in eval mode,
+and the device's cached memory is released when the generator ends, is closed, or fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import augment_batch, draw_params
+from .checkpoint import CellModel, save_model
+from .config import InstanceConfig, ModelConfig, TrainConfig, config_to_dict
+from .data import (
+    TileSampler,
+    TrainingSample,
+    ValidationRegion,
+    as_samples,
+    choose_tile,
+    split_validation,
+)
+from .device import autocast, inference_dtype, release_memory, resolve_device
+from .errors import UNetCellsError
+from .metrics import match
+
+logger = logging.getLogger(__name__)
+
+#: a stop request: a threading.Event, a callable returning True to stop, or None
+StopFlag = threading.Event | Callable[[], bool] | None
+
+#: the network trained when starting from scratch without a config
+SCRATCH_CONFIG = ModelConfig(base=16, depth=4, dropout=0.5)
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """One progress event.
+
+    kind: "start" (set-up done), "step" (one optimiser step), "validation", "done".
+    step: optimiser steps done; total_steps: the step budget (None: time budget only).
+    elapsed_s: wall time since the start; progress: share of the budget used (0..1);
+    eta_s: estimated seconds left (None until known).
+    loss, lr: the step's training loss and learning rate ("step" events).
+    metrics: validation results ("validation", "done"): loss, ap50, fg_iou, ...
+    best_step / best_metrics: the best validation so far.
+    message: a line for the user. result: the TrainResult (only on "done").
+    """
+
+    kind: Literal["start", "step", "validation", "done"]
+    step: int
+    total_steps: int | None
+    elapsed_s: float
+    progress: float
+    eta_s: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    metrics: dict[str, float] | None = None
+    best_step: int | None = None
+    best_metrics: dict[str, float] | None = None
+    message: str = ""
+    result: TrainResult | None = None
+
+
+@dataclass
+class TrainResult:
+    """What training produced.
+
+    model: the best model (CPU, eval mode) with provenance filled in.
+    stopped_by: "steps", "time", "early_stopping" or "user".
+    history: one dict per validation (step, elapsed_s, loss, ap50, fg_iou, ...).
+    """
+
+    model: CellModel
+    steps: int
+    best_step: int
+    best_metrics: dict[str, float] | None
+    stopped_by: str
+    elapsed_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    saved_to: Path | None = None
+
+
+def stop_requested(stop: StopFlag) -> bool:
+    """True if ``stop`` (an Event, a callable or None) asks to stop."""
+    if stop is None:
+        return False
+    if isinstance(stop, threading.Event):
+        return stop.is_set()
+    return bool(stop())
+
+
+# --------------------------------------------------------------------------------------
+# pieces
+# --------------------------------------------------------------------------------------
+
+
+class SeededDropout(nn.Module):
+    """Dropout drawing its masks from a given torch Generator (not the global RNG)."""
+
+    def __init__(self, p: float, generator: torch.Generator):
+        super().__init__()
+        self.p = float(p)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty(x.shape, device=x.device, dtype=torch.float32)
+        keep.bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * (keep / (1.0 - self.p)).to(x.dtype)
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """sum(w * CE) / sum(w): logits (N, K, H, W), target (N, H, W) int64, weight (N, H, W)."""
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    return (ce * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay over the budget's progress."""
+    peak = config.peak_learning_rate
+    warm = min(1.0, step / config.warmup_steps) if config.warmup_steps else 1.0
+    floor = config.final_lr_fraction
+    cosine = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return peak * warm * cosine
+
+
+def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam(W) or the paper's SGD with momentum (learning rate set per step)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    lr = config.peak_learning_rate
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+
+
+def resolve_start_model(model: CellModel | str | Path | ModelConfig | None, seed: int) -> tuple:
+    """(a private copy of the starting CellModel, a description for the provenance).
+
+    model: a CellModel (copied, never changed), a model file / registered name, a
+    ModelConfig (from scratch), "scratch", or None (the bundled model if the plugin ships
+    one, else from scratch with SCRATCH_CONFIG).
+    """
+    from .predict import bundled_model_path, resolve_model
+
+    if model is None or (isinstance(model, str) and model == "scratch"):
+        path = bundled_model_path() if model is None else None
+        model = SCRATCH_CONFIG if path is None else path
+    if isinstance(model, ModelConfig):
+        # building torch layers draws default inits from the global RNG: keep it untouched
+        with torch.random.fork_rng(devices=[]):
+            fresh = CellModel.new(model, seed=seed)
+        return fresh, f"scratch ({_describe_config(model)})"
+    base = resolve_model(model)
+    described = str(model) if isinstance(model, str | Path) else "a model in memory"
+    copied = CellModel(
+        net=copy.deepcopy(base.net).cpu(),
+        normalization=base.normalization,
+        classes=tuple(base.classes),
+        provenance={},
+        extra=copy.deepcopy(base.extra),
+    )
+    return copied, described
+
+
+def _describe_config(config: ModelConfig) -> str:
+    return f"base {config.base}, depth {config.depth}, padding {config.padding}"
+
+
+def validate(
+    net: nn.Module,
+    regions: Sequence[ValidationRegion],
+    device: torch.device,
+    *,
+    instances: InstanceConfig | None = None,
+    stop: StopFlag = None,
+) -> dict[str, float] | None:
+    """Predict the validation regions tile by tile and score them.
+
+    Returns {"loss", "ap50", "fg_iou", "n_true", "n_pred"}, pooled over the regions (AP
+    from the summed TP/FP/FN), or None if stopped. Leaves ``net`` in eval mode.
+    """
+    from .instances import probabilities_to_labels
+    from .predict import TorchPredictor, auto_tile_and_batch, predict_tiles
+    from .tiling import plan_tiles
+
+    instances = instances or InstanceConfig()
+    predictor = TorchPredictor(net, device)
+    cell_model = CellModel(net=net)  # type: ignore[arg-type]
+    tile, batch = auto_tile_and_batch(cell_model, predictor.device)
+    cfg = net.config  # type: ignore[attr-defined]
+    tp = fp = fn = 0
+    inter = union = 0
+    loss_sum = weight_sum = 0.0
+    n_true = n_pred = 0
+    for region in regions:
+        grid = plan_tiles(region.image.shape, tile, cfg.depth, cfg.padding)
+        out = np.empty(region.image.shape, np.float32)
+        for _ in predict_tiles(
+            region.image[..., None], grid, predictor, out, channel=1, batch_size=batch, stop=stop
+        ):
+            pass
+        if stop_requested(stop):
+            return None
+        y0, y1, x0, x1 = region.core
+        prob = out[y0:y1, x0:x1]
+        p_true = np.where(region.target > 0, prob, 1.0 - prob)
+        ce = -np.log(np.clip(p_true, 1e-7, 1.0))
+        loss_sum += float((ce * region.weight).sum())
+        weight_sum += float(region.weight.sum())
+        labels = probabilities_to_labels(prob, instances)
+        [m] = match(region.labels, labels, 0.5, ignore=region.ignore)
+        tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+        n_true, n_pred = n_true + m.n_true, n_pred + m.n_pred
+        keep = np.ones(prob.shape, bool) if region.ignore is None else ~region.ignore
+        t, p = (region.labels > 0) & keep, (labels > 0) & keep
+        inter += int(np.count_nonzero(t & p))
+        union += int(np.count_nonzero(t | p))
+    denom = tp + fp + fn
+    return {
+        "loss": loss_sum / weight_sum if weight_sum > 0 else 0.0,
+        "ap50": tp / denom if denom else 1.0,
+        "fg_iou": inter / union if union else 1.0,
+        "n_true": float(n_true),
+        "n_pred": float(n_pred),
+    }
+
+
+def _better(new: dict[str, float], best: dict[str, float] | None) -> bool:
+    if best is None:
+        return True
+    if new["ap50"] > best["ap50"] + 1e-9:
+        return True
+    return abs(new["ap50"] - best["ap50"]) <= 1e-9 and new["loss"] < best["loss"]
+
+
+def _data_summary(samples: Sequence[TrainingSample]) -> list[dict[str, Any]]:
+    out = []
+    for s in samples:
+        annotated = 1.0 if s.ignore is None else float(1.0 - np.mean(s.ignore))
+        out.append(
+            {
+                "name": s.name,
+                "shape": list(s.image.shape),
+                "dtype": str(s.image.dtype),
+                "cells": len(np.unique(s.labels[s.labels > 0])),
+                "annotated_fraction": round(annotated, 4),
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------
+
+
+def train_iter(
+    samples: Sequence[TrainingSample],
+    model: CellModel | str | Path | ModelConfig | None = None,
+    config: TrainConfig | None = None,
+    *,
+    val_samples: Sequence[TrainingSample] | None = None,
+    device: str | torch.device = "auto",
+    stop: StopFlag = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Fine-tune ``model`` on ``samples``; yields TrainEvents, returns the TrainResult.
+
+    samples / val_samples: from ``core.data.as_samples``. model: see
+    ``resolve_start_model``. device: "auto" | "cpu" | "cuda[:N]" | "mps". stop: checked
+    between steps (and between validation tiles); when set, training ends with the best
+    model so far. The caller's model is never modified.
+    """
+    config = config or TrainConfig()
+    samples = list(samples)
+    if not samples:
+        raise UNetCellsError("No training samples: add at least one image with labels.")
+    start_wall = time.perf_counter()
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    torch_device = resolve_device(device)
+    start_model, start_desc = resolve_start_model(model, config.seed)
+    mcfg = start_model.config
+    if mcfg.in_channels != 1:
+        raise UNetCellsError(
+            f"Training reads greyscale planes; this model expects {mcfg.in_channels} channels."
+        )
+    train, regions = split_validation(
+        samples, val_samples, config, mcfg, start_model.normalization
+    )
+    tile, out = choose_tile(mcfg, [p.shape for p in train], config.tile)
+    off = (tile - out) // 2
+    sampler = TileSampler(train, tile, out, config.cell_bias)
+    aug_config = config.augment.scaled(config.augment_strength)
+    rng = np.random.default_rng(config.seed)
+    dropout_gen = torch.Generator(device=torch_device).manual_seed(config.seed)
+
+    net = start_model.net
+    original_dropout = net.dropout
+    net.dropout = SeededDropout(original_dropout.p, dropout_gen)
+    net.to(torch_device).train()
+    optimizer = make_optimizer(net, config)
+    amp = inference_dtype(torch_device)  # bf16 autocast on CUDA, fp32 elsewhere
+
+    budget_s = None if config.minutes is None else 60.0 * config.minutes
+    history: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_metrics: dict[str, float] | None = None
+    best_step = 0
+    bad_validations = 0
+    stopped_by = "steps"
+    step = 0
+    last_validated = -1
+
+    def progress_now() -> float:
+        parts = [0.0]
+        if config.steps is not None:
+            parts.append(step / config.steps)
+        if budget_s is not None:
+            parts.append((time.perf_counter() - start_wall) / budget_s)
+        return min(1.0, max(parts))
+
+    def event(kind, **kw) -> TrainEvent:
+        elapsed = time.perf_counter() - start_wall
+        frac = progress_now()
+        eta = elapsed * (1 - frac) / frac if frac > 0 and step > 0 else None
+        return TrainEvent(
+            kind=kind,
+            step=step,
+            total_steps=config.steps,
+            elapsed_s=elapsed,
+            progress=frac,
+            eta_s=eta,
+            best_step=best_step if best_metrics is not None else None,
+            best_metrics=best_metrics,
+            **kw,
+        )
+
+    def run_validation():
+        nonlocal best_state, best_metrics, best_step, bad_validations, last_validated
+        metrics = validate(net, regions, torch_device, stop=stop)
+        net.train()
+        if metrics is None:
+            return None
+        last_validated = step
+        metrics = {**metrics, "step": float(step)}
+        history.append({**metrics, "elapsed_s": time.perf_counter() - start_wall})
+        if _better(metrics, best_metrics):
+            best_metrics, best_step, bad_validations = metrics, step, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        else:
+            bad_validations += 1
+        return metrics
+
+    finished = False
+    try:
+        yield event(
+            "start",
+            message=(
+                f"training {start_desc} on {len(train)} image(s) ({len(regions)} validation "
+                f"region(s)), {tile} px tiles ({out} px output), batch {config.batch_size}, "
+                f"{config.optimizer}, device {torch_device}"
+            ),
+        )
+        while True:
+            if stop_requested(stop):
+                stopped_by = "user"
+                break
+            if config.steps is not None and step >= config.steps:
+                stopped_by = "steps"
+                break
+            if budget_s is not None and time.perf_counter() - start_wall >= budget_s:
+                stopped_by = "time"
+                break
+            batch = sampler.sample(rng, config.batch_size)
+            params = draw_params(rng, aug_config, config.batch_size)
+            aug = augment_batch(
+                params, batch.image, batch.weight, batch.target, device=torch_device
+            )
+            target = aug.target[:, off : off + out, off : off + out]
+            weight = aug.weight[:, off : off + out, off : off + out]
+            lr = learning_rate(config, step + 1, progress_now())
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(torch_device, amp):
+                logits = net(aug.image)
+            loss = weighted_cross_entropy(logits, target, weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise UNetCellsError(
+                    f"The training loss became {loss_value} at step {step}: lower the "
+                    "learning rate."
+                )
+            yield event("step", loss=loss_value, lr=lr)
+            if regions and step % config.validate_every == 0:
+                metrics = run_validation()
+                if metrics is not None:
+                    yield event("validation", metrics=metrics)
+                    if config.patience is not None and bad_validations >= config.patience:
+                        stopped_by = "early_stopping"
+                        break
+        # a last validation so the final weights compete too (also after a stop request)
+        final_metrics = None
+        if regions and step > 0 and last_validated != step:
+            final_metrics = run_validation()
+            if final_metrics is not None:
+                yield event("validation", metrics=final_metrics)
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        else:
+            best_step = step
+        net.dropout = original_dropout
+        net.to("cpu").eval()
+        elapsed = time.perf_counter() - start_wall
+        provenance = {
+            "trained_from": start_desc,
+            "training": {
+                "started": started,
+                "steps": step,
+                "best_step": best_step,
+                "stopped_by": stopped_by,
+                "elapsed_s": round(elapsed, 2),
+                "device": str(torch_device),
+                "tile": tile,
+                "output_tile": out,
+                "config": config_to_dict(config),
+                "data": _data_summary(samples),
+                "validation_data": _data_summary(val_samples) if val_samples else "held out",
+            },
+            "validation": best_metrics,
+            "history": [{k: round(float(v), 5) for k, v in h.items()} for h in history[-200:]],
+        }
+        result_model = CellModel(
+            net=net,
+            normalization=start_model.normalization,
+            classes=start_model.classes,
+            provenance=provenance,
+            extra=start_model.extra,
+        )
+        result = TrainResult(
+            model=result_model,
+            steps=step,
+            best_step=best_step,
+            best_metrics=best_metrics,
+            stopped_by=stopped_by,
+            elapsed_s=elapsed,
+            history=history,
+        )
+        finished = True
+        _release(optimizer, torch_device)
+        yield event(
+            "done",
+            metrics=best_metrics,
+            result=result,
+            message=_summary(result),
+        )
+        return result
+    finally:
+        if not finished:  # error or closed early: leave nothing on the device
+            net.dropout = original_dropout
+            net.to("cpu")
+            _release(optimizer, torch_device)
+
+
+def _release(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    optimizer.state.clear()
+    release_memory(device)
+
+
+def _summary(result: TrainResult) -> str:
+    text = f"{result.steps} steps in {result.elapsed_s:.0f} s ({result.stopped_by})"
+    if result.best_metrics:
+        m = result.best_metrics
+        text += (
+            f"; best at step {result.best_step}: validation AP50 {m['ap50']:.3f}, "
+            f"foreground IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}"
+        )
+    return text
+
+
+def run(gen: Generator, on_event: Callable[[TrainEvent], None] | None = None) -> Any:
+    """Consume a generator; call ``on_event`` for each event; return its return value."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as done:
+            return done.value
+        if on_event is not None:
+            on_event(ev)
+
+
+def finetune(
+    images,
+    labels,
+    ignore=None,
+    model: CellModel | str | Path | ModelConfig | None = None,
+    *,
+    config: TrainConfig | None = None,
+    steps: int | None = None,
+    minutes: float | None = None,
+    val_images=None,
+    val_labels=None,
+    val_ignore=None,
+    device: str = "auto",
+    output: str | Path | None = None,
+    progress: Callable[[TrainEvent], None] | None = None,
+    stop: StopFlag = None,
+) -> CellModel:
+    """Fine-tune a U-Net on annotated images and return the best model (CPU, eval mode).
+
+    images / labels: a (Y, X) array or (Z, Y, X) stack, or lists of them, with integer
+    instance labels of the same shapes (0 = background). ignore: masks of unannotated
+    pixels (nonzero = ignore), per image or None. model: a model file, a CellModel, a
+    ModelConfig (from scratch), "scratch", or None (bundled model, else scratch).
+    config: a TrainConfig; ``steps`` / ``minutes`` override its budget (giving one alone
+    makes it the only budget). val_*: separate validation images (else a held-out strip
+    of each image). output: save the model there (never overwrites: an existing file is
+    an error). progress: called with every TrainEvent. stop: see ``train_iter``.
+
+    >>> import napari_unet_cells as uc
+    >>> image, labels = uc.synthetic_cells((96, 96), seed=0)
+    >>> small = uc.ModelConfig(base=4, depth=2, dropout=0.0)
+    >>> model = uc.finetune(image, labels, model=small, steps=2)
+    >>> model.provenance["training"]["steps"]
+    2
+    """
+    import dataclasses
+
+    config = config or TrainConfig()
+    if steps is not None or minutes is not None:
+        config = dataclasses.replace(config, steps=steps, minutes=minutes)
+    if output is not None:
+        output = Path(output)
+        if output.exists():
+            raise UNetCellsError(
+                f"{output} already exists; choose another file name (models are never "
+                "overwritten)."
+            )
+        if not output.parent.is_dir():
+            raise UNetCellsError(f"The folder {output.parent} does not exist; create it first.")
+    samples = as_samples(images, labels, ignore)
+    val = as_samples(val_images, val_labels, val_ignore) if val_images is not None else None
+    result = run(
+        train_iter(samples, model, config, val_samples=val, device=device, stop=stop), progress
+    )
+    if output is not None:
+        result.saved_to = save_model(result.model, output)
+    return result.model

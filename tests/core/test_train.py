@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet_cells.core import train as T
+from napari_unet_cells.core.checkpoint import CellModel, load_model, save_model
+from napari_unet_cells.core.config import ModelConfig, TrainConfig
+from napari_unet_cells.core.data import as_samples
+from napari_unet_cells.core.errors import UNetCellsError
+from napari_unet_cells.core.synthetic import synthetic_cells
+
+
+@pytest.fixture(scope="module")
+def samples():
+    image, labels = synthetic_cells((80, 112), seed=3)
+    return as_samples(image, labels)
+
+
+def _fast(**kw):
+    base = dict(steps=4, batch_size=2, validate_every=2, warmup_steps=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_same_seed_same_weights_and_global_rng_untouched(samples):
+    config = ModelConfig(base=4, depth=2, dropout=0.3)  # dropout draws random masks too
+    rng_before = torch.random.get_rng_state()
+    a = T.run(T.train_iter(samples, config, _fast(seed=1), device="cpu")).model
+    b = T.run(T.train_iter(samples, config, _fast(seed=1), device="cpu")).model
+    c = T.run(T.train_iter(samples, config, _fast(seed=2), device="cpu")).model
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    wa, wb, wc = _weights(a.net), _weights(b.net), _weights(c.net)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    assert isinstance(a.net.dropout, torch.nn.Dropout)  # the plain layer is back
+
+
+def test_events_provenance_and_the_callers_model_is_untouched(samples, tiny_config, tmp_path):
+    start = CellModel.new(tiny_config, seed=5, extra={"instances": {"threshold": 0.4}})
+    before = _weights(start.net)
+    events = list(_drain(T.train_iter(samples, start, _fast(), device="cpu")))
+    kinds = [e.kind for e in events]
+    assert kinds == ["start", "step", "step", "validation", "step", "step", "validation", "done"]
+    steps = [e for e in events if e.kind == "step"]
+    assert [e.step for e in steps] == [1, 2, 3, 4]
+    assert all(np.isfinite(e.loss) and e.lr > 0 for e in steps)
+    assert steps[0].lr < steps[1].lr  # warm-up
+    assert events[-1].progress == 1.0 and 0 < steps[1].progress < 1
+    val = [e.metrics for e in events if e.kind == "validation"]
+    assert all({"loss", "ap50", "fg_iou"} <= set(m) for m in val)
+    result = events[-1].result
+    assert all(torch.equal(before[k], v) for k, v in _weights(start.net).items())
+    model = result.model
+    assert next(model.net.parameters()).device.type == "cpu" and not model.net.training
+    assert model.extra == {"instances": {"threshold": 0.4}}
+    prov = model.provenance
+    assert prov["trained_from"] == "a model in memory"
+    assert prov["training"]["steps"] == 4 and prov["training"]["stopped_by"] == "steps"
+    assert prov["training"]["config"]["batch_size"] == 2
+    assert prov["training"]["data"][0]["shape"] == [80, 112]
+    assert prov["validation"]["ap50"] == result.best_metrics["ap50"]
+    path = save_model(model, tmp_path / "m.npz")
+    loaded = load_model(path)
+    assert loaded.provenance["training"]["best_step"] == result.best_step
+    assert all(torch.equal(loaded.net.state_dict()[k], v) for k, v in _weights(model.net).items())
+
+
+def _drain(gen):
+    yield from gen
+
+
+def test_stop_request_returns_the_best_model_so_far(samples, tiny_config, monkeypatch):
+    seen = {}
+    scores = iter([0.2, 0.6, 0.3])
+
+    def fake_validate(net, regions, device, **kw):
+        ap = next(scores)
+        seen[ap] = _weights(net)
+        return {"loss": 1.0 - ap, "ap50": ap, "fg_iou": ap, "n_true": 1.0, "n_pred": 1.0}
+
+    monkeypatch.setattr(T, "validate", fake_validate)
+    stop = threading.Event()
+    gen = T.train_iter(samples, tiny_config, _fast(steps=100, validate_every=2), stop=stop)
+    for ev in gen:
+        if ev.kind == "step" and ev.step == 5:
+            stop.set()  # the user presses Stop after step 5
+        if ev.kind == "done":
+            result = ev.result
+    # validations at steps 2 and 4, a last one at step 5; the best (0.6) was at step 4
+    assert result.stopped_by == "user" and result.steps == 5
+    assert result.best_step == 4 and result.best_metrics["ap50"] == 0.6
+    assert all(torch.equal(seen[0.6][k], v) for k, v in _weights(result.model.net).items())
+
+
+def test_early_stopping_after_patience(samples, tiny_config, monkeypatch):
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])
+    monkeypatch.setattr(
+        T,
+        "validate",
+        lambda *a, **k: {"loss": 1.0, "ap50": next(scores), "fg_iou": 0.0},
+    )
+    result = T.run(
+        T.train_iter(samples, tiny_config, _fast(steps=50, validate_every=1, patience=2))
+    )
+    assert result.stopped_by == "early_stopping" and result.steps == 3
+    assert result.best_step == 1 and len(result.history) == 3
+
+
+def test_time_budget_and_release_of_device_memory(samples, tiny_config, monkeypatch):
+    released = []
+    monkeypatch.setattr(T, "release_memory", lambda device: released.append(str(device)))
+    result = T.run(
+        T.train_iter(samples, tiny_config, _fast(steps=None, minutes=0.002), device="cpu")
+    )
+    assert result.stopped_by == "time" and result.steps >= 1
+    assert released == ["cpu"]
+    # closing the generator mid-run (napari closing) also releases it
+    gen = T.train_iter(samples, tiny_config, _fast(steps=100), device="cpu")
+    next(gen), next(gen)
+    gen.close()
+    assert released == ["cpu", "cpu"]
+
+
+def test_weighted_loss_ignores_zero_weight_pixels_and_schedule():
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1, 0, 0] = 10.0  # confident "cell" at (0, 0)
+    target = torch.zeros(1, 2, 2, dtype=torch.long)  # ... but the truth is background
+    weight = torch.ones(1, 2, 2)
+    assert T.weighted_cross_entropy(logits, target, weight) > 2
+    weight[0, 0, 0] = 0.0  # that pixel is not annotated: no penalty
+    assert T.weighted_cross_entropy(logits, target, weight) == pytest.approx(np.log(2))
+    cfg = TrainConfig(learning_rate=1.0, warmup_steps=10, final_lr_fraction=0.1)
+    assert T.learning_rate(cfg, 5, 0.0) == pytest.approx(0.5)
+    assert T.learning_rate(cfg, 10, 0.5) == pytest.approx(0.55)
+    assert T.learning_rate(cfg, 99, 1.0) == pytest.approx(0.1)
+    assert TrainConfig(optimizer="sgd").peak_learning_rate == 1e-2
+    with pytest.raises(UNetCellsError):
+        TrainConfig(steps=None, minutes=None)
+
+
+def test_training_reduces_the_loss_with_partial_annotation(tiny_config):
+    image, labels = synthetic_cells((64, 96), seed=7)
+    ignore = np.zeros(labels.shape, bool)
+    ignore[:, 64:] = True  # right third not annotated
+    labels[ignore] = 0
+    samples = as_samples(image, labels, [ignore])
+    losses = []
+    cfg = _fast(steps=60, validate_every=1000, learning_rate=1e-2, val_fraction=0.0)
+    result = T.run(
+        T.train_iter(samples, tiny_config, cfg),
+        lambda e: losses.append(e.loss) if e.kind == "step" else None,
+    )
+    assert np.mean(losses[-10:]) < 0.85 * np.mean(losses[:10])
+    assert result.model.provenance["training"]["data"][0]["annotated_fraction"] == pytest.approx(
+        64 / 96, abs=1e-3
+    )
+
+
+def test_finetune_api_saves_and_refuses_to_overwrite(tmp_path, tiny_config):
+    image, labels = synthetic_cells((64, 64), seed=1)
+    out = tmp_path / "model.npz"
+    model = T.finetune(image, labels, model=tiny_config, steps=2, output=out, device="cpu")
+    assert load_model(out).provenance["training"]["steps"] == 2
+    assert model.provenance["training"]["steps"] == 2
+    with pytest.raises(UNetCellsError, match="already exists"):
+        T.finetune(image, labels, model=tiny_config, steps=2, output=out)
+    with pytest.raises(UNetCellsError, match="no cells"):
+        T.finetune(image, np.zeros_like(labels), model=tiny_config, steps=2)
