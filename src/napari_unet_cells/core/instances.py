@@ -8,11 +8,13 @@ each (Y, X) plane:
    (4-neighbourhood by default) are the cells.
 2. grow back: each cell regains the thin separation border it lost. A pixel is given to
    its nearest cell (within ``border_width`` px) when it lies within ``border_width`` px
-   of at least two different cells (that is the separation border, by geometry) and is
-   not confidently background: the mean cell probability over its
-   (2 * border_width + 1)^2 neighbourhood is at least 0.5. A thin border between two
-   cells passes (mostly cell around it); the outer outline of a cell and wider gaps
-   between neighbours do not, so cells keep their size and nothing else grows.
+   of at least two different cells (by geometry, the separation border) and is not
+   confidently background: it belongs to a background structure thinner than
+   2 * ``border_width`` px (it disappears under a morphological opening of the
+   background with a 2w x 2w square). Thin borders between cells pass; the outer outline
+   of a cell and wide background do not, so cells keep their size and nothing else grows.
+   (A gap that thin between two cells that do not touch is indistinguishable from a
+   border; the two cells then touch, but stay two labels.)
 3. objects smaller than ``min_size`` px are removed and the labels made sequential 1..N.
 
 This step is cheap: change the threshold or the minimum size and re-run it on the same
@@ -25,6 +27,7 @@ an overlap and joins cells cut by chunk borders, so labels stay unique and seque
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,7 +37,7 @@ from .config import InstanceConfig
 from .errors import UNetCellsError
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    import dask.array
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +100,23 @@ def seed_components(probability: np.ndarray, config: InstanceConfig) -> tuple[np
     return components, int(count)
 
 
-def grow_cells(probability: np.ndarray, config: InstanceConfig) -> np.ndarray:
-    """Seed components grown back over their separation borders: int32 (Y, X), not relabelled."""
+def grow_cells(
+    probability: np.ndarray, config: InstanceConfig, components: np.ndarray | None = None
+) -> np.ndarray:
+    """Seed components grown back over their separation borders: int32 (Y, X), not relabelled.
+
+    components: the seed components if already known (int32 (Y, X), 0 = none), e.g. with
+    image-wide ids in a chunk; by default ``seed_components(probability)``.
+    """
     from skimage.segmentation import expand_labels
 
     probability = np.nan_to_num(np.asarray(probability, np.float32), nan=0.0)
-    components, count = seed_components(probability, config)
+    if components is None:
+        components = seed_components(probability, config)[0]
+    components = np.asarray(components)
     width = config.border_width
-    if count < 2 or width == 0:
-        return components
+    if width == 0 or components.max(initial=0) == 0:
+        return components.astype(np.int32, copy=False)
     size = 2 * width + 1
     highest = ndi.maximum_filter(components, size=size, mode="constant", cval=0)
     lowest = ndi.minimum_filter(
@@ -114,10 +125,15 @@ def grow_cells(probability: np.ndarray, config: InstanceConfig) -> np.ndarray:
     between = (lowest < _BIG) & (highest != lowest) & (components == 0)
     if not between.any():
         return components
-    mostly_cell = ndi.uniform_filter(probability, size=size, mode="reflect") >= 0.5
-    grow = between & mostly_cell
+    # confidently background: background regions at least 2 * width px across (they
+    # survive an opening with a 2w x 2w square); thinner ones are separation borders
+    background = probability <= config.threshold
+    wide = ndi.binary_opening(
+        background, structure=np.ones((2 * width, 2 * width), bool), border_value=1
+    )
+    grow = between & background & ~wide
     expanded = expand_labels(components, distance=width)
-    return np.where(grow, expanded, components).astype(np.int32, copy=False)
+    return np.where(grow, expanded, components).astype(components.dtype, copy=False)
 
 
 def filter_and_relabel(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
@@ -131,3 +147,157 @@ def filter_and_relabel(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, i
     lut = np.zeros(sizes.size, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return lut[labels], int(keep.sum())
+
+
+# --------------------------------------------------------------------------------------
+# images larger than memory
+# --------------------------------------------------------------------------------------
+
+
+def instance_reach(config: InstanceConfig) -> int:
+    """Overlap (px) a chunk needs so its labels match the whole-image computation."""
+    return 3 * config.border_width + 2
+
+
+def labels_dask(
+    probabilities: dask.array.Array, config: InstanceConfig, workdir: str | Path
+) -> dask.array.Array:
+    """Instance labels of a large (Y, X) probability map, chunk by chunk, in bounded memory.
+
+    1. Seeds (probability > threshold) are labelled within each chunk and written to a
+       zarr array in ``workdir`` (a folder that must exist until the result is computed).
+       Seed pixels facing each other across a chunk border (4-neighbours, or 8 with
+       connectivity 2) belong to the same component: joining them (connected components of
+       the equivalence graph) gives image-wide component ids, as ``ndi.label`` would.
+    2. Each chunk, with ``instance_reach`` px of overlap, grows its components (with their
+       image-wide ids) over the separation borders (``grow_cells``), written to zarr.
+    3. Sizes are summed per cell over the chunks, cells under ``min_size`` px removed and
+       the rest numbered 1..N.
+
+    Returns a lazy int32 (Y, X) dask array with the chunks of ``probabilities``: the same
+    cells as ``probabilities_to_labels`` (numbered in chunk order), unique across chunks.
+    """
+    import dask
+    import dask.array as da
+    import zarr
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if probabilities.ndim != 2:
+        raise UNetCellsError(f"labels_dask needs (Y, X) probabilities, got {probabilities.shape}.")
+    workdir = Path(workdir)
+    chunks = probabilities.chunks
+    numblocks = probabilities.numblocks
+    meta = np.empty((0, 0), np.int32)
+
+    # 1. seed components per chunk, then joined across chunk borders
+    local = probabilities.map_blocks(
+        lambda block: seed_components(block, config)[0], dtype=np.int32, meta=meta
+    )
+    seeds_path = workdir / "seeds.zarr"
+    local.to_zarr(str(seeds_path), overwrite=True)
+    local = da.from_zarr(str(seeds_path))
+    counts = np.array(
+        dask.compute(*[dask.delayed(np.max)(b) for row in local.to_delayed() for b in row]),
+        np.int64,
+    ).reshape(numblocks)
+    offsets = np.concatenate([[0], np.cumsum(counts.ravel())[:-1]]).reshape(numblocks)
+    total = int(counts.sum())
+    stored = zarr.open_array(str(seeds_path), mode="r")
+    y_block = np.repeat(np.arange(numblocks[0]), chunks[0])
+    x_block = np.repeat(np.arange(numblocks[1]), chunks[1])
+
+    def global_ids(strip, rows, cols):
+        ids = strip.astype(np.int64) + offsets[y_block[rows][:, None], x_block[cols][None, :]]
+        return np.where(strip > 0, ids, 0)
+
+    height, width = probabilities.shape
+    pairs = [np.empty((0, 2), np.int64)]
+    for y in np.cumsum(chunks[0])[:-1]:
+        strip = global_ids(stored[y - 1 : y + 1, :], np.arange(y - 1, y + 1), np.arange(width))
+        pairs.append(_facing_pairs(strip, config.connectivity))
+    for x in np.cumsum(chunks[1])[:-1]:
+        strip = global_ids(stored[:, x - 1 : x + 1], np.arange(height), np.arange(x - 1, x + 1))
+        pairs.append(_facing_pairs(strip.T, config.connectivity))
+    edges = np.concatenate(pairs)
+    graph = coo_matrix(
+        (np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(total + 1,) * 2
+    )
+    _, group = connected_components(graph, directed=False)
+    # component ids 1..M in order of first appearance; 0 stays background
+    first = np.full(group.max() + 1, total + 1, np.int64)
+    np.minimum.at(first, group, np.arange(total + 1))
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    component_lut = rank[group].astype(np.int32)  # group of id 0 has the smallest first: 0
+
+    def to_global(block, lut=None, block_id=None):
+        ids = np.where(block > 0, block.astype(np.int64) + offsets[block_id], 0)
+        return lut[ids]
+
+    components = local.map_blocks(
+        to_global, lut=dask.delayed(component_lut, pure=True), dtype=np.int32, meta=meta
+    )
+
+    # 2. growth with image-wide ids, in overlapping chunks
+    halo = instance_reach(config)
+
+    def grow_block(prob, comp, block_id=None):
+        pads = [
+            (halo if block_id[a] > 0 else 0, halo if block_id[a] < numblocks[a] - 1 else 0)
+            for a in range(2)
+        ]
+        grown = grow_cells(prob, config, comp)
+        return grown[
+            pads[0][0] : grown.shape[0] - pads[0][1], pads[1][0] : grown.shape[1] - pads[1][1]
+        ]
+
+    grown = da.map_overlap(
+        grow_block,
+        probabilities,
+        components,
+        depth={0: halo, 1: halo},
+        boundary="none",
+        trim=False,
+        dtype=np.int32,
+        chunks=chunks,
+        meta=meta,
+    )
+    grown_path = workdir / "grown.zarr"
+    grown.to_zarr(str(grown_path), overwrite=True)
+    grown = da.from_zarr(str(grown_path))
+
+    # 3. sizes, minimum size, sequential numbers
+    n_ids = int(component_lut.max()) + 1
+    sizes = dask.compute(
+        *[
+            dask.delayed(np.bincount)(b.ravel(), minlength=n_ids)
+            for row in grown.to_delayed()
+            for b in row
+        ]
+    )
+    size = np.sum(sizes, axis=0)
+    keep = size >= max(config.min_size, 1)
+    keep[0] = False
+    final = np.zeros(n_ids, np.int32)
+    final[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    logger.info("labels_dask: %d components -> %d cells", n_ids - 1, int(keep.sum()))
+    return grown.map_blocks(
+        lambda block, lut=None: lut[block],
+        lut=dask.delayed(final, pure=True),
+        dtype=np.int32,
+        meta=meta,
+    )
+
+
+def _facing_pairs(strip: np.ndarray, connectivity: int) -> np.ndarray:
+    """(n, 2) id pairs of nonzero pixels facing across the middle of a (2, W) strip."""
+    a, b = strip[0], strip[1]
+    found = [np.stack([a, b], axis=1)]
+    if connectivity == 2:
+        found.append(np.stack([a[:-1], b[1:]], axis=1))
+        found.append(np.stack([a[1:], b[:-1]], axis=1))
+    pairs = np.concatenate(found)
+    pairs = pairs[(pairs[:, 0] > 0) & (pairs[:, 1] > 0)]
+    return np.unique(pairs, axis=0) if pairs.size else np.empty((0, 2), np.int64)

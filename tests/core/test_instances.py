@@ -1,0 +1,113 @@
+"""Probabilities -> instance labels: touching cells separated, sizes kept, chunking exact."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_unet_cells.core.config import InstanceConfig
+from napari_unet_cells.core.errors import UNetCellsError
+from napari_unet_cells.core.instances import (
+    filter_and_relabel,
+    labels_dask,
+    perfect_probabilities,
+    probabilities_to_labels,
+    separation_border,
+)
+from napari_unet_cells.core.labels import touching_pairs
+from napari_unet_cells.core.synthetic import synthetic_cells
+
+
+def _best_match(labels, truth, cell):
+    values = labels[truth == cell]
+    return int(np.bincount(values).argmax())
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_touching_pair_becomes_two_labels(seed):
+    _, truth = synthetic_cells((192, 192), seed=seed)
+    pairs = touching_pairs(truth)
+    assert len(pairs) > 20  # the synthetic data really has touching cells
+    labels = probabilities_to_labels(perfect_probabilities(truth), InstanceConfig(min_size=0))
+    assert labels.dtype == np.int32
+    for a, b in pairs:
+        la, lb = _best_match(labels, truth, a), _best_match(labels, truth, b)
+        assert la > 0 and lb > 0 and la != lb, (a, b)
+    # one label per cell, sequential
+    assert labels.max() == truth.max()
+    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
+
+
+def test_cells_grow_back_over_the_border_they_lost():
+    _, truth = synthetic_cells((256, 256), seed=3)
+    probs = perfect_probabilities(truth)
+    carved = probabilities_to_labels(probs, InstanceConfig(min_size=0, border_width=0))
+    grown = probabilities_to_labels(probs, InstanceConfig(min_size=0, border_width=2))
+
+    def mean_iou(labels):
+        cells = range(1, truth.max() + 1)
+        return np.mean([_iou(truth == c, labels == _best_match(labels, truth, c)) for c in cells])
+
+    assert mean_iou(carved) < 0.9 < 0.95 < mean_iou(grown)
+    border = separation_border(truth)
+    assert (grown[border] > 0).mean() > 0.9  # the border is given back
+    # isolated cells (no touching neighbour) keep all their pixels; they gain some only
+    # in gaps as thin as a separation border next to a close neighbour
+    touching = {c for pair in touching_pairs(truth) for c in pair}
+    isolated = sorted(set(range(1, truth.max() + 1)) - touching)
+    assert len(isolated) >= 3
+    ious = []
+    for cell in isolated:
+        mask = grown == _best_match(grown, truth, cell)
+        assert mask[truth == cell].all()
+        ious.append(_iou(truth == cell, mask))
+    assert np.median(ious) == 1.0 and min(ious) > 0.9
+
+
+def test_threshold_and_min_size():
+    probs = np.zeros((40, 40), np.float32)
+    probs[5:15, 5:15] = 0.9  # 100 px
+    probs[25:28, 25:28] = 0.9  # 9 px
+    probs[30:38, 2:10] = 0.4  # below the default threshold
+    labels = probabilities_to_labels(probs, InstanceConfig(min_size=10))
+    assert labels.max() == 1 and (labels == 1).sum() == 100
+    labels = probabilities_to_labels(probs, InstanceConfig(threshold=0.3, min_size=5))
+    assert labels.max() == 3
+    with pytest.raises(UNetCellsError):
+        InstanceConfig(threshold=1.5)
+
+
+def test_stack_labels_are_unique_over_planes():
+    _, truth = synthetic_cells((64, 64), seed=4)
+    probs = np.stack([perfect_probabilities(truth)] * 3)
+    labels = probabilities_to_labels(probs, InstanceConfig(min_size=0))
+    n = labels[0].max()
+    assert labels.shape == (3, 64, 64) and labels.max() == 3 * n
+    assert labels[1][labels[1] > 0].min() == n + 1
+
+
+def test_filter_and_relabel_is_sequential():
+    labels = np.array([[0, 5, 5, 9], [7, 7, 7, 9]])
+    out, n = filter_and_relabel(labels, 2)
+    assert n == 3 and set(np.unique(out)) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(("chunk", "connectivity"), [(48, 1), (64, 2), (100, 1)])
+def test_chunked_labels_equal_in_memory_labels(tmp_path, chunk, connectivity):
+    _, truth = synthetic_cells((230, 210), seed=5)
+    probs = perfect_probabilities(truth)
+    config = InstanceConfig(min_size=20, connectivity=connectivity)
+    expected = probabilities_to_labels(probs, config)
+    got = labels_dask(da.from_array(probs, chunks=chunk), config, tmp_path).compute()
+    assert got.dtype == np.int32 and got.shape == expected.shape
+    # the same partition of the pixels: a one-to-one map between the two labellings
+    pairs = np.unique(np.stack([expected.ravel(), got.ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    assert ((expected > 0) == (got > 0)).all()
+    # unique across chunks and sequential
+    np.testing.assert_array_equal(np.unique(got), np.arange(got.max() + 1))
