@@ -31,6 +31,9 @@ _LAZY = {
     "weight_map_state": ".core.weightmap",
     "update_weight_map": ".core.weightmap",
     "separation_target": ".core.weightmap",
+    "TrainConfig": ".core.config",
+    "AugmentConfig": ".core.config",
+    "finetune": ".core.train",
 }
 
 __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
@@ -50,13 +53,23 @@ __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
     "weight_map_state",
     "update_weight_map",
     "separation_target",
+    "TrainConfig",
+    "AugmentConfig",
+    "finetune",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core.checkpoint import CellModel, load_model, read_model_info, save_model
-    from .core.config import ModelConfig, NormalizationConfig, WeightMapConfig
+    from .core.config import (
+        AugmentConfig,
+        ModelConfig,
+        NormalizationConfig,
+        TrainConfig,
+        WeightMapConfig,
+    )
     from .core.errors import UNetCellsError
     from .core.synthetic import SyntheticConfig, synthetic_cells
+    from .core.train import finetune
     from .core.unet import UNet
     from .core.weightmap import (
         separation_target,

@@ -173,9 +173,290 @@ def _run_weightmap(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- finetune ----------------------------------------------------------------------------
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a U-Net on annotated images and save the model file",
+        description="Trains with the paper's recipe (weighted cross-entropy, elastic "
+        "deformation) on image/label TIFF pairs; a strip of each image is held out for "
+        "validation unless --val-image is given. Ctrl-C stops and keeps the best model.",
+    )
+    p.add_argument("--image", type=Path, action="append", required=True, help="image (.tif)")
+    p.add_argument(
+        "--labels", type=Path, action="append", required=True, help="instance labels (.tif)"
+    )
+    p.add_argument(
+        "--ignore", type=Path, action="append", help="mask of unannotated pixels, one per image"
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="model file to write (.npz)")
+    p.add_argument(
+        "--model", help="model file to start from (default: the bundled model, else scratch)"
+    )
+    p.add_argument("--scratch", action="store_true", help="start from a new random network")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimiser steps (default 500)")
+    budget.add_argument("--minutes", type=float, help="wall-time budget in minutes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, help="tiles per step (default 4)")
+    p.add_argument("--tile", type=int, help="network input tile size in px (default auto)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default by optimiser)")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), help="default adam; sgd = paper")
+    p.add_argument("--preset", choices=("paper", "fiji"), help="weight map preset")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--val-image", type=Path, action="append", help="validation image (.tif)")
+    p.add_argument("--val-labels", type=Path, action="append", help="validation labels (.tif)")
+    p.set_defaults(run=_run_finetune)
+
+
+def _read_tiffs(paths: list[Path] | None, what: str) -> list:
+    import tifffile
+
+    out = []
+    for path in paths or []:
+        if not path.is_file():
+            raise UNetCellsError(f"The {what} file {path} does not exist.")
+        try:
+            out.append(tifffile.imread(path))
+        except Exception as err:  # tifffile raises many types for bad files
+            raise UNetCellsError(f"Cannot read {path} as a TIFF image: {err}") from None
+    return out
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+    import signal
+    import threading
+
+    from .core.checkpoint import save_model
+    from .core.config import TrainConfig, WeightMapConfig
+    from .core.data import as_samples
+    from .core.train import run, train_iter
+
+    out = args.output
+    if out.exists():
+        raise UNetCellsError(
+            f"{out} exists; choose another file name (models are never replaced)."
+        )
+    if not out.parent.is_dir():
+        raise UNetCellsError(f"The folder {out.parent} does not exist; create it first.")
+    if args.ignore and len(args.ignore) != len(args.image):
+        raise UNetCellsError("Give one --ignore mask per --image (or none).")
+    if bool(args.val_image) != bool(args.val_labels):
+        raise UNetCellsError("--val-image and --val-labels go together.")
+    if args.scratch and args.model:
+        raise UNetCellsError("Use either --model or --scratch, not both.")
+    overrides = {
+        "batch_size": args.batch_size,
+        "tile": args.tile,
+        "learning_rate": args.lr,
+        "optimizer": args.optimizer,
+        "seed": args.seed,
+    }
+    config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if args.steps is not None or args.minutes is not None:
+        config = dataclasses.replace(config, steps=args.steps, minutes=args.minutes)
+    if args.preset:
+        config = dataclasses.replace(config, weight_map=WeightMapConfig.preset(args.preset))
+    samples = as_samples(
+        _read_tiffs(args.image, "image"),
+        _read_tiffs(args.labels, "labels"),
+        _read_tiffs(args.ignore, "ignore mask") or None,
+        names=[p.name for p in args.image],
+    )
+    val = None
+    if args.val_image:
+        val = as_samples(
+            _read_tiffs(args.val_image, "validation image"),
+            _read_tiffs(args.val_labels, "validation labels"),
+            names=[p.name for p in args.val_image],
+        )
+    model = "scratch" if args.scratch else args.model
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop and keep the best model
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort) ...", file=sys.stderr)
+
+    bar = _ProgressBar()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = run(
+            train_iter(samples, model, config, val_samples=val, device=args.device, stop=stop),
+            bar.update,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    save_model(result.model, out)
+    print(
+        f"training: {result.steps} steps in {result.elapsed_s:.0f} s, ended by "
+        f"{result.stopped_by.replace('_', ' ')}"
+    )
+    m = result.best_metrics
+    if m:
+        print(
+            f"validation (best, step {result.best_step}): AP50 {m['ap50']:.3f}, foreground "
+            f"IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}, {int(m['n_true'])} cells"
+        )
+    else:
+        print("validation: none (no held-out region; give --val-image for one)")
+    print(f"wrote {out}")
+    return 0
+
+
+class _ProgressBar:
+    """One self-updating line on stderr: steps, loss, validation AP50, time left."""
+
+    def __init__(self, width: int = 24):
+        self.width = width
+        self.last = 0.0
+        self.ap = None
+        self.shown = False
+
+    def update(self, event) -> None:
+        import time
+
+        if event.kind == "start":
+            print(event.message, file=sys.stderr)
+            return
+        if event.kind == "validation" and event.metrics:
+            self.ap = event.metrics["ap50"]
+        now = time.monotonic()
+        if event.kind == "step" and now - self.last < 0.2 and event.progress < 1:
+            return
+        self.last = now
+        done = int(self.width * event.progress)
+        total = f"/{event.total_steps}" if event.total_steps else ""
+        parts = [f"[{'#' * done}{'.' * (self.width - done)}] step {event.step}{total}"]
+        if event.loss is not None:
+            parts.append(f"loss {event.loss:.4f}")
+        if self.ap is not None:
+            parts.append(f"val AP50 {self.ap:.3f}")
+        if event.eta_s is not None:
+            parts.append(f"{int(event.eta_s) // 60}m{int(event.eta_s) % 60:02d}s left")
+        sys.stderr.write("\r" + "  ".join(parts) + "   ")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# -- predict -----------------------------------------------------------------------------
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment cells: images (TIFF, zarr/OME-Zarr) in, instance label images out",
+        description=(
+            "Seamless overlap-tile U-Net prediction. TIFF images are processed in memory "
+            "(stacks plane by plane); zarr images chunk by chunk with dask (bounded memory), "
+            "optionally on a dask.distributed cluster."
+        ),
+    )
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help=".tif/.tiff or .zarr")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="labels file (.tif/.tiff/.zarr) for one image, or an existing folder "
+        "(<name>_cells.<ext> per image)",
+    )
+    p.add_argument("--model", type=Path, default=None, help="model file (.npz); default: bundled")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--tile", default="auto", help="network input tile size in px, or auto")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per network call")
+    p.add_argument("--threshold", type=float, default=0.5, help="cell probability (0..1)")
+    p.add_argument("--min-size", type=int, default=25, help="smallest cell kept, px")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write the cell probability (float32) as <labels>_probabilities.<ext>",
+    )
+    p.add_argument("--chunk", type=int, default=None, help="zarr: chunk size in px (dask)")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="zarr: run on an existing dask.distributed scheduler, e.g. tcp://host:8786",
+    )
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .core.config import InstanceConfig, PredictConfig
+    from .core.predict import check_output, file_kind, open_image, predict_file, resolve_model
+
+    if args.tile == "auto":
+        tile = None
+    else:
+        try:
+            tile = int(args.tile)
+        except ValueError:
+            raise UNetCellsError(
+                f"--tile must be a number of pixels or 'auto', got {args.tile!r}."
+            ) from None
+    config = PredictConfig(device=args.device, tile=tile, batch_size=args.batch_size, tta=args.tta)
+    instances = InstanceConfig(threshold=args.threshold, min_size=args.min_size)
+    # check everything before writing anything
+    jobs = []
+    as_folder = len(args.images) > 1 or args.output.is_dir()
+    if as_folder and not args.output.is_dir():
+        raise UNetCellsError(
+            f"With several images, -o must be an existing folder; {args.output} is not."
+        )
+    for image in args.images:
+        open_image(image)  # existence, format, readable, not empty
+        if as_folder:
+            suffix = ".zarr" if file_kind(image) == "zarr" else ".tif"
+            out = args.output / f"{image.name.split('.')[0]}_cells{suffix}"
+        else:
+            out = args.output
+        probs = out.with_name(out.name.split(".")[0] + "_probabilities" + out.suffix)
+        check_output(out)
+        if args.probabilities:
+            check_output(probs)
+        jobs.append((image, out, probs if args.probabilities else None))
+    model = resolve_model(args.model)
+    client = contextlib.nullcontext()
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UNetCellsError(
+                "--scheduler needs dask.distributed: pip install distributed"
+            ) from None
+        try:
+            client = Client(args.scheduler, timeout="10s")
+        except OSError as err:
+            raise UNetCellsError(
+                f"Cannot reach the dask scheduler at {args.scheduler} ({err})."
+            ) from None
+    with client:
+        for image, out, probs in jobs:
+            summary = predict_file(
+                image, out, model, config, instances, probabilities=probs, chunk=args.chunk
+            )
+            print(f"{image} -> {out}: {summary['cells']} cells")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 
-_SUBCOMMANDS = (_add_demo, _add_synthetic, _add_info, _add_weightmap)
+_SUBCOMMANDS = (_add_demo, _add_synthetic, _add_info, _add_weightmap, _add_finetune, _add_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

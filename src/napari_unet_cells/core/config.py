@@ -358,9 +358,7 @@ class TrainConfig:
                 f"{self.warmup_steps}, {self.final_lr_fraction}."
             )
         if self.augment_strength < 0:
-            raise UNetCellsError(
-                f"augment_strength must be >= 0, got {self.augment_strength}."
-            )
+            raise UNetCellsError(f"augment_strength must be >= 0, got {self.augment_strength}.")
 
     @property
     def peak_learning_rate(self) -> float:

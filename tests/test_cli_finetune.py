@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+
+from napari_unet_cells.cli import main
+from napari_unet_cells.core.checkpoint import CellModel, load_model, save_model
+from napari_unet_cells.core.config import ModelConfig
+from napari_unet_cells.core.synthetic import synthetic_cells
+
+
+def _write_pair(folder, name, seed, shape=(80, 96)):
+    image, labels = synthetic_cells(shape, seed=seed)
+    tifffile.imwrite(folder / f"{name}.tif", image)
+    tifffile.imwrite(folder / f"{name}_lab.tif", labels)
+    return folder / f"{name}.tif", folder / f"{name}_lab.tif"
+
+
+def test_finetune_writes_a_loadable_model_with_a_summary(tmp_path, capsys):
+    start = tmp_path / "start.npz"
+    save_model(CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=0), start)
+    image, labels = _write_pair(tmp_path, "a", 1)
+    out = tmp_path / "models" / "tuned.npz"
+    out.parent.mkdir()
+    argv = ["finetune", "--image", str(image), "--labels", str(labels), "-o", str(out)]
+    argv += ["--model", str(start), "--steps", "3", "--batch-size", "2", "--device", "cpu"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "step 3/3" in captured.err  # the progress bar
+    assert "validation (best, step 3): AP50" in captured.out and "wrote" in captured.out
+    model = load_model(out)
+    assert model.config.base == 4
+    training = model.provenance["training"]
+    assert training["steps"] == 3 and training["data"][0]["name"] == "a.tif"
+    assert model.provenance["trained_from"] == str(start)
+    # never overwrites, errors are one line with exit code 2
+    before = out.read_bytes()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exists" in err and err.count("\n") == 0
+    assert out.read_bytes() == before
+
+
+def test_finetune_from_scratch_with_separate_validation_and_ignore(tmp_path, capsys):
+    image, labels = _write_pair(tmp_path, "a", 1, (64, 64))
+    val_image, val_labels = _write_pair(tmp_path, "b", 2, (64, 64))
+    ignore = tmp_path / "a_ignore.tif"
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, :20] = 1
+    tifffile.imwrite(ignore, mask)
+    out = tmp_path / "m.npz"
+    argv = ["finetune", "--image", str(image), "--labels", str(labels), "--ignore", str(ignore)]
+    argv += ["--val-image", str(val_image), "--val-labels", str(val_labels), "-o", str(out)]
+    argv += ["--scratch", "--steps", "2", "--tile", "60", "--batch-size", "1"]
+    argv += ["--optimizer", "sgd", "--preset", "fiji"]
+    assert main(argv) == 0
+    model = load_model(out)
+    training = model.provenance["training"]
+    assert training["config"]["optimizer"] == "sgd"
+    assert training["config"]["weight_map"]["w0"] == 50
+    assert training["validation_data"][0]["name"] == "b.tif"
+    assert model.provenance["trained_from"].startswith("scratch")
+    assert (
+        main(
+            [
+                "finetune",
+                "--image",
+                str(image),
+                "--labels",
+                str(tmp_path / "no.tif"),
+                "-o",
+                str(tmp_path / "x.npz"),
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
