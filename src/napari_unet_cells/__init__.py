@@ -26,6 +26,7 @@ _LAZY = {
     "synthetic_cells": ".core.synthetic",
     "SyntheticConfig": ".core.synthetic",
     "UNetCellsError": ".core.errors",
+    "predict": ".core.predict",
     "WeightMapConfig": ".core.config",
     "weight_map": ".core.weightmap",
     "weight_map_state": ".core.weightmap",
@@ -48,6 +49,7 @@ __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
     "synthetic_cells",
     "SyntheticConfig",
     "UNetCellsError",
+    "predict",
     "WeightMapConfig",
     "weight_map",
     "weight_map_state",
@@ -68,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
         WeightMapConfig,
     )
     from .core.errors import UNetCellsError
+    from .core.predict import predict
     from .core.synthetic import SyntheticConfig, synthetic_cells
     from .core.train import finetune
     from .core.unet import UNet

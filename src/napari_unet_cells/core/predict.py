@@ -815,7 +815,7 @@ def predict_probabilities_dask(
 
 
 def align_chunks(image, step: int, halo: int, chunk: int | None = None):
-    """Rechunk a 2D dask array: chunk starts at multiples of ``step``, chunks > ``halo``.
+    """Rechunk a 2D dask array: regular chunks, multiples of ``step``, all > ``halo`` px.
 
     chunk: wanted chunk size (px); default: the array's largest chunk. Returns ``image``
     itself if its chunks already qualify.
@@ -823,20 +823,224 @@ def align_chunks(image, step: int, halo: int, chunk: int | None = None):
     new_chunks = []
     for axis, length in enumerate(image.shape):
         current = image.chunks[axis]
-        starts_ok = all(c % step == 0 for c in current[:-1])
-        sizes_ok = len(current) == 1 or min(current) > halo
+        starts_ok = all(c % step == 0 and c == current[0] for c in current[:-1])
+        sizes_ok = len(current) == 1 or (min(current) > halo and current[-1] <= current[0])
         if chunk is None and starts_ok and sizes_ok:
             new_chunks.append(current)
             continue
         target = chunk or max(current)
         target = max(math.ceil(target / step) * step, math.ceil((halo + 1) / step) * step)
+        # regular chunks (zarr needs them); a last chunk, if shorter, still exceeds the halo
+        while target < length and 0 < length % target <= halo:
+            target += step
+        if target >= length:
+            new_chunks.append((length,))
+            continue
         sizes = [target] * (length // target)
-        rest = length - sum(sizes)
-        if rest:
-            if sizes and rest <= halo:
-                sizes[-1] += rest
-            else:
-                sizes.append(rest)
-        new_chunks.append(tuple(sizes) or (length,))
+        if length % target:
+            sizes.append(length % target)
+        new_chunks.append(tuple(sizes))
     new_chunks = tuple(new_chunks)
     return image if new_chunks == image.chunks else image.rechunk(new_chunks)
+
+
+# --------------------------------------------------------------------------------------
+# files: TIFF and zarr (incl. OME-Zarr) in and out
+# --------------------------------------------------------------------------------------
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIXES = (".zarr",)
+
+
+def file_kind(path: str | Path) -> str:
+    """ "tiff" or "zarr" from a path's suffix (a folder without suffix counts as zarr)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in ZARR_SUFFIXES or (path.is_dir() and suffix == ""):
+        return "zarr"
+    raise UNetCellsError(
+        f"{path}: unsupported format {suffix or '(no suffix)'!r}; use a TIFF (.tif, .tiff) "
+        "or zarr (.zarr) file."
+    )
+
+
+def open_image(path: str | Path) -> np.ndarray | dask.array.Array:
+    """Open an image file: TIFF -> numpy array; zarr / OME-Zarr -> lazy dask array.
+
+    OME-Zarr: the full-resolution array of the first multiscale image; singleton leading
+    axes (t, c, z of size 1) are dropped. Raises UNetCellsError with one clear line for a
+    missing, unreadable or empty file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UNetCellsError(f"{path} does not exist; check the path.")
+    kind = file_kind(path)
+    if kind == "tiff":
+        import tifffile
+
+        try:
+            image = tifffile.imread(path)
+        except Exception as err:  # tifffile raises many types for damaged files
+            raise UNetCellsError(f"{path}: cannot read it as a TIFF image ({err}).") from None
+    else:
+        image = _open_zarr(path)
+    if 0 in image.shape:
+        raise UNetCellsError(f"{path}: the image is empty (shape {image.shape}).")
+    return image
+
+
+def _open_zarr(path: Path):
+    import dask.array as da
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for foreign folders
+        raise UNetCellsError(f"{path}: cannot read it as a zarr array or group ({err}).") from None
+    if isinstance(node, zarr.Group):
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if multiscales:
+            key = multiscales[0]["datasets"][0]["path"]
+        else:
+            arrays = sorted(name for name, _ in node.arrays())
+            if len(arrays) != 1:
+                raise UNetCellsError(
+                    f"{path}: a zarr group with {len(arrays)} arrays and no OME-Zarr "
+                    "multiscales metadata; give the path of one array."
+                )
+            key = arrays[0]
+        node = node[key]
+    image = da.from_zarr(node)
+    while image.ndim > 2 and image.shape[0] == 1:
+        image = image[0]
+    return image
+
+
+def _temporary_sibling(path: Path) -> Path:
+    import tempfile
+
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    import os
+
+    os.close(handle)
+    Path(name).unlink()
+    return Path(name)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    import os
+
+    if path.exists():
+        raise UNetCellsError(f"{path} appeared while predicting; not overwriting it.")
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_array(array: Any, path: Path) -> None:
+    """Write a numpy or dask array to TIFF or zarr, atomically (temporary name, rename)."""
+    kind = file_kind(path)
+    tmp = _temporary_sibling(path)
+    try:
+        if kind == "tiff":
+            import tifffile
+
+            data = array.compute() if hasattr(array, "compute") else array
+            tifffile.imwrite(tmp, np.asarray(data))
+        else:
+            import dask.array as da
+
+            lazy = array if hasattr(array, "compute") else da.from_array(array)
+            lazy.to_zarr(str(tmp))
+        _commit(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output path that exists, has an unknown format or no parent folder."""
+    file_kind(path)
+    if path.exists():
+        raise UNetCellsError(f"{path} already exists; choose another output name.")
+    if not path.parent.is_dir():
+        raise UNetCellsError(f"The folder {path.parent} does not exist; create it first.")
+
+
+def predict_file(
+    source: str | Path,
+    output: str | Path,
+    model: CellModel | str | Path | None = None,
+    config: PredictConfig | None = None,
+    instances: InstanceConfig | None = None,
+    *,
+    probabilities: str | Path | None = None,
+    chunk: int | None = None,
+    progress: Callable[[PredictProgress], None] | None = None,
+) -> dict[str, Any]:
+    """Segment the image in ``source`` and write labels (int32) to ``output``.
+
+    TIFF in: in memory, any layout ``predict`` accepts. zarr in: chunk by chunk with
+    ``dask.array.map_overlap`` (``predict_probabilities_dask`` and ``labels_dask``), in
+    bounded memory; ``chunk`` sets the chunk size (px). Outputs are TIFF or zarr by suffix,
+    written under a temporary name and renamed when complete, so a failure leaves nothing
+    partial. ``probabilities``: also write the float32 cell probability there. Runs on the
+    current dask scheduler (e.g. a dask.distributed Client). Returns a summary dict.
+    """
+    import tempfile
+
+    source, output = Path(source), Path(output)
+    config = config or PredictConfig()
+    instances = instances or InstanceConfig()
+    check_output(output)
+    prob_path = Path(probabilities) if probabilities is not None else None
+    if prob_path is not None:
+        check_output(prob_path)
+    image = open_image(source)
+    cell_model = resolve_model(model)
+    if hasattr(image, "compute"):
+        import dask.array as da
+
+        with tempfile.TemporaryDirectory(prefix=".unet-cells-", dir=output.parent) as work:
+            work = Path(work)
+            probs = predict_probabilities_dask(image, cell_model, config, chunk=chunk)
+            probs.to_zarr(str(work / "probabilities.zarr"))
+            probs = da.from_zarr(str(work / "probabilities.zarr"))
+            labels = labels_dask_from(probs, instances, work)
+            n_cells = _write_results(labels, output, probs, prob_path)
+    else:
+        result = run(predict_iter(image, cell_model, config, instances), progress)
+        n_cells = _write_results(result.labels, output, result.probabilities, prob_path)
+    logger.info("%s -> %s: %d cells", source, output, n_cells)
+    return {"input": str(source), "output": str(output), "cells": n_cells}
+
+
+def labels_dask_from(probs, instances: InstanceConfig, workdir: Path):
+    """``core.instances.labels_dask`` (kept here so the file path reads top-down)."""
+    from .instances import labels_dask
+
+    return labels_dask(probs, instances, workdir)
+
+
+def _write_results(labels, output: Path, probs, prob_path: Path | None) -> int:
+    written = []
+    try:
+        if prob_path is not None:
+            write_array(probs, prob_path)
+            written.append(prob_path)
+        write_array(labels, output)
+    except BaseException:
+        for path in written:  # all or nothing
+            _remove(path)
+        raise
+    top = labels.max()
+    return int(top.compute() if hasattr(top, "compute") else top)

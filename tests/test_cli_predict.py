@@ -1,0 +1,131 @@
+"""`unet-cells predict`: TIFF and zarr in/out, dask chunks, dask.distributed, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_unet_cells.cli import main
+from napari_unet_cells.core.checkpoint import CellModel, save_model
+from napari_unet_cells.core.config import InstanceConfig, ModelConfig
+from napari_unet_cells.core.instances import probabilities_to_labels
+from napari_unet_cells.core.predict import predict
+from napari_unet_cells.core.synthetic import synthetic_cells
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_predict")
+    model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=0)
+    save_model(model, folder / "model.npz")
+    image, _ = synthetic_cells((150, 170), seed=1)
+    tifffile.imwrite(folder / "image.tif", image)
+    z = zarr.open_array(
+        str(folder / "image.zarr"), mode="w", shape=image.shape, chunks=(64, 64), dtype=image.dtype
+    )
+    z[:] = image
+    # an OME-Zarr image: group with multiscales metadata, (t, c, y, x) array "0"
+    group = zarr.open_group(str(folder / "ome.zarr"), mode="w")
+    group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}]}]
+    arr = group.create_array("0", shape=(1, 1, *image.shape), chunks=(1, 1, 80, 80), dtype="u2")
+    arr[:] = image[None, None]
+    return folder, model, image
+
+
+def _args(folder, *extra):
+    return ["predict", *map(str, extra), "--model", str(folder / "model.npz"), "--device", "cpu"]
+
+
+def _sequential(labels):
+    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
+
+
+def test_tiff_in_tiff_out_equals_api(files, tmp_path, capsys):
+    folder, model, image = files
+    out = tmp_path / "cells.tif"
+    assert main(_args(folder, folder / "image.tif", "-o", out, "--tile", "60")) == 0
+    assert "cells" in capsys.readouterr().out
+    labels = tifffile.imread(out)
+    assert labels.dtype == np.int32 and labels.shape == image.shape
+    np.testing.assert_array_equal(labels, predict(image, model, device="cpu"))
+    _sequential(labels)
+
+
+@pytest.mark.parametrize("source", ["image.zarr", "ome.zarr"])
+def test_zarr_in_zarr_out_chunked(files, tmp_path, source):
+    folder, model, image = files
+    out = tmp_path / "cells.zarr"
+    argv = _args(folder, folder / source, "-o", out, "--probabilities", "--chunk", "48")
+    assert main([*argv, "--min-size", "10"]) == 0
+    probs = zarr.open_array(str(tmp_path / "cells_probabilities.zarr"))[:]
+    _, expected = predict(image, model, device="cpu", return_probabilities=True)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)  # chunks are seamless
+    labels = zarr.open_array(str(out))[:]
+    assert labels.dtype == np.int32 and labels.shape == image.shape
+    _sequential(labels)  # unique across chunks
+    reference = probabilities_to_labels(probs, InstanceConfig(min_size=10))
+    pairs = np.unique(np.stack([reference.ravel(), labels.ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_distributed_scheduler(files, tmp_path):
+    from distributed import LocalCluster
+
+    folder, _, _ = files
+    local = tmp_path / "local.zarr"
+    assert main(_args(folder, folder / "image.zarr", "-o", local, "--chunk", "64")) == 0
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        out = tmp_path / "cluster.zarr"
+        argv = _args(folder, folder / "image.zarr", "-o", out, "--chunk", "64")
+        assert main([*argv, "--scheduler", cluster.scheduler_address]) == 0
+    np.testing.assert_array_equal(zarr.open_array(str(out))[:], zarr.open_array(str(local))[:])
+
+
+def test_several_images_into_a_folder(files, tmp_path):
+    folder, _, _ = files
+    argv = _args(folder, folder / "image.tif", folder / "image.zarr", "-o", tmp_path)
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image_cells.tif", "image_cells.zarr"]
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "garbage.tif").write_bytes(b"not a tiff at all")
+    tifffile.imwrite(tmp_path / "line.tif", np.arange(10, dtype=np.uint16))
+    zarr.open_array(str(tmp_path / "cube.zarr"), mode="w", shape=(3, 40, 40), dtype="u2")
+    zarr.open_array(str(tmp_path / "empty.zarr"), mode="w", shape=(0, 40), dtype="u2")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    return {
+        "missing.tif": "does not exist",
+        "garbage.tif": "cannot read",
+        "line.tif": "two spatial axes",
+        "cube.zarr": "2D",
+        "empty.zarr": "empty",
+        "image.png": "unsupported format",
+    }
+
+
+def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, capsys):
+    folder, _, _ = files
+    cases = _bad_inputs(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for name, reason in cases.items():
+        out = out_dir / "cells.tif"
+        code = main(_args(folder, tmp_path / name, "-o", out))
+        err = capsys.readouterr().err.strip()
+        assert code != 0, name
+        assert len(err.splitlines()) == 1 and reason in err, (name, err)
+        assert list(out_dir.iterdir()) == [], name
+    # an existing output is never overwritten
+    existing = out_dir / "taken.tif"
+    existing.write_bytes(b"mine")
+    assert main(_args(folder, folder / "image.tif", "-o", existing)) == 2
+    assert existing.read_bytes() == b"mine"
+    # no model and no bundled model yet
+    assert main(["predict", str(folder / "image.tif"), "-o", str(out_dir / "x.tif")]) == 2
+    assert "no bundled model yet" in capsys.readouterr().err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["taken.tif"]
