@@ -177,6 +177,9 @@ def iter_weight_map(
     ign3 = None if state.ignore is None else state.ignore.reshape(lab3.shape)
     w3 = state.weights.reshape(lab3.shape)
     t3 = state.target.reshape(lab3.shape)
+    yield WeightMapProgress(0, 1, "starting")  # inputs are checked and copied
+    if should_stop is not None and should_stop():
+        return None
     workers = min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="weightmap") as pool:
         for p in range(n_planes):

@@ -1,0 +1,347 @@
+"""The "Weight Map" dock: the paper's loss weight map of a Labels layer, updated live.
+
+Thin: reads the Labels (and optional ignore) layer, builds a :class:`WeightMapConfig`,
+calls :func:`iter_weight_map` (in a napari thread worker, with progress) or
+:func:`update_weight_map` (after a brush stroke: only the affected windows, a few ms),
+and writes two layers it owns: "<labels> weight map" (Image) and, on request,
+"<labels> separation border" (Image of the carved pixels). It never edits the user's
+layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+
+from ..core.config import WEIGHT_MAP_PRESETS, WeightMapConfig
+from ..core.errors import UNetCellsError
+from ..core.weightmap import WeightMapState, iter_weight_map, update_weight_map
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+logger = logging.getLogger(__name__)
+
+_NO_MASK = "(none)"
+PAINT_DEBOUNCE_MS = 120
+SETTINGS_DEBOUNCE_MS = 300
+
+
+class WeightMapWidget(Container):
+    """Dock widget "Weight Map". ``worker`` is the running thread worker, or None."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.state: WeightMapState | None = None
+        self._state_key: tuple | None = None  # (labels layer, ignore layer, config)
+        self._owned: dict[int, dict[str, Image]] = {}  # id(labels layer) -> our layers
+        self._watched: list[Labels] = []
+        self._pending_full = False
+        self._pending_update = False
+
+        self.labels_combo = ComboBox(label="Labels", choices=self._labels_choices)
+        self.ignore_combo = ComboBox(label="Ignore mask", choices=self._ignore_choices)
+        self.preset = ComboBox(label="Preset", choices=list(WEIGHT_MAP_PRESETS), value="paper")
+        defaults = WeightMapConfig()
+        self.w0 = FloatSlider(label="w0", min=0.0, max=100.0, step=0.5, value=defaults.w0)
+        self.sigma = FloatSlider(
+            label="sigma (px)", min=0.5, max=30.0, step=0.5, value=defaults.sigma
+        )
+        self.class_balance = CheckBox(text="Class balance", value=True)
+        self.border_width = SpinBox(label="Border (px/side)", min=0, max=8, value=1)
+        self.show_border = CheckBox(text="Show separation border layer", value=False)
+        self.live = CheckBox(text="Live update", value=True)
+        self.compute_button = PushButton(text="Compute weight map")
+        self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
+        self.status = Label(value="")
+        self.extend(
+            [
+                self.labels_combo,
+                self.ignore_combo,
+                self.preset,
+                self.w0,
+                self.sigma,
+                self.class_balance,
+                self.border_width,
+                self.show_border,
+                self.live,
+                self.compute_button,
+                self.progress,
+                self.status,
+            ]
+        )
+
+        self._paint_timer = QTimer(self.native)
+        self._paint_timer.setSingleShot(True)
+        self._paint_timer.setInterval(PAINT_DEBOUNCE_MS)
+        self._paint_timer.timeout.connect(self.update_now)
+        self._settings_timer = QTimer(self.native)
+        self._settings_timer.setSingleShot(True)
+        self._settings_timer.setInterval(SETTINGS_DEBOUNCE_MS)
+        self._settings_timer.timeout.connect(self._live_compute)
+
+        self.compute_button.changed.connect(self.compute)
+        self.preset.changed.connect(self._on_preset)
+        for widget in (self.w0, self.sigma, self.class_balance, self.border_width):
+            widget.changed.connect(self._on_settings)
+        self.labels_combo.changed.connect(self._on_layers_chosen)
+        self.ignore_combo.changed.connect(self._on_layers_chosen)
+        self.show_border.changed.connect(self._on_show_border)
+        self.viewer.layers.events.inserted.connect(self.reset_choices)
+        self.viewer.layers.events.removed.connect(self.reset_choices)
+        self._watch()
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def _labels_choices(self, _widget=None) -> list[tuple[str, Labels]]:
+        own = {id(layer) for layers in self._owned.values() for layer in layers.values()}
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels) and id(layer) not in own
+        ]
+
+    def _ignore_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        return [(_NO_MASK, None), *self._labels_choices()]
+
+    def config(self) -> WeightMapConfig:
+        """The config the controls describe (raises UNetCellsError when invalid)."""
+        return WeightMapConfig.preset(
+            self.preset.value,
+            w0=float(self.w0.value),
+            sigma=float(self.sigma.value),
+            class_balance=bool(self.class_balance.value),
+            border_width=int(self.border_width.value),
+        )
+
+    def _inputs(self) -> tuple[Labels, Labels | None, np.ndarray, np.ndarray | None]:
+        layer = self.labels_combo.value
+        if layer is None:
+            raise UNetCellsError("Add or choose a Labels layer to compute its weight map.")
+        mask_layer = self.ignore_combo.value
+        if mask_layer is layer:
+            raise UNetCellsError("The ignore mask must be a different layer than the labels.")
+        for item in (layer, mask_layer):
+            if item is not None and item.multiscale:
+                raise UNetCellsError(
+                    f"Layer {item.name!r} is multiscale; weight maps need single-scale labels."
+                )
+        labels = np.asarray(layer.data)
+        ignore = None if mask_layer is None else np.asarray(mask_layer.data)
+        return layer, mask_layer, labels, ignore
+
+    # -- events --------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Listen to edits of the chosen labels and ignore layers (and only those)."""
+        for layer in self._watched:
+            for name in ("paint", "labels_update", "data", "set_data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.disconnect(self._on_edit)
+        self._watched = [
+            layer
+            for layer in (self.labels_combo.value, self.ignore_combo.value)
+            if layer is not None
+        ]
+        for layer in self._watched:
+            for name in ("paint", "labels_update", "data", "set_data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.connect(self._on_edit)
+
+    def _on_edit(self, event=None) -> None:
+        if self.live.value and self.state is not None:
+            self._paint_timer.start()
+
+    def _on_settings(self, _value=None) -> None:
+        if self.live.value and self.state is not None:
+            self._settings_timer.start()
+
+    def _on_preset(self, name: str) -> None:
+        preset = WeightMapConfig.preset(name)
+        with self.w0.changed.blocked(), self.sigma.changed.blocked():
+            self.w0.value = preset.w0
+            self.sigma.value = preset.sigma
+        self._on_settings()
+
+    def _on_layers_chosen(self, _value=None) -> None:
+        self._watch()
+        if self.live.value and self.state is not None:
+            self._settings_timer.start()
+
+    def _on_show_border(self, show: bool) -> None:
+        layers = self._owned.get(id(self.labels_combo.value), {})
+        if "border" in layers and layers["border"] in self.viewer.layers:
+            layers["border"].visible = bool(show)
+        if show and self.state is not None:
+            self._write_border()
+
+    def _live_compute(self) -> None:
+        if self.live.value:
+            self.compute()
+
+    # -- work ----------------------------------------------------------------------------
+
+    def compute(self, _value=None) -> None:
+        """Recompute the whole map in a thread worker (progress in the dock)."""
+        if self.worker is not None:
+            self._pending_full = True
+            self.worker.quit()
+            return
+        try:
+            layer, mask_layer, labels, ignore = self._inputs()
+            config = self.config()
+            # the first step checks and copies the inputs, here on the GUI thread: mistakes
+            # show at once and painting during the computation cannot tear the copy
+            gen = iter_weight_map(labels, ignore, config)
+            first = next(gen)
+        except UNetCellsError as err:
+            show_error(str(err))
+            self.status.value = str(err)
+            return
+        key = (id(layer), None if mask_layer is None else id(mask_layer), config)
+
+        def run():
+            yield first
+            result = yield from gen
+            return result
+
+        worker = thread_worker(run, start_thread=False)()
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda state: self._install(state, layer, key))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.status.value = "computing..."
+        worker.start()
+
+    def update_now(self) -> None:
+        """Apply the latest edits to the map (incremental; full compute if needed)."""
+        if self.worker is not None:
+            self._pending_update = True
+            return
+        if self.state is None:
+            return
+        try:
+            layer, mask_layer, labels, ignore = self._inputs()
+            key = (id(layer), None if mask_layer is None else id(mask_layer), self.config())
+            if key != self._state_key or labels.shape != self.state.shape:
+                self.compute()
+                return
+            update_weight_map(self.state, labels, ignore)
+        except UNetCellsError as err:
+            show_error(str(err))
+            self.status.value = str(err)
+            return
+        self._write_layers(layer)
+
+    def _on_progress(self, event) -> None:
+        self.progress.max = max(1, event.total)
+        self.progress.value = min(event.done, event.total)
+        self.status.value = event.message
+
+    def _on_error(self, err: Exception) -> None:
+        message = str(err) if isinstance(err, UNetCellsError) else f"Weight map failed: {err}"
+        if not isinstance(err, UNetCellsError):
+            logger.exception("weight map failed", exc_info=err)
+        show_error(message)
+        self.status.value = message
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        if self._pending_full:
+            self._pending_full = self._pending_update = False
+            self.compute()
+        elif self._pending_update:
+            self._pending_update = False
+            self.update_now()
+
+    def _install(self, state: WeightMapState | None, layer: Labels, key: tuple) -> None:
+        if state is None:  # stopped
+            return
+        self.state = state
+        self._state_key = key
+        if layer not in self.viewer.layers:
+            return
+        self._write_layers(layer, new=True)
+        self._pending_update = True  # catch edits made while computing
+        self.status.value = f"max weight {float(state.weights.max()):.3g}"
+
+    # -- output layers -------------------------------------------------------------------
+
+    def _write_layers(self, layer: Labels, new: bool = False) -> None:
+        state = self.state
+        owned = self._owned.setdefault(id(layer), {})
+        image = owned.get("weights")
+        top = float(state.weights.max()) if state.weights.size else 1.0
+        if image is None or image not in self.viewer.layers:
+            image = self.viewer.add_image(
+                state.weights,
+                name=f"{layer.name} weight map",
+                colormap="viridis",
+                contrast_limits=(0.0, max(top, 1e-6)),
+                scale=layer.scale,
+                translate=layer.translate,
+                blending="translucent",
+                opacity=0.8,
+            )
+            owned["weights"] = image
+            self.reset_choices()
+        elif new or image.data is not state.weights:
+            image.data = state.weights
+            image.contrast_limits = (0.0, max(top, 1e-6))
+        else:
+            image.refresh()
+        if self.show_border.value or "border" in owned:
+            self._write_border()
+
+    def _write_border(self) -> None:
+        layer = self.labels_combo.value
+        if layer is None or self.state is None:
+            return
+        owned = self._owned.setdefault(id(layer), {})
+        carved = ((self.state.labels > 0) & (self.state.target == 0)).view(np.uint8)
+        border = owned.get("border")
+        if border is None or border not in self.viewer.layers:
+            if not self.show_border.value:
+                return
+            border = self.viewer.add_image(
+                carved,
+                name=f"{layer.name} separation border",
+                colormap="red",
+                contrast_limits=(0, 1),
+                blending="additive",
+                scale=layer.scale,
+                translate=layer.translate,
+            )
+            owned["border"] = border
+            self.reset_choices()
+        else:
+            border.data = carved
+            border.visible = bool(self.show_border.value)
+
+    # -- cleanup -------------------------------------------------------------------------
+
+    def close_worker(self) -> None:
+        """Stop a running computation (used when the dock closes)."""
+        if self.worker is not None:
+            self.worker.quit()

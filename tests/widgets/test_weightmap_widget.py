@@ -1,0 +1,129 @@
+"""The "Weight Map" dock in a real viewer: compute, paint a stroke, watch the map follow."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image
+
+from napari_unet_cells.core.config import WeightMapConfig
+from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
+from napari_unet_cells.core.weightmap import separation_target, weight_map
+
+TIMEOUT_MS = 20000
+
+
+def _labels():
+    config = SyntheticConfig(diameter=(10.0, 20.0))
+    return synthetic_cells((96, 112), seed=4, config=config)[1]
+
+
+def _dock(viewer, qtbot):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Weight Map")
+    return widget
+
+
+def _wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is None and widget.state is not None, timeout=TIMEOUT_MS)
+    qtbot.wait(10)
+
+
+def test_dock_computes_aligned_layers_and_follows_a_brush_stroke(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    labels = _labels()
+    layer = viewer.add_labels(labels.copy(), name="cells", scale=(2.0, 0.5), translate=(10, -3))
+    widget = _dock(viewer, qtbot)
+    assert widget.labels_combo.value is layer and widget.ignore_combo.value is None
+
+    widget.compute()
+    assert widget.worker is not None  # computed in a thread worker
+    _wait_idle(qtbot, widget)
+    image = viewer.layers["cells weight map"]
+    assert isinstance(image, Image)
+    np.testing.assert_array_equal(image.data, weight_map(labels))
+    np.testing.assert_array_equal(image.scale, layer.scale)
+    np.testing.assert_array_equal(image.translate, layer.translate)
+    assert image.colormap.name == "viridis"
+    assert image.contrast_limits[0] == 0 and image.contrast_limits[1] >= image.data.max() - 1e-6
+    # hovering: the image layer reports the weight at a world position
+    y, x = 40, 50
+    world = (10 + 2.0 * y, -3 + 0.5 * x)
+    assert np.isclose(image.get_value(world, world=True), image.data[y, x])
+
+    # paint a stroke with a new label next to existing cells: the map follows by itself
+    before = image.data.copy()
+    state = widget.state
+    new_label = int(labels.max()) + 1
+    layer.brush_size = 7
+    layer.selected_label = new_label
+    layer.mode = "paint"
+    for cx in range(45, 60, 3):
+        layer.paint((y, cx), new_label)
+    assert np.any(layer.data == new_label)
+    qtbot.waitUntil(lambda: not np.array_equal(image.data, before), timeout=TIMEOUT_MS)
+    _wait_idle(qtbot, widget)
+    np.testing.assert_allclose(image.data, weight_map(layer.data), rtol=0, atol=1e-6)
+    assert widget.state is state  # updated incrementally, not recomputed
+
+    # moving a slider recomputes (debounced, in a worker) and updates the same layer
+    widget.w0.value = 25.0
+    qtbot.waitUntil(
+        lambda: widget.state is not None and widget.state.config.w0 == 25.0, timeout=TIMEOUT_MS
+    )
+    _wait_idle(qtbot, widget)
+    image = viewer.layers["cells weight map"]
+    np.testing.assert_array_equal(
+        image.data, weight_map(layer.data, config=WeightMapConfig(w0=25))
+    )
+
+    # the separation border as its own layer
+    widget.show_border.value = True
+    border = viewer.layers["cells separation border"]
+    carved = (layer.data > 0) & (separation_target(layer.data) == 0)
+    np.testing.assert_array_equal(border.data.astype(bool), carved)
+    np.testing.assert_array_equal(border.scale, layer.scale)
+
+    # re-running never piles up layers and never touches the labels
+    painted = layer.data.copy()
+    widget.compute()
+    _wait_idle(qtbot, widget)
+    names = [item.name for item in viewer.layers]
+    assert names == ["cells", "cells weight map", "cells separation border"]
+    np.testing.assert_array_equal(layer.data, painted)
+
+
+def test_dock_preset_ignore_mask_and_errors(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    labels = _labels()
+    layer = viewer.add_labels(labels, name="cells")
+    mask = np.zeros(labels.shape, np.uint8)
+    mask[:20] = 1
+    ignore = viewer.add_labels(mask, name="unsure")
+    widget = _dock(viewer, qtbot)
+    widget.labels_combo.value = layer
+    widget.ignore_combo.value = ignore
+    widget.preset.value = "fiji"
+    assert (widget.w0.value, widget.sigma.value) == (50.0, 6.0)
+    widget.compute()
+    _wait_idle(qtbot, widget)
+    weights = viewer.layers["cells weight map"].data
+    fiji = WeightMapConfig.preset("fiji")
+    np.testing.assert_array_equal(weights, weight_map(labels, mask, fiji))
+    assert np.all(weights[:20] == 0)
+
+    # painting the ignore mask updates the map too
+    ignore.paint((60, 60), 1)
+    qtbot.waitUntil(lambda: np.all(widget.state.weights[60, 58:62] == 0), timeout=TIMEOUT_MS)
+    np.testing.assert_allclose(
+        viewer.layers["cells weight map"].data,
+        weight_map(labels, ignore.data, fiji),
+        rtol=0,
+        atol=1e-5,
+    )
+
+    # a mask of the wrong shape: a clear message, no worker, the old map stays
+    bad = viewer.add_labels(np.zeros((10, 10), np.uint8), name="bad")
+    widget.live.value = False
+    widget.ignore_combo.value = bad
+    widget.compute()
+    assert widget.worker is None and "shape" in widget.status.value
+    assert "cells weight map" in viewer.layers
