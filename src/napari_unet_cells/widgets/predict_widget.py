@@ -1,0 +1,470 @@
+"""The "Predict" dock: seamless overlap-tile U-Net prediction to a Labels layer.
+
+Thin: reads the Image layer, builds a PredictConfig and an InstanceConfig, runs
+:func:`napari_unet_cells.core.predict.predict_iter` in a napari thread worker (progress
+per tile, Stop between tiles) and writes "<image> cells" (Labels, with the image's
+scale and translate) and optionally "<image> cell probability". Threshold and minimum
+size changes re-run only :func:`probabilities_to_labels` on the kept probabilities.
+The input layer is never modified; a re-run replaces only the layer this dock created
+(asking first if the user edited it). A toggle shows the tile grid: every tile's write
+region and one tile's read region with its context margin, as in the paper's Figure 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels, Shapes
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+
+from ..core.config import InstanceConfig, ModelConfig, PredictConfig, config_from_dict
+from ..core.errors import UNetCellsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+logger = logging.getLogger(__name__)
+
+_BUNDLED = "bundled"
+_FILE = "file"
+_AUTO = "auto"
+
+
+class PredictWidget(Container):
+    """Dock widget "Predict". ``worker`` is the running thread worker, or None.
+
+    After a run, ``probabilities`` holds the cell probability (float32, like the image
+    without channels) and ``labels_layer`` the Labels layer this dock owns.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        from ..core.device import available_devices
+
+        self.viewer = napari_viewer
+        self.worker = None
+        self.probabilities: np.ndarray | None = None
+        self.labels_layer: Labels | None = None
+        self.probability_layer: Image | None = None
+        self.grid_layer: Shapes | None = None
+        self.inference_runs = 0
+        self._source: Image | None = None
+        self._edited = False
+        self._writing = False
+        self._stop = threading.Event()
+        self._last_tile: tuple[int, int] | None = None
+
+        self.image_combo = ComboBox(label="Image", choices=self._image_choices)
+        self.model_combo = ComboBox(label="Model", choices=self._model_choices)
+        self.model_file = FileEdit(label="Model file", mode="r", filter="*.npz")
+        self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.tile = ComboBox(label="Tile (px)", choices=self._tile_choices, value=_AUTO)
+        defaults = InstanceConfig()
+        self.threshold = FloatSlider(
+            label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold
+        )
+        self.min_size = SpinBox(label="Min size (px)", min=0, max=100000, value=defaults.min_size)
+        self.tta = CheckBox(text="Flip test-time augmentation (4x slower)", value=False)
+        self.show_probabilities = CheckBox(text="Also show probabilities", value=False)
+        self.show_grid = CheckBox(text="Show tile grid", value=False)
+        self.run_button = PushButton(text="Run")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
+        self.status = Label(value="")
+        self.extend(
+            [
+                self.image_combo,
+                self.model_combo,
+                self.model_file,
+                self.device,
+                self.tile,
+                self.threshold,
+                self.min_size,
+                self.tta,
+                self.show_probabilities,
+                self.show_grid,
+                self.run_button,
+                self.stop_button,
+                self.progress,
+                self.status,
+            ]
+        )
+        self.run_button.changed.connect(self.run)
+        self.stop_button.changed.connect(self.stop)
+        self.threshold.changed.connect(self.update_labels)
+        self.min_size.changed.connect(self.update_labels)
+        self.show_grid.changed.connect(self.update_grid)
+        self.show_probabilities.changed.connect(self._on_show_probabilities)
+        for widget in (self.image_combo, self.model_combo, self.model_file, self.tile):
+            widget.changed.connect(self._on_inputs_changed)
+        self.model_combo.changed.connect(self._refresh_tiles)
+        self.model_file.changed.connect(self._refresh_tiles)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+
+    # -- choices -------------------------------------------------------------------------
+
+    def _own_layers(self) -> list[Any]:
+        return [x for x in (self.labels_layer, self.probability_layer, self.grid_layer) if x]
+
+    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
+        own = {id(layer) for layer in self._own_layers()}
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and id(layer) not in own
+        ]
+
+    def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        from ..core.predict import bundled_model_path, registered_models
+
+        choices: list[tuple[str, Any]] = []
+        if bundled_model_path() is not None:
+            choices.append(("Bundled model", _BUNDLED))
+        choices += [(f"{name} (this session)", name) for name in registered_models()]
+        choices.append(("Model file…", _FILE))
+        return choices
+
+    def _tile_choices(self, _widget=None) -> list[str]:
+        from ..core.tiling import snap_tile
+
+        config = self._model_config()
+        small = range(1, 257, 2**config.depth)  # every valid size up to 256 px
+        large = range(256, 2049, 64)
+        sizes = {snap_tile(s, config.depth, config.padding) for s in (*small, *large)}
+        return [_AUTO, *map(str, sorted(sizes))]
+
+    def _refresh_layers(self, _event=None) -> None:
+        if self.labels_layer is not None and self.labels_layer not in self.viewer.layers:
+            self.labels_layer = None
+        if self.probability_layer is not None and self.probability_layer not in self.viewer.layers:
+            self.probability_layer = None
+        if self.grid_layer is not None and self.grid_layer not in self.viewer.layers:
+            self.grid_layer = None
+        self.image_combo.reset_choices()
+
+    def _refresh_tiles(self, _value=None) -> None:
+        current = self.tile.value
+        self.tile.reset_choices()
+        if current in self.tile.choices:
+            self.tile.value = current
+
+    def refresh_models(self) -> None:
+        """Re-read the model list (e.g. after the Fine-tune dock registered a model)."""
+        self.model_combo.reset_choices()
+
+    def _on_inputs_changed(self, _value=None) -> None:
+        if self.show_grid.value:
+            self.update_grid()
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def _model_choice(self) -> Any:
+        from ..core.predict import registered_models
+
+        choice = self.model_combo.value
+        if choice == _BUNDLED:
+            return None
+        if choice == _FILE:
+            path = Path(self.model_file.value) if self.model_file.value else None
+            if path is None or not path.is_file():
+                raise UNetCellsError("Choose a model file (.npz) in 'Model file'.")
+            return path
+        model = registered_models().get(choice)
+        if model is None:
+            raise UNetCellsError(f"The model {choice!r} is no longer available; choose another.")
+        return model
+
+    def _model_config(self) -> ModelConfig:
+        """The chosen model's network config, without loading its weights (default if unknown)."""
+        from ..core.checkpoint import read_model_info
+
+        try:
+            model = self._model_choice()
+            if model is None:
+                from ..core.predict import bundled_model_path
+
+                model = bundled_model_path()
+            if isinstance(model, Path):
+                return config_from_dict(ModelConfig, read_model_info(model)["model_config"])
+            return model.config
+        except (UNetCellsError, AttributeError, KeyError):
+            return ModelConfig()
+
+    def predict_config(self) -> PredictConfig:
+        tile = None if self.tile.value in (None, _AUTO) else int(self.tile.value)
+        return PredictConfig(device=self.device.value, tile=tile, tta=bool(self.tta.value))
+
+    def instance_config(self) -> InstanceConfig:
+        return InstanceConfig(
+            threshold=float(self.threshold.value), min_size=int(self.min_size.value)
+        )
+
+    def _image(self) -> Image:
+        layer = self.image_combo.value
+        if layer is None:
+            raise UNetCellsError("Open or choose an Image layer to segment.")
+        if layer.multiscale:
+            raise UNetCellsError(
+                f"Layer {layer.name!r} is multiscale; use `unet-cells predict` on the zarr file."
+            )
+        return layer
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start prediction in a thread worker (Run button)."""
+        if self.worker is not None:
+            return
+        try:
+            layer = self._image()
+            model = self._model_choice()
+            config = self.predict_config()
+            instances = self.instance_config()
+        except UNetCellsError as err:
+            show_error(str(err))
+            return
+        from ..core.predict import predict_iter
+
+        data = np.asarray(layer.data)  # read only: never modified
+        self._stop.clear()
+        self._source = layer
+        self.progress.value = 0
+        self.status.value = "Loading the model…"
+        self.run_button.enabled = False
+        self.stop_button.enabled = True
+        stop = self._stop
+
+        @thread_worker
+        def work():
+            return (
+                yield from predict_iter(
+                    data, model, config, instances, stop=stop, rgb=bool(layer.rgb)
+                )
+            )
+
+        self.worker = worker = work()
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        worker.start()
+
+    def stop(self) -> None:
+        """Ask the running prediction to stop after the current tile (Stop button)."""
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "Stopping…"
+
+    def _on_progress(self, event) -> None:
+        if event.message:
+            show_info(event.message)
+        if event.total:
+            self.progress.max = event.total
+            self.progress.value = event.done
+            plane = f"plane {event.plane + 1}/{event.n_planes}, " if event.n_planes > 1 else ""
+            self.status.value = f"{plane}tile {event.done}/{event.total}"
+        if event.tile_shape != (0, 0):
+            self._last_tile = event.tile_shape
+
+    def _on_result(self, result) -> None:
+        if result is None or self._stop.is_set():
+            self.status.value = "Stopped: no layer written."
+            return
+        self.inference_runs += 1
+        self.probabilities = result.probabilities
+        self._write_labels(result.labels, new_run=True)
+        if self.show_probabilities.value:
+            self._write_probabilities()
+        self.status.value = f"{int(result.labels.max())} cells."
+        if self.show_grid.value:
+            self.update_grid()
+
+    def _on_error(self, err: Exception) -> None:
+        message = str(err) if isinstance(err, UNetCellsError) else f"Prediction failed: {err!r}"
+        show_error(message)
+        self.status.value = message
+        if not isinstance(err, UNetCellsError):
+            logger.exception("prediction failed", exc_info=err)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.enabled = True
+        self.stop_button.enabled = False
+        if self._stop.is_set() and "Stopped" not in self.status.value:
+            self.status.value = "Stopped: no layer written."
+
+    # -- output layers -------------------------------------------------------------------
+
+    def confirm_overwrite(self, layer: Labels) -> bool:
+        """Ask before replacing a Labels layer the user edited (tests may replace this)."""
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self.native,
+            "Replace edited labels?",
+            f"You edited the layer {layer.name!r} since the last prediction. Replace it? "
+            "(No keeps it and writes a new layer.)",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _geometry(self) -> dict[str, Any]:
+        layer = self._source
+        ndim = self.probabilities.ndim if self.probabilities is not None else 2
+        scale = tuple(layer.scale)[-ndim:]
+        translate = tuple(layer.translate)[-ndim:]
+        return {"scale": scale, "translate": translate}
+
+    def _write_labels(self, labels: np.ndarray, new_run: bool) -> None:
+        name = f"{self._source.name} cells"
+        layer = self.labels_layer
+        if layer is not None and layer in self.viewer.layers:
+            if self._edited and not self.confirm_overwrite(layer):
+                layer = None
+        else:
+            layer = None
+        self._writing = True
+        try:
+            if layer is None:
+                layer = self.viewer.add_labels(labels, name=name, **self._geometry())
+                layer.events.paint.connect(self._on_user_edit)
+                layer.events.set_data.connect(self._on_user_edit)
+                self.labels_layer = layer
+            else:
+                layer.data = labels
+                if new_run:
+                    layer.scale = self._geometry()["scale"]
+                    layer.translate = self._geometry()["translate"]
+                    layer.name = name
+        finally:
+            self._writing = False
+        self._edited = False
+
+    def _on_user_edit(self, _event=None) -> None:
+        if not self._writing:
+            self._edited = True
+
+    def _write_probabilities(self) -> None:
+        if self.probabilities is None:
+            return
+        name = f"{self._source.name} cell probability"
+        if self.probability_layer is not None and self.probability_layer in self.viewer.layers:
+            self.probability_layer.data = self.probabilities
+        else:
+            self.probability_layer = self.viewer.add_image(
+                self.probabilities,
+                name=name,
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                opacity=0.6,
+                blending="additive",
+                **self._geometry(),
+            )
+
+    def _on_show_probabilities(self, value: bool) -> None:
+        if value:
+            self._write_probabilities()
+
+    def update_labels(self, _value=None) -> None:
+        """Threshold / min size changed: new labels from the kept probabilities, no inference."""
+        if self.probabilities is None or self.worker is not None:
+            return
+        from ..core.instances import probabilities_to_labels
+
+        try:
+            labels = probabilities_to_labels(self.probabilities, self.instance_config())
+        except UNetCellsError as err:
+            show_error(str(err))
+            return
+        self._write_labels(labels, new_run=False)
+        self.status.value = f"{int(labels.max())} cells."
+
+    # -- tile grid overlay ---------------------------------------------------------------
+
+    def update_grid(self, _value=None) -> None:
+        """Show/refresh or hide the tile grid overlay (a Shapes layer this dock owns)."""
+        if not self.show_grid.value:
+            if self.grid_layer is not None and self.grid_layer in self.viewer.layers:
+                self.viewer.layers.remove(self.grid_layer)
+            self.grid_layer = None
+            return
+        try:
+            layer = self._image()
+        except UNetCellsError as err:
+            show_error(str(err))
+            return
+        rectangles, colors = self.grid_rectangles(layer)
+        scale = tuple(layer.scale)[-2:]
+        translate = tuple(layer.translate)[-2:]
+        if self.grid_layer is not None and self.grid_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.grid_layer)
+        self.grid_layer = self.viewer.add_shapes(
+            rectangles,
+            shape_type="rectangle",
+            edge_color=colors,
+            face_color="transparent",
+            edge_width=max(1.0, max(layer.data.shape[-2:]) / 400),
+            name=f"{layer.name} tile grid",
+            scale=scale,
+            translate=translate,
+        )
+        self.grid_layer.editable = False
+
+    def grid_rectangles(self, layer: Image) -> tuple[list[np.ndarray], list[str]]:
+        """Write regions of all tiles (yellow) and a middle tile's read region (blue).
+
+        Rectangles in the image's (Y, X) pixel coordinates, corners (4, 2), half-pixel
+        edges so they frame the pixels.
+        """
+        from ..core.predict import auto_tile_and_batch
+        from ..core.tiling import plan_tiles
+
+        shape = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
+        config = self._model_config()
+        if self._last_tile is not None and self.tile.value == _AUTO:
+            tile = self._last_tile
+        else:
+            from ..core.device import resolve_device
+
+            try:
+                device = resolve_device(self.device.value)
+            except UNetCellsError:
+                device = resolve_device("cpu")
+            requested = None if self.tile.value == _AUTO else int(self.tile.value)
+            tile = auto_tile_and_batch(SimpleNamespace(config=config), device, requested, 1)[0]
+        grid = plan_tiles(tuple(shape), tile, config.depth, config.padding)
+
+        def box(y0, y1, x0, x1):
+            return np.array(
+                [
+                    [y0 - 0.5, x0 - 0.5],
+                    [y0 - 0.5, x1 - 0.5],
+                    [y1 - 0.5, x1 - 0.5],
+                    [y1 - 0.5, x0 - 0.5],
+                ]
+            )
+
+        rectangles = [box(*t.write) for t in grid.tiles]
+        colors = ["yellow"] * len(rectangles)
+        middle = grid.tiles[len(grid.tiles) // 2]
+        rectangles.append(box(*middle.read))
+        colors.append("dodgerblue")
+        return rectangles, colors

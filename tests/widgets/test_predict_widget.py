@@ -1,0 +1,117 @@
+"""The "Predict" dock in a real viewer: run, labels with the image's scale, re-threshold
+without inference, replace only its own layer, tile-grid overlay, Stop midway."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet_cells.core.checkpoint import CellModel
+from napari_unet_cells.core.config import ModelConfig
+from napari_unet_cells.core.predict import register_model, unregister_model
+
+MODEL_NAME = "tiny test model"
+
+
+@pytest.fixture
+def dock(make_napari_viewer, qtbot):
+    model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=0)
+    register_model(MODEL_NAME, model)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet-cells", "synthetic_nuclei")
+    image = viewer.layers["synthetic nuclei"]
+    image.scale = (0.5, 0.25)
+    image.translate = (3.0, -2.0)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
+    widget.refresh_models()
+    widget.image_combo.value = image
+    widget.model_combo.value = MODEL_NAME
+    widget.device.value = "cpu"
+    yield viewer, widget, image
+    if widget.worker is not None:  # never leave a worker running
+        with qtbot.waitSignal(widget.worker.finished, timeout=30000):
+            widget.stop()
+    unregister_model(MODEL_NAME)
+
+
+def _run(widget, qtbot):
+    widget.run()
+    assert widget.worker is not None
+    # the dock's own finished-handler clears ``worker`` on the GUI thread
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+
+
+def test_run_writes_labels_with_image_geometry_and_rethresholds(dock, qtbot):
+    viewer, widget, image = dock
+    original = image.data.copy()
+    widget.tile.value = "108"
+    widget.show_probabilities.value = True
+    _run(widget, qtbot)
+    layer = viewer.layers["synthetic nuclei cells"]
+    assert layer.__class__.__name__ == "Labels"
+    np.testing.assert_array_equal(layer.scale, image.scale)
+    np.testing.assert_array_equal(layer.translate, image.translate)
+    labels = np.asarray(layer.data)
+    assert labels.shape == image.data.shape and labels.max() > 0
+    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    np.testing.assert_array_equal(image.data, original)  # the input is never modified
+    assert "synthetic nuclei cell probability" in viewer.layers
+    assert widget.inference_runs == 1
+
+    # threshold / min size: labels change at once, without running the network
+    before = labels.copy()
+    widget.threshold.value = 0.45
+    widget.min_size.value = 5
+    assert widget.worker is None and widget.inference_runs == 1
+    assert not np.array_equal(np.asarray(layer.data), before)
+
+    # re-running replaces only the dock's own layer
+    n_layers = len(viewer.layers)
+    _run(widget, qtbot)
+    assert len(viewer.layers) == n_layers and viewer.layers["synthetic nuclei cells"] is layer
+    assert widget.inference_runs == 2
+
+    # an edited layer is not replaced without asking; declining writes a new layer
+    asked = []
+    widget.confirm_overwrite = lambda lay: asked.append(lay.name) or False
+    layer.paint((10, 10), 1)
+    _run(widget, qtbot)
+    assert asked == ["synthetic nuclei cells"]
+    assert len(viewer.layers) == n_layers + 1
+
+
+def test_tile_grid_overlay(dock):
+    viewer, widget, image = dock
+    widget.tile.value = "108"
+    widget.show_grid.value = True
+    grid = widget.grid_layer
+    assert grid is not None and grid in viewer.layers
+    np.testing.assert_array_equal(grid.scale, image.scale)
+    # 512 px with 108 px tiles of depth 2 (68 px output): 8 x 8 write regions + 1 read region
+    assert len(grid.data) == 8 * 8 + 1
+    assert list(grid.edge_color[-1][:3]) != list(grid.edge_color[0][:3])
+    widget.show_grid.value = False
+    assert grid not in viewer.layers
+
+
+def test_stop_midway_leaves_no_layer(dock, qtbot):
+    viewer, widget, _ = dock
+    widget.tile.value = "48"  # many small tiles: a long run
+    n_layers = len(viewer.layers)
+    widget.run()
+    worker = widget.worker
+    with qtbot.waitSignal(worker.yielded, timeout=30000):
+        pass
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        widget.stop()
+    assert len(viewer.layers) == n_layers
+    assert "synthetic nuclei cells" not in viewer.layers
+    assert widget.inference_runs == 0 and "Stopped" in widget.status.value
+    assert widget.run_button.enabled
+
+
+def test_no_model_file_is_a_notification_not_a_crash(dock, qtbot):
+    _, widget, _ = dock
+    widget.model_combo.value = "file"
+    widget.run()
+    assert widget.worker is None
