@@ -404,7 +404,7 @@ def _grow(box: Box, margin: int, shape: tuple[int, int]) -> Box:
 
 def _edt_window(lab: np.ndarray, label: int, window: Box) -> np.ndarray:
     y0, y1, x0, x1 = window
-    return ndi.distance_transform_edt(lab[y0:y1, x0:x1] != label)
+    return ndi.distance_transform_edt(lab[y0:y1, x0:x1] != label).astype(np.float32)
 
 
 def _two_nearest(
@@ -551,21 +551,28 @@ def _full_plane(
     pool: ThreadPoolExecutor | None,
 ) -> Generator[tuple[int, int], None, _Plane]:
     compact, values = _compact(lab)
-    target_out[...] = _target_plane(compact, int(config.border_width))
+    width = int(config.border_width)
+    # the carving (numpy, releases the GIL) overlaps with the distance transforms
+    carving = None if pool is None else pool.submit(_target_plane, compact, width)
     boxes_c = _boxes(compact)
+    total = len(boxes_c)
+    d1 = d2 = None
+    try:
+        if _needs_distances(config) and total:
+            margin = int(np.ceil(distance_margin(config)))
+            region = (0, lab.shape[0], 0, lab.shape[1])
+            cells = list(boxes_c.items())
+            d1, d2 = yield from _two_nearest(compact, cells, region, margin, pool)
+        target_out[...] = _target_plane(compact, width) if carving is None else carving.result()
+    finally:
+        if carving is not None:
+            carving.cancel()
     n_bg, n_cell = _count(target_out, ignore)
     plane = _Plane(
         boxes={k if values is None else int(values[k]): b for k, b in boxes_c.items()},
         n_background=n_bg,
         n_cell=n_cell,
     )
-    total = len(boxes_c)
-    d1 = d2 = None
-    if _needs_distances(config) and total:
-        margin = int(np.ceil(distance_margin(config)))
-        region = (0, lab.shape[0], 0, lab.shape[1])
-        cells = list(boxes_c.items())
-        d1, d2 = yield from _two_nearest(compact, cells, region, margin, pool)
     w_bg, w_cell = _class_weights(config, plane)
     weights_out[...] = _fill(config, w_bg, w_cell, target_out, ignore, d1, d2)
     yield max(total, 1), max(total, 1)
