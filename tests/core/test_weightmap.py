@@ -334,6 +334,13 @@ def test_incremental_update_in_a_stack_and_its_errors():
         update_weight_map(state, stack, np.zeros(stack.shape, bool))
     with pytest.raises(UNetCellsError, match="one slice per axis"):
         update_weight_map(state, stack, region=(slice(0, 2),))
+    wider = stack.astype(np.int64)
+    wider[0, 0, 0] = 2**40
+    with pytest.raises(UNetCellsError, match="recompute"):
+        update_weight_map(state, wider)
+    wider[0, 0, 0] = 5  # a wider dtype with values that fit is fine
+    update_weight_map(state, wider)
+    np.testing.assert_allclose(state.weights, weight_map(wider), atol=1e-6)
 
 
 # -- bad input -----------------------------------------------------------------------------

@@ -229,6 +229,13 @@ def update_weight_map(
             f"The labels have shape {labels.shape} but the weight map was computed for "
             f"{state.shape}; recompute the weight map for the new image."
         )
+    if labels.dtype != state.labels.dtype and labels.size:
+        info = np.iinfo(state.labels.dtype)
+        if labels.max() > info.max:
+            raise UNetCellsError(
+                f"The labels now hold values up to {labels.max()}, more than the "
+                f"{state.labels.dtype} they had; recompute the weight map."
+            )
     if ignore is not None:
         if state.ignore is None:
             raise UNetCellsError(

@@ -196,7 +196,7 @@ class WeightMapWidget(Container):
             self._write_border()
 
     def _live_compute(self) -> None:
-        if self.live.value:
+        if self.live.value and self.labels_combo.value is not None:
             self.compute()
 
     # -- work ----------------------------------------------------------------------------
