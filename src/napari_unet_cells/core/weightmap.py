@@ -129,8 +129,16 @@ def weight_map(
     ignore: optional mask of the same shape (bool, or integers where nonzero = ignore);
         its pixels get weight 0 and are left out of the class frequencies.
     config: :class:`WeightMapConfig` (default: the paper's w0 = 10, sigma = 5 px).
-    Returns float32 weights of the labels' shape. Where the border term applies and how
-    w_c is normalised: see the module docstring; consistent with :func:`separation_target`.
+    Returns float32 weights of the labels' shape:
+
+    - the border term w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) is added on the pixels where
+      :func:`separation_target` is 0 (background *including* the carved borders between
+      touching cells), never on its cell pixels; d1, d2 are Euclidean distances in pixels
+      to the nearest and second-nearest annotated cell (0 border term with < 2 cells);
+    - w_c (paper): 1 on background, n_background / n_cell on cells, counted on the
+      target outside the ignore mask (1 everywhere if a class is absent); fiji preset:
+      1 on cells, v + (1 - v) exp(-d1^2 / (2 balance_sigma^2)) on background;
+    - ignore-mask pixels are exactly 0.
     """
     return weight_map_state(labels, ignore, config, planewise=planewise).weights
 
