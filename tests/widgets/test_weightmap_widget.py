@@ -120,9 +120,20 @@ def test_dock_preset_ignore_mask_and_errors(make_napari_viewer, qtbot):
         atol=1e-5,
     )
 
+    # a request while computing stops that run and ends with the latest settings
+    widget.live.value = False
+    widget.compute()
+    widget.sigma.value = 3.0
+    widget.compute()
+    _wait_idle(qtbot, widget)
+    assert widget.state.config.sigma == 3.0
+    np.testing.assert_array_equal(
+        viewer.layers["cells weight map"].data,
+        weight_map(labels, ignore.data, WeightMapConfig.preset("fiji", sigma=3.0)),
+    )
+
     # a mask of the wrong shape: a clear message, no worker, the old map stays
     bad = viewer.add_labels(np.zeros((10, 10), np.uint8), name="bad")
-    widget.live.value = False
     widget.ignore_combo.value = bad
     widget.compute()
     assert widget.worker is None and "shape" in widget.status.value

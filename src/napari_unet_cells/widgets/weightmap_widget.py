@@ -107,6 +107,7 @@ class WeightMapWidget(Container):
         self.show_border.changed.connect(self._on_show_border)
         self.viewer.layers.events.inserted.connect(self.reset_choices)
         self.viewer.layers.events.removed.connect(self.reset_choices)
+        self.native.destroyed.connect(lambda *_: self.close_worker())
         self._watch()
 
     # -- inputs --------------------------------------------------------------------------
@@ -342,6 +343,7 @@ class WeightMapWidget(Container):
     # -- cleanup -------------------------------------------------------------------------
 
     def close_worker(self) -> None:
-        """Stop a running computation (used when the dock closes)."""
+        """Stop a running computation and live updates (used when the dock closes)."""
+        self._pending_full = self._pending_update = False
         if self.worker is not None:
             self.worker.quit()
