@@ -173,3 +173,19 @@ def test_finetune_api_saves_and_refuses_to_overwrite(tmp_path, tiny_config):
         T.finetune(image, labels, model=tiny_config, steps=2, output=out)
     with pytest.raises(UNetCellsError, match="no cells"):
         T.finetune(image, np.zeros_like(labels), model=tiny_config, steps=2)
+
+
+def test_preview_shows_tiles_as_taught_and_save_to(samples, tiny_config, tmp_path):
+    tiles = T.preview_augmentation(samples, _fast(), tiny_config, n=3, seed=0)
+    shapes = {key: value.shape for key, value in tiles.items()}
+    assert len(set(shapes.values())) == 1 and shapes["image"][0] == 3
+    size = shapes["image"][1]
+    margin = 20  # tiny net: the loss sees only the output window
+    assert not tiles["weight"][:, :margin].any() and tiles["weight"][:, margin:-margin].any()
+    assert set(np.unique(tiles["labels"])) <= set(np.unique(samples[0].labels))
+    assert size > 2 * margin
+    path = tmp_path / "deep" / "m.npz"
+    result = T.run(T.train_iter(samples, tiny_config, _fast(steps=1), save_to=path))
+    assert result.saved_to == path and load_model(path).provenance["training"]["steps"] == 1
+    with pytest.raises(UNetCellsError, match="already exists"):
+        next(T.train_iter(samples, tiny_config, _fast(steps=1), save_to=path))

@@ -312,18 +312,31 @@ def train_iter(
     val_samples: Sequence[TrainingSample] | None = None,
     device: str | torch.device = "auto",
     stop: StopFlag = None,
+    save_to: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Fine-tune ``model`` on ``samples``; yields TrainEvents, returns the TrainResult.
 
     samples / val_samples: from ``core.data.as_samples``. model: see
     ``resolve_start_model``. device: "auto" | "cpu" | "cuda[:N]" | "mps". stop: checked
     between steps (and between validation tiles); when set, training ends with the best
-    model so far. The caller's model is never modified.
+    model so far. The caller's model is never modified. save_to: write the best model
+    there (atomically) before the "done" event; an existing file is an error unless
+    ``overwrite``; missing folders are created.
     """
     config = config or TrainConfig()
     samples = list(samples)
     if not samples:
         raise UNetCellsError("No training samples: add at least one image with labels.")
+    if save_to is not None:
+        save_to = Path(save_to)
+        if save_to.exists() and not overwrite:
+            raise UNetCellsError(
+                f"{save_to} already exists; choose another file name (models are never "
+                "overwritten without asking)."
+            )
+        if save_to.is_dir():
+            raise UNetCellsError(f"{save_to} is a folder; give a file name for the model.")
     start_wall = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     torch_device = resolve_device(device)
@@ -500,6 +513,9 @@ def train_iter(
         )
         finished = True
         _release(optimizer, torch_device)
+        if save_to is not None:
+            save_to.parent.mkdir(parents=True, exist_ok=True)
+            result.saved_to = save_model(result_model, save_to)
         yield event(
             "done",
             metrics=best_metrics,
@@ -527,7 +543,42 @@ def _summary(result: TrainResult) -> str:
             f"; best at step {result.best_step}: validation AP50 {m['ap50']:.3f}, "
             f"foreground IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}"
         )
+    if result.saved_to is not None:
+        text += f"; saved to {result.saved_to}"
     return text
+
+
+def preview_augmentation(
+    samples: Sequence[TrainingSample],
+    config: TrainConfig | None = None,
+    model_config: ModelConfig | None = None,
+    n: int = 4,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """``n`` training tiles exactly as the network is taught (drawn, then augmented).
+
+    Returns {"image": float32 (n, S, S) normalised input tiles, "labels": int32 (n, S, S)
+    instance ids, "target": uint8 (n, S, S), "weight": float32 (n, S, S) loss weights,
+    0 outside each tile's output window (the pixels the loss sees)}. S is the training
+    input tile size for ``model_config`` (default: SCRATCH_CONFIG).
+    """
+    config = config or TrainConfig()
+    model_config = model_config or SCRATCH_CONFIG
+    train, _ = split_validation(list(samples), None, config, model_config)
+    tile, out = choose_tile(model_config, [p.shape for p in train], config.tile)
+    off = (tile - out) // 2
+    rng = np.random.default_rng(seed)
+    batch = TileSampler(train, tile, out, config.cell_bias).sample(rng, n)
+    params = draw_params(rng, config.augment.scaled(config.augment_strength), n)
+    aug = augment_batch(params, batch.image, batch.weight, batch.target, batch.labels)
+    window = torch.zeros(tile, tile)
+    window[off : off + out, off : off + out] = 1.0
+    return {
+        "image": aug.image[:, 0].numpy(),
+        "labels": aug.labels.numpy().astype(np.int32),
+        "target": aug.target.numpy().astype(np.uint8),
+        "weight": (aug.weight * window).numpy(),
+    }
 
 
 def run(gen: Generator, on_event: Callable[[TrainEvent], None] | None = None) -> Any:
@@ -592,9 +643,7 @@ def finetune(
             raise UNetCellsError(f"The folder {output.parent} does not exist; create it first.")
     samples = as_samples(images, labels, ignore)
     val = as_samples(val_images, val_labels, val_ignore) if val_images is not None else None
-    result = run(
-        train_iter(samples, model, config, val_samples=val, device=device, stop=stop), progress
+    gen = train_iter(
+        samples, model, config, val_samples=val, device=device, stop=stop, save_to=output
     )
-    if output is not None:
-        result.saved_to = save_model(result.model, output)
-    return result.model
+    return run(gen, progress).model

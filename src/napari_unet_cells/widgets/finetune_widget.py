@@ -1,0 +1,649 @@
+"""The "Fine-tune" dock: train a U-Net on annotated layers, live, with a Stop that works.
+
+Thin: reads the training set (pairs of Image and Labels layers, optional ignore layer),
+builds a :class:`TrainConfig`, runs :func:`core.train.train_iter` in a napari thread
+worker and shows its events (progress, time left, a live plot of training loss and
+validation AP50). When training ends or is stopped, the core saves the best model to
+the chosen file, the dock registers it with the Predict dock of this session
+(``core.predict.register_model``) and offers one click to run it on the current image.
+"Preview augmentation" adds a few training tiles, exactly as the network sees them, as
+new layers. Closing napari during training stops it and waits for the worker.
+
+The user's layers are never modified: results are new layers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ..core.config import WEIGHT_MAP_PRESETS, TrainConfig, WeightMapConfig
+from ..core.errors import UNetCellsError
+from ._plot import LivePlot
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+    from ..core.train import TrainEvent, TrainResult
+
+logger = logging.getLogger(__name__)
+
+_NONE = "(none)"
+_SCRATCH = "from scratch (new network)"
+
+
+@dataclass
+class TrainingPair:
+    """One entry of the training set: an image, its instance labels, optional ignore."""
+
+    image: Image
+    labels: Labels
+    ignore: Labels | Image | None = None
+
+    def describe(self) -> str:
+        text = f"{self.image.name}  /  {self.labels.name}"
+        return text + (f"  /  ignore: {self.ignore.name}" if self.ignore is not None else "")
+
+
+def _layer_array(layer, what: str) -> np.ndarray:
+    if getattr(layer, "multiscale", False):
+        data = layer.data[0]
+    else:
+        data = layer.data
+    if isinstance(layer, Image) and layer.rgb:
+        raise UNetCellsError(
+            f"{what} layer '{layer.name}' is RGB; training reads greyscale images: split "
+            "the channels (right-click the layer) and add one channel."
+        )
+    return np.asarray(data)
+
+
+class _CloseWatcher(QObject):
+    """Stops training when the napari main window closes."""
+
+    def __init__(self, widget: FinetuneWidget):
+        super().__init__(widget)
+        self.widget = widget
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.Close:
+            self.widget.shutdown()
+        return False
+
+
+class FinetuneWidget(QWidget):
+    """Dock widget "Fine-tune". ``worker``: the running training worker, or None.
+
+    Other docks (e.g. Annotate) add to the same training set with ``add_pair``.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        from ..core.device import available_devices
+
+        self.viewer = napari_viewer
+        self.pairs: list[TrainingPair] = []
+        self.worker = None
+        self.preview_worker = None
+        self.result: TrainResult | None = None
+        self.model_name: str | None = None
+        self._stop = threading.Event()
+        self._watching_close = False
+        self._base_files: list[Path] = []
+
+        layout = QVBoxLayout(self)
+
+        # -- training set -----------------------------------------------------------
+        box = QGroupBox("Training set")
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.ignore_combo = QComboBox()
+        self.ignore_combo.setToolTip("pixels to leave out of training (unannotated areas)")
+        form.addRow("Image", self.image_combo)
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Ignore", self.ignore_combo)
+        buttons = QHBoxLayout()
+        self.add_button = QPushButton("Add pair")
+        self.remove_button = QPushButton("Remove selected")
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.remove_button)
+        self.pair_list = QListWidget()
+        self.pair_list.setMaximumHeight(80)
+        box_layout = QVBoxLayout(box)
+        box_layout.addLayout(form)
+        box_layout.addLayout(buttons)
+        box_layout.addWidget(self.pair_list)
+        layout.addWidget(box)
+
+        # -- settings ---------------------------------------------------------------
+        settings = QFormLayout()
+        self.base_combo = QComboBox()
+        self.base_browse = QPushButton("File...")
+        base_row = QHBoxLayout()
+        base_row.addWidget(self.base_combo, 1)
+        base_row.addWidget(self.base_browse)
+        settings.addRow("Base model", base_row)
+        self.budget = QSpinBox()
+        self.budget.setRange(1, 1_000_000)
+        self.budget.setValue(500)
+        self.budget_unit = QComboBox()
+        self.budget_unit.addItems(["steps", "minutes"])
+        budget_row = QHBoxLayout()
+        budget_row.addWidget(self.budget, 1)
+        budget_row.addWidget(self.budget_unit)
+        settings.addRow("Budget", budget_row)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(TrainConfig().peak_learning_rate)
+        settings.addRow("Learning rate", self.lr)
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        settings.addRow("Device", self.device)
+        self.output = QLineEdit()
+        self.output.setPlaceholderText("default: models/ beside the image")
+        self.output_browse = QPushButton("...")
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.output, 1)
+        out_row.addWidget(self.output_browse)
+        settings.addRow("Save to", out_row)
+        layout.addLayout(settings)
+
+        # -- advanced (folded) --------------------------------------------------------
+        self.advanced = QCollapsible("Advanced")
+        adv = QWidget()
+        adv_form = QFormLayout(adv)
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 4096)
+        self.tile.setSpecialValueText("auto")
+        self.tile.setToolTip("network input tile in px (snapped to a valid size); 0 = auto")
+        adv_form.addRow("Tile size", self.tile)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 256)
+        self.batch.setValue(TrainConfig().batch_size)
+        adv_form.addRow("Batch", self.batch)
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.0, 3.0)
+        self.strength.setSingleStep(0.25)
+        self.strength.setValue(1.0)
+        self.strength.setToolTip("scales the elastic deformation and intensity changes")
+        adv_form.addRow("Augmentation", self.strength)
+        self.preset = QComboBox()
+        self.preset.addItems(list(WEIGHT_MAP_PRESETS))
+        adv_form.addRow("Weight map", self.preset)
+        self.optimizer = QComboBox()
+        self.optimizer.addItems(["adam", "sgd"])
+        self.optimizer.setToolTip("adam: fast fine-tuning (default); sgd: the paper (0.99)")
+        adv_form.addRow("Optimiser", self.optimizer)
+        self.validate_every = QSpinBox()
+        self.validate_every.setRange(1, 100_000)
+        self.validate_every.setValue(TrainConfig().validate_every)
+        adv_form.addRow("Validate every", self.validate_every)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        adv_form.addRow("Seed", self.seed)
+        self.advanced.addWidget(adv)
+        layout.addWidget(self.advanced)
+
+        # -- actions, progress, plot ---------------------------------------------------
+        actions = QHBoxLayout()
+        self.train_button = QPushButton("Train")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.preview_button = QPushButton("Preview augmentation")
+        actions.addWidget(self.train_button)
+        actions.addWidget(self.stop_button)
+        actions.addWidget(self.preview_button)
+        layout.addLayout(actions)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        layout.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.plot = LivePlot()
+        layout.addWidget(self.plot, 1)
+        self.run_button = QPushButton("Run the new model on the current image")
+        self.run_button.setEnabled(False)
+        layout.addWidget(self.run_button)
+
+        # -- wiring ----------------------------------------------------------------------
+        # lambdas: clicked(bool) must not reach the methods' optional arguments
+        self.add_button.clicked.connect(lambda: self._add_selected_pair())
+        self.remove_button.clicked.connect(lambda: self._remove_selected_pair())
+        self.base_browse.clicked.connect(lambda: self._browse_base())
+        self.output_browse.clicked.connect(lambda: self._browse_output())
+        self.optimizer.currentTextChanged.connect(self._optimizer_changed)
+        self.train_button.clicked.connect(lambda: self.start_training())
+        self.stop_button.clicked.connect(lambda: self.stop_training())
+        self.preview_button.clicked.connect(lambda: self.preview_augmentation())
+        self.run_button.clicked.connect(lambda: self.run_in_predict())
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.reordered):
+            emitter.connect(self._refresh_layers)
+        self._refresh_layers()
+        self._refresh_models()
+
+    # -- layers and the training set -------------------------------------------------------
+
+    def _refresh_layers(self, event=None) -> None:
+        images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        labels = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+        for combo, layers, optional in (
+            (self.image_combo, images, False),
+            (self.labels_combo, labels, False),
+            (self.ignore_combo, labels + images, True),
+        ):
+            current = combo.currentData()
+            combo.blockSignals(True)
+            combo.clear()
+            if optional:
+                combo.addItem(_NONE, None)
+            for layer in layers:
+                combo.addItem(layer.name, layer)
+            index = combo.findData(current) if current is not None else -1
+            if index >= 0:
+                combo.setCurrentIndex(index)
+            combo.blockSignals(False)
+        alive = {id(layer) for layer in self.viewer.layers}
+        kept = [
+            p
+            for p in self.pairs
+            if id(p.image) in alive
+            and id(p.labels) in alive
+            and (p.ignore is None or id(p.ignore) in alive)
+        ]
+        if len(kept) != len(self.pairs):
+            self.pairs = kept
+            self._refresh_pair_list()
+
+    def add_pair(
+        self, image: Image, labels: Labels, ignore: Labels | Image | None = None
+    ) -> TrainingPair:
+        """Add (image, labels, ignore) to the training set; shapes are checked now."""
+        if not isinstance(image, Image) or not isinstance(labels, Labels):
+            raise UNetCellsError("A training pair is an Image layer and a Labels layer.")
+        shape = image.data.shape[:-1] if image.rgb else image.data.shape
+        if tuple(shape) != tuple(labels.data.shape):
+            raise UNetCellsError(
+                f"'{image.name}' {tuple(shape)} and '{labels.name}' {labels.data.shape} differ "
+                "in shape; labels must cover the image pixel for pixel."
+            )
+        if ignore is not None and tuple(ignore.data.shape) != tuple(labels.data.shape):
+            raise UNetCellsError(f"The ignore layer '{ignore.name}' differs in shape.")
+        for p in self.pairs:
+            if p.image is image and p.labels is labels:
+                p.ignore = ignore
+                self._refresh_pair_list()
+                return p
+        pair = TrainingPair(image, labels, ignore)
+        self.pairs.append(pair)
+        self._refresh_pair_list()
+        return pair
+
+    def remove_pair(self, index: int) -> None:
+        del self.pairs[index]
+        self._refresh_pair_list()
+
+    def _refresh_pair_list(self) -> None:
+        self.pair_list.clear()
+        self.pair_list.addItems([p.describe() for p in self.pairs])
+
+    def _add_selected_pair(self) -> None:
+        image, labels = self.image_combo.currentData(), self.labels_combo.currentData()
+        if image is None or labels is None:
+            show_error("Choose an Image layer and a Labels layer to add.")
+            return
+        try:
+            self.add_pair(image, labels, self.ignore_combo.currentData())
+        except UNetCellsError as err:
+            show_error(str(err))
+
+    def _remove_selected_pair(self) -> None:
+        row = self.pair_list.currentRow()
+        if 0 <= row < len(self.pairs):
+            self.remove_pair(row)
+
+    # -- models ------------------------------------------------------------------------
+
+    def _refresh_models(self) -> None:
+        from ..core.predict import bundled_model_path, registered_models
+
+        current = self.base_combo.currentData()
+        self.base_combo.clear()
+        bundled = bundled_model_path()
+        if bundled is not None:
+            self.base_combo.addItem(f"bundled ({bundled.name})", str(bundled))
+        self.base_combo.addItem(_SCRATCH, "scratch")
+        for name in registered_models():
+            self.base_combo.addItem(f"this session: {name}", name)
+        for path in self._base_files:
+            self.base_combo.addItem(f"file: {path.name}", str(path))
+        index = self.base_combo.findData(current) if current is not None else -1
+        self.base_combo.setCurrentIndex(max(index, 0))
+
+    def set_base_model(self, model: str | Path) -> None:
+        """Start from a model file (or a model registered in this session by name)."""
+        from ..core.predict import registered_models
+
+        if str(model) not in registered_models() and str(model) != "scratch":
+            path = Path(model)
+            if path not in self._base_files:
+                self._base_files.append(path)
+            model = str(path)
+        self._refresh_models()
+        self.base_combo.setCurrentIndex(self.base_combo.findData(str(model)))
+
+    def _browse_base(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Base model", "", "U-Net models (*.npz)")
+        if name:
+            self.set_base_model(name)
+
+    def _browse_output(self) -> None:
+        name, _ = QFileDialog.getSaveFileName(self, "Save model as", "", "U-Net models (*.npz)")
+        if name:
+            self.output.setText(name if name.endswith(".npz") else name + ".npz")
+
+    def _optimizer_changed(self, name: str) -> None:
+        self.lr.setValue(TrainConfig(optimizer=name).peak_learning_rate)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def train_config(self) -> TrainConfig:
+        """The TrainConfig the current settings describe."""
+        steps = minutes = None
+        if self.budget_unit.currentText() == "steps":
+            steps = self.budget.value()
+        else:
+            minutes = float(self.budget.value())
+        return TrainConfig(
+            steps=steps,
+            minutes=minutes,
+            batch_size=self.batch.value(),
+            tile=self.tile.value() or None,
+            optimizer=self.optimizer.currentText(),
+            learning_rate=self.lr.value(),
+            validate_every=self.validate_every.value(),
+            augment_strength=self.strength.value(),
+            weight_map=WeightMapConfig.preset(self.preset.currentText()),
+            seed=self.seed.value(),
+        )
+
+    def output_path(self) -> Path:
+        """The chosen file, or a new file in a "models" folder beside the first image."""
+        text = self.output.text().strip()
+        if text:
+            return Path(text).expanduser()
+        folder = None
+        if self.pairs:
+            source = getattr(self.pairs[0].image.source, "path", None)
+            if source:
+                folder = Path(source).parent / "models"
+        if folder is None:
+            folder = Path.home() / "napari-unet-cells" / "models"
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stem = self.pairs[0].labels.name if self.pairs else "model"
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+        path = folder / f"{stem}_unet_{stamp}.npz"
+        counter = 1
+        while path.exists():
+            path = folder / f"{stem}_unet_{stamp}_{counter}.npz"
+            counter += 1
+        return path
+
+    def _samples(self):
+        from ..core.data import as_samples
+
+        if not self.pairs:
+            raise UNetCellsError(
+                "The training set is empty: choose an Image and a Labels layer and click "
+                "'Add pair'."
+            )
+        return as_samples(
+            [_layer_array(p.image, "Image") for p in self.pairs],
+            [_layer_array(p.labels, "Labels") for p in self.pairs],
+            [None if p.ignore is None else _layer_array(p.ignore, "Ignore") for p in self.pairs],
+            names=[p.image.name for p in self.pairs],
+        )
+
+    # -- training ------------------------------------------------------------------------
+
+    def start_training(self) -> Any:
+        """Start training in a thread worker; returns the worker (None on a user error)."""
+        from ..core.train import train_iter
+
+        if self.worker is not None:
+            show_info("Training is already running.")
+            return None
+        try:
+            samples = self._samples()
+            config = self.train_config()
+            path = self.output_path()
+            overwrite = False
+            if path.exists():
+                answer = QMessageBox.question(
+                    self, "Overwrite?", f"{path} exists. Replace it with the new model?"
+                )
+                if answer != QMessageBox.StandardButton.Yes:
+                    return None
+                overwrite = True
+            gen = train_iter(
+                samples,
+                self.base_combo.currentData(),
+                config,
+                device=self.device.currentText(),
+                stop=self._stop,
+                save_to=path,
+                overwrite=overwrite,
+            )
+        except UNetCellsError as err:
+            show_error(str(err))
+            return None
+        self._watch_close()
+        self._stop.clear()
+        self.result = None
+        self.output.setText(str(path))
+        self.plot.clear(config.steps)
+        self.progress.setValue(0)
+        self.status.setText("preparing the training data ...")
+        self.train_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.run_button.setEnabled(False)
+
+        def run():
+            return (yield from gen)
+
+        worker = create_worker(run, _start_thread=False)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def stop_training(self) -> None:
+        """Ask training to stop after the current step; the best model is kept and saved."""
+        if self.worker is not None:
+            self._stop.set()
+            self.stop_button.setEnabled(False)
+            self.status.setText("stopping: finishing the step, validating, saving ...")
+
+    def _on_event(self, event: TrainEvent) -> None:
+        self.progress.setValue(int(1000 * event.progress))
+        if event.kind == "start":
+            self.status.setText(event.message)
+            return
+        if event.kind == "step" and event.loss is not None:
+            self.plot.add_loss(event.step, event.loss)
+        if event.kind == "validation" and event.metrics:
+            self.plot.add_ap(event.step, event.metrics["ap50"])
+        if event.kind == "done":
+            self.status.setText(event.message)
+            return
+        total = f"/{event.total_steps}" if event.total_steps else ""
+        parts = [f"step {event.step}{total}"]
+        if event.loss is not None:
+            parts.append(f"loss {event.loss:.4f}")
+        if event.best_metrics:
+            parts.append(f"best AP50 {event.best_metrics['ap50']:.3f}")
+        if event.eta_s is not None:
+            parts.append(f"{int(event.eta_s) // 60} min {int(event.eta_s) % 60:02d} s left")
+        self.status.setText("  ·  ".join(parts))
+
+    def _on_result(self, result: TrainResult | None) -> None:
+        from ..core.predict import register_model
+
+        if result is None:
+            return
+        self.result = result
+        stamp = time.strftime("%H:%M:%S")
+        name = result.saved_to.stem if result.saved_to is not None else f"fine-tuned {stamp}"
+        self.model_name = name
+        register_model(name, result.model)
+        self._refresh_models()
+        self.run_button.setEnabled(True)
+        ap = result.best_metrics["ap50"] if result.best_metrics else None
+        show_info(
+            f"Fine-tuning done ({result.stopped_by.replace('_', ' ')}): "
+            + (f"validation AP50 {ap:.3f}; " if ap is not None else "")
+            + f"saved to {result.saved_to}; available in Predict as '{name}'."
+        )
+
+    def _on_error(self, err: Exception) -> None:
+        if isinstance(err, UNetCellsError):
+            show_error(str(err))
+        else:
+            logger.exception("training failed", exc_info=err)
+            show_error(f"Training failed: {err}")
+        self.status.setText(f"failed: {err}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.train_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    # -- preview ---------------------------------------------------------------------------
+
+    def preview_augmentation(self, n: int = 4) -> Any:
+        """Add n augmented training tiles (image, labels, weight map) as new layers."""
+        from ..core.predict import resolve_model
+        from ..core.train import SCRATCH_CONFIG, preview_augmentation
+
+        try:
+            samples = self._samples()
+            config = self.train_config()
+            base = self.base_combo.currentData()
+            model_config = SCRATCH_CONFIG if base == "scratch" else resolve_model(base).config
+        except UNetCellsError as err:
+            show_error(str(err))
+            return None
+        worker = create_worker(
+            preview_augmentation,
+            samples,
+            config,
+            model_config,
+            n,
+            int(time.time()) % 100_000,
+            _start_thread=False,
+        )
+        worker.returned.connect(self._show_preview)
+        worker.errored.connect(self._on_error)
+        self.preview_worker = worker
+        worker.start()
+        return worker
+
+    def _show_preview(self, tiles: dict[str, np.ndarray]) -> None:
+        names = {
+            "image": "augmentation preview: image",
+            "labels": "augmentation preview: labels",
+            "weight": "augmentation preview: weight map",
+        }
+        for key, name in names.items():
+            if name in self.viewer.layers:  # a layer this dock created earlier
+                self.viewer.layers[name].data = tiles[key]
+            elif key == "labels":
+                self.viewer.add_labels(tiles[key], name=name, opacity=0.4)
+            elif key == "weight":
+                self.viewer.add_image(
+                    tiles[key], name=name, colormap="inferno", blending="additive", visible=False
+                )
+            else:
+                self.viewer.add_image(tiles[key], name=name, colormap="gray")
+        self.viewer.dims.set_current_step(0, 0)
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def run_in_predict(self) -> Any:
+        """Open the Predict dock with the new model selected and run it on the current image.
+
+        Returns the Predict dock widget (its ``worker`` is the running prediction).
+        """
+        if self.model_name is None:
+            show_error("Train a model first.")
+            return None
+        image = self.viewer.layers.selection.active
+        if not isinstance(image, Image):
+            image = self.pairs[0].image if self.pairs else None
+        if image is None:
+            show_error("Select an image layer to run the model on.")
+            return None
+        _, widget = self.viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
+        widget.refresh_models()
+        widget.image_combo.reset_choices()
+        widget.model_combo.value = self.model_name
+        widget.image_combo.value = image
+        widget.run()
+        return widget
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _watch_close(self) -> None:
+        if self._watching_close:
+            return
+        window = self.window()
+        if window is not None and window is not self:
+            window.installEventFilter(_CloseWatcher(self))
+            self._watching_close = True
+
+    def shutdown(self, timeout_s: float = 120.0) -> None:
+        """Stop training and wait (up to ``timeout_s``) for the worker to end."""
+        worker = self.worker
+        if worker is None:
+            return
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        while worker.is_running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        logger.info("training stopped because napari is closing")
