@@ -289,14 +289,10 @@ def labels_dask(
 
     # 3. sizes, minimum size, sequential numbers
     n_ids = int(component_lut.max()) + 1
-    sizes = dask.compute(
-        *[
-            dask.delayed(np.bincount)(b.ravel(), minlength=n_ids)
-            for row in grown.to_delayed()
-            for b in row
-        ]
-    )
-    size = np.sum(sizes, axis=0)
+    size = np.zeros(n_ids, np.int64)
+    for row in grown.to_delayed():  # one row of chunks at a time: bounded memory
+        for ids, counts in dask.compute(*[dask.delayed(_counts)(b) for b in row]):
+            size[ids] += counts
     keep = size >= max(config.min_size, 1)
     keep[0] = False
     final = np.zeros(n_ids, np.int32)
@@ -308,6 +304,11 @@ def labels_dask(
         dtype=np.int32,
         meta=meta,
     )
+
+
+def _counts(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, pixel counts) of the labels in a block, sparse."""
+    return np.unique(block, return_counts=True)
 
 
 def _facing_pairs(strip: np.ndarray, connectivity: int) -> np.ndarray:
