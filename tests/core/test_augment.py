@@ -97,3 +97,25 @@ def test_strength_scales_the_recipe():
     params = augment.draw_params(np.random.default_rng(0), cfg, 3)
     assert all(not p.displacement.any() and p.gain == 1.0 for p in params)
     assert AugmentConfig().scaled(2).elastic_sigma == 20
+
+
+@pytest.mark.parametrize("rot90", [0, 1, 2, 3])
+@pytest.mark.parametrize("flips", [(False, False), (True, False), (False, True), (True, True)])
+def test_fused_grid_equals_deform_then_orient(rot90, flips):
+    image, weight, target, labels = _tiles(1)
+    rng = np.random.default_rng(rot90)
+    p = augment.AugmentParams(
+        displacement=rng.normal(0, 8, (2, 3, 3)).astype(np.float32),
+        rot90=rot90,
+        flip_y=flips[0],
+        flip_x=flips[1],
+    )
+    fused = augment.augment_batch([p], image, weight, target, labels)
+    smooth = torch.from_numpy(np.stack([image, weight], 1))
+    nearest = torch.from_numpy(labels[:, None].astype(np.float32))
+    s, k = augment.elastic_deform(torch.from_numpy(p.displacement[None]), smooth, nearest)
+    s, k = augment._orient(s[0], p), augment._orient(k[0], p)
+    np.testing.assert_allclose(fused.image[0, 0].numpy(), s[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(fused.weight[0].numpy(), s[1].numpy(), atol=1e-4)
+    same = (fused.labels[0].numpy() == k[0].numpy()).mean()
+    assert same > 0.999  # nearest neighbour: only exact ties may round differently

@@ -1,0 +1,222 @@
+"""Fine-tuning benchmarks: augmentation speed, step rate, optimiser choice, time to quality.
+
+Prints one JSON line per measurement; each compares against a reference computed in the
+same run:
+
+- ``augment``: ms per 380 px tile for the torch implementation (core/augment.py) and for
+  a scipy reference of the same recipe (``ndimage.zoom(order=3)`` of the coarse grid +
+  ``map_coordinates``); and ms per tile to recompute the weight map from deformed labels
+  (the alternative to deforming it with the image).
+- ``steps``: optimiser steps per second of the default recipe for a network config, split
+  into data (tile sampling + augmentation) and network (forward + backward + update).
+- ``quality``: fine-tune on 2 synthetic images of a "new look" (larger, elongated,
+  textured nuclei, blurrier and noisier than the generator's defaults) for a wall-time
+  budget, validating on 2 held-out images of the same look; one line per validation
+  (AP50 against wall time), then the final AP50 of the tiled prediction pipeline
+  (core/predict.py) on the held-out images. ``--optimizers adam sgd`` runs the same
+  budget once per optimiser: the reference for the default choice.
+
+    python benchmarks/bench_finetune.py augment steps
+    python benchmarks/bench_finetune.py quality --minutes 5 --optimizers adam sgd
+    python benchmarks/bench_finetune.py quality --base path/to/bundled.npz --minutes 5
+
+Run on a quiet machine; note ``uptime``'s load with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from napari_unet_cells.core import augment as A
+from napari_unet_cells.core.config import ModelConfig, TrainConfig
+from napari_unet_cells.core.data import TileSampler, as_samples, choose_tile, split_validation
+from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
+from napari_unet_cells.core.train import SCRATCH_CONFIG, train_iter
+from napari_unet_cells.core.weightmap import weight_map
+
+#: a look unlike the generator's defaults (diameter 10-28 px, round, smooth, sharp)
+NEW_LOOK = SyntheticConfig(
+    diameter=(22.0, 40.0),
+    aspect=(1.2, 2.0),
+    irregularity=0.12,
+    coverage=0.4,
+    blur_sigma=(1.5, 2.5),
+    photons=(20.0, 200.0),
+    condensed_fraction=0.1,
+    background_texture=0.15,
+    debris=1.0,
+)
+
+
+def emit(**record) -> None:
+    record.setdefault("load_1min", round(os.getloadavg()[0], 2))
+    record.setdefault("threads", torch.get_num_threads())
+    print(json.dumps(record), flush=True)
+
+
+def _timed(fn, repeat: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+# --------------------------------------------------------------------------------------
+
+
+def scipy_reference(params, image, weight, target, labels):
+    """The same recipe with scipy: bicubic zoom of the coarse grid, map_coordinates."""
+    out = []
+    for p, img, w, t, lab in zip(params, image, weight, target, labels, strict=True):
+        h, wd = img.shape
+        g = p.displacement.shape[-1]
+        field = np.stack([ndi.zoom(p.displacement[i], (h / g, wd / g), order=3) for i in (0, 1)])
+        yy, xx = np.meshgrid(np.arange(h), np.arange(wd), indexing="ij")
+        coords = np.stack([yy + field[0], xx + field[1]])
+        smooth = [ndi.map_coordinates(a, coords, order=1, mode="mirror") for a in (img, w)]
+        nearest = [ndi.map_coordinates(a, coords, order=0, mode="mirror") for a in (t, lab)]
+        arrays = [*smooth, *nearest]
+        if p.flip_y:
+            arrays = [a[::-1] for a in arrays]
+        if p.flip_x:
+            arrays = [a[:, ::-1] for a in arrays]
+        arrays = [np.rot90(a, p.rot90) for a in arrays]
+        arrays[0] = arrays[0] * p.gain + p.offset
+        out.append(arrays)
+    return out
+
+
+def bench_augment(tile: int = 380, batch: int = 4, repeat: int = 5) -> None:
+    image, labels = synthetic_cells((tile, tile * batch), seed=0, config=NEW_LOOK)
+    split = lambda a: np.ascontiguousarray(np.stack(np.split(a, batch, axis=1)))  # noqa: E731
+    img = split(image.astype(np.float32) / image.max())
+    lab = split(labels)
+    tgt = (lab > 0).astype(np.uint8)
+    wgt = np.stack([weight_map(x) for x in lab])
+    params = A.draw_params(np.random.default_rng(0), None, batch)
+    t_torch = _timed(lambda: A.augment_batch(params, img, wgt, tgt, lab), repeat) / batch
+    t_scipy = _timed(lambda: scipy_reference(params, img, wgt, tgt, lab), repeat) / batch
+    t_wmap = _timed(lambda: [weight_map(x) for x in lab], repeat) / batch
+    emit(
+        bench="augment",
+        tile=tile,
+        torch_ms_per_tile=round(1e3 * t_torch, 2),
+        scipy_ms_per_tile=round(1e3 * t_scipy, 2),
+        speedup=round(t_scipy / t_torch, 2),
+        recompute_weight_map_ms_per_tile=round(1e3 * t_wmap, 2),
+    )
+
+
+def bench_steps(config: ModelConfig, steps: int = 4, batch: int = 4) -> None:
+    images = [synthetic_cells((512, 512), seed=s, config=NEW_LOOK) for s in (1, 2)]
+    samples = as_samples([i for i, _ in images], [lab for _, lab in images])
+    train_config = TrainConfig(steps=steps + 1, batch_size=batch, val_fraction=0.0)
+    train, _ = split_validation(samples, None, train_config, config)
+    tile, out = choose_tile(config, [p.shape for p in train])
+    sampler = TileSampler(train, tile, out)
+    rng = np.random.default_rng(0)
+
+    def data_part():
+        b = sampler.sample(rng, batch)
+        return A.augment_batch(A.draw_params(rng, None, batch), b.image, b.weight, b.target)
+
+    t_data = _timed(data_part, steps)
+    times = []
+    gen = train_iter(samples, config, train_config, device="cpu")
+    for event in gen:
+        if event.kind == "step":
+            times.append(event.elapsed_s)
+    per_step = float(np.median(np.diff(times)))
+    emit(
+        bench="steps",
+        model=f"base {config.base} depth {config.depth}",
+        tile=tile,
+        output_tile=out,
+        batch=batch,
+        steps_per_s=round(1 / per_step, 3),
+        s_per_step=round(per_step, 3),
+        data_s_per_step=round(t_data, 3),
+        network_s_per_step=round(per_step - t_data, 3),
+        output_kpx_per_s=round(batch * out * out / per_step / 1e3, 1),
+    )
+
+
+def bench_quality(base, minutes: float, optimizers, size: int, seed: int) -> None:
+    from napari_unet_cells.core.metrics import match
+    from napari_unet_cells.core.predict import predict
+
+    train = [synthetic_cells((size, size), seed=seed + s, config=NEW_LOOK) for s in (0, 1)]
+    held = [synthetic_cells((size, size), seed=seed + s, config=NEW_LOOK) for s in (10, 11)]
+    samples = as_samples([i for i, _ in train], [lab for _, lab in train])
+    val = as_samples([i for i, _ in held], [lab for _, lab in held])
+    start_name = "scratch" if base is None else str(base)
+    for optimizer in optimizers:
+        config = TrainConfig(
+            steps=None, minutes=minutes, optimizer=optimizer, validate_every=10, patience=None
+        )
+        model = base if base is not None else SCRATCH_CONFIG
+        gen = train_iter(samples, model, config, val_samples=val, device="cpu")
+        result = None
+        for event in gen:
+            if event.kind == "validation":
+                emit(
+                    bench="quality_curve",
+                    start=start_name,
+                    optimizer=optimizer,
+                    step=event.step,
+                    elapsed_s=round(event.elapsed_s, 1),
+                    val_ap50=round(event.metrics["ap50"], 4),
+                    val_fg_iou=round(event.metrics["fg_iou"], 4),
+                    val_loss=round(event.metrics["loss"], 4),
+                )
+            if event.kind == "done":
+                result = event.result
+        tp = fp = fn = 0
+        for image, labels in held:
+            pred = predict(image, result.model, device="cpu")
+            [m] = match(labels, pred, 0.5)
+            tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+        emit(
+            bench="quality",
+            start=start_name,
+            optimizer=optimizer,
+            minutes=minutes,
+            steps=result.steps,
+            best_step=result.best_step,
+            best_val_ap50=round(result.best_metrics["ap50"], 4),
+            heldout_ap50_predict=round(tp / max(1, tp + fp + fn), 4),
+            target_ap50=0.85,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="+", choices=("augment", "steps", "quality"))
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--optimizers", nargs="+", default=["adam"], choices=("adam", "sgd"))
+    parser.add_argument("--base", help="model file to start from (default: scratch)")
+    parser.add_argument("--size", type=int, default=384, help="synthetic image size, px")
+    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if "augment" in args.what:
+        bench_augment()
+    if "steps" in args.what:
+        bench_steps(SCRATCH_CONFIG)
+        bench_steps(ModelConfig(base=64, depth=4), steps=2, batch=1)
+    if "quality" in args.what:
+        bench_quality(args.base, args.minutes, args.optimizers, args.size, args.seed)
+
+
+if __name__ == "__main__":
+    main()
