@@ -376,8 +376,12 @@ def _add_predict(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--tile", default="auto", help="network input tile size in px, or auto")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per network call")
-    p.add_argument("--threshold", type=float, default=0.5, help="cell probability (0..1)")
-    p.add_argument("--min-size", type=int, default=25, help="smallest cell kept, px")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="cell probability (0..1); default: model's"
+    )
+    p.add_argument(
+        "--min-size", type=int, default=None, help="smallest cell kept, px; default: model's"
+    )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     p.add_argument(
         "--probabilities",
@@ -396,8 +400,10 @@ def _add_predict(sub) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     import contextlib
+    import dataclasses
 
-    from .core.config import InstanceConfig, PredictConfig
+    from .core.config import PredictConfig
+    from .core.instances import instance_defaults
     from .core.predict import check_output, file_kind, open_image, predict_file, resolve_model
 
     if args.tile == "auto":
@@ -410,7 +416,6 @@ def _run_predict(args: argparse.Namespace) -> int:
                 f"--tile must be a number of pixels or 'auto', got {args.tile!r}."
             ) from None
     config = PredictConfig(device=args.device, tile=tile, batch_size=args.batch_size, tta=args.tta)
-    instances = InstanceConfig(threshold=args.threshold, min_size=args.min_size)
     # check everything before writing anything
     jobs = []
     as_folder = len(args.images) > 1 or args.output.is_dir()
@@ -431,6 +436,10 @@ def _run_predict(args: argparse.Namespace) -> int:
             check_output(probs)
         jobs.append((image, out, probs if args.probabilities else None))
     model = resolve_model(args.model)
+    chosen = {"threshold": args.threshold, "min_size": args.min_size}
+    instances = dataclasses.replace(
+        instance_defaults(model), **{k: v for k, v in chosen.items() if v is not None}
+    )
     client = contextlib.nullcontext()
     if args.scheduler:
         try:

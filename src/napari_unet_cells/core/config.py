@@ -129,12 +129,18 @@ class InstanceConfig:
     min_size: objects smaller than this many pixels are removed.
     border_width: how far (px) cells grow back over the separation border they lost.
     connectivity: 1 (4-neighbourhood, separates cells that touch only diagonally) or 2.
+    min_confidence: objects whose mean cell probability is below this are removed
+        (faint responses to background texture, debris, noise); 0 keeps all.
+
+    A model file may store its own defaults (``CellModel.extra["instances"]``), tuned
+    for the cell sizes it was trained on; ``instance_defaults(model)`` reads them.
     """
 
     threshold: float = 0.5
     min_size: int = 25
     border_width: int = 2
     connectivity: int = 1
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -148,6 +154,8 @@ class InstanceConfig:
             )
         if self.connectivity not in (1, 2):
             raise UNetCellsError(f"connectivity must be 1 or 2, got {self.connectivity}.")
+        if not 0.0 <= self.min_confidence < 1.0:
+            raise UNetCellsError(f"min_confidence must be in [0, 1), got {self.min_confidence}.")
 
 
 @dataclass(frozen=True)

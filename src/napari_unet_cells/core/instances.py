@@ -16,7 +16,8 @@ each (Y, X) plane:
    of a cell and wide background do not, so cells keep their size and nothing else grows.
    (A gap that thin between two cells that do not touch is indistinguishable from a
    border; the two cells then touch, but stay two labels.)
-3. objects smaller than ``min_size`` px are removed and the labels made sequential 1..N.
+3. objects smaller than ``min_size`` px, or whose mean cell probability is below
+   ``min_confidence``, are removed and the labels made sequential 1..N.
 
 This step is cheap: change the threshold or the minimum size and re-run it on the same
 probabilities, without running the network again.
@@ -91,7 +92,7 @@ def probabilities_to_labels(
 def plane_labels(probability: np.ndarray, config: InstanceConfig) -> tuple[np.ndarray, int]:
     """One (Y, X) plane: (int32 labels 1..N sequential, N). See the module docstring."""
     grown = grow_cells(probability, config)
-    return filter_and_relabel(grown, config.min_size)
+    return filter_and_relabel(grown, config.min_size, probability, config.min_confidence)
 
 
 def seed_components(probability: np.ndarray, config: InstanceConfig) -> tuple[np.ndarray, int]:
@@ -155,17 +156,37 @@ def grow_cells(
     return labels.astype(out_dtype, copy=False)
 
 
-def filter_and_relabel(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
-    """Remove objects under ``min_size`` px, relabel 1..N in order: (int32 labels, N)."""
+def filter_and_relabel(
+    labels: np.ndarray,
+    min_size: int,
+    probability: np.ndarray | None = None,
+    min_confidence: float = 0.0,
+) -> tuple[np.ndarray, int]:
+    """Remove small or faint objects, relabel 1..N in order: (int32 labels, N).
+
+    Objects under ``min_size`` px go; with ``probability`` (float (Y, X)), so do objects
+    whose mean probability is below ``min_confidence``.
+    """
     labels = np.asarray(labels)
     if labels.max(initial=0) == 0:
         return np.zeros(labels.shape, np.int32), 0
     sizes = np.bincount(labels.ravel())
     keep = sizes >= max(min_size, 1)
+    if probability is not None and min_confidence > 0:
+        sums = np.bincount(labels.ravel(), weights=np.asarray(probability, np.float64).ravel())
+        keep &= sums >= min_confidence * sizes
     keep[0] = False
     lut = np.zeros(sizes.size, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return lut[labels], int(keep.sum())
+
+
+def instance_defaults(model) -> InstanceConfig:
+    """The InstanceConfig a model file recommends (``extra["instances"]``), else defaults."""
+    from .config import config_from_dict
+
+    stored = getattr(model, "extra", {}).get("instances")
+    return config_from_dict(InstanceConfig, stored) if stored else InstanceConfig()
 
 
 # --------------------------------------------------------------------------------------
@@ -290,10 +311,16 @@ def labels_dask(
     # 3. sizes, minimum size, sequential numbers
     n_ids = int(component_lut.max()) + 1
     size = np.zeros(n_ids, np.int64)
-    for row in grown.to_delayed():  # one row of chunks at a time: bounded memory
-        for ids, counts in dask.compute(*[dask.delayed(_counts)(b) for b in row]):
+    mass = np.zeros(n_ids, np.float64)  # summed probability per cell
+    rows = zip(grown.to_delayed(), probabilities.to_delayed(), strict=True)
+    for row, prob_row in rows:  # one row of chunks at a time: bounded memory
+        stats = [dask.delayed(_counts)(b, p) for b, p in zip(row, prob_row, strict=True)]
+        for ids, counts, sums in dask.compute(*stats):
             size[ids] += counts
+            mass[ids] += sums
     keep = size >= max(config.min_size, 1)
+    if config.min_confidence > 0:
+        keep &= mass >= config.min_confidence * size
     keep[0] = False
     final = np.zeros(n_ids, np.int32)
     final[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
@@ -306,9 +333,13 @@ def labels_dask(
     )
 
 
-def _counts(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, pixel counts) of the labels in a block, sparse."""
-    return np.unique(block, return_counts=True)
+def _counts(
+    block: np.ndarray, probability: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, pixel counts, summed probabilities) of the labels in a block, sparse."""
+    ids, inverse, counts = np.unique(block, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse.ravel(), weights=np.asarray(probability, np.float64).ravel())
+    return ids, counts, sums
 
 
 def _facing_pairs(strip: np.ndarray, connectivity: int) -> np.ndarray:

@@ -567,8 +567,10 @@ def predict_iter(
 
     Returns (StopIteration.value) a PredictionResult, or None if stopped.
     """
-    from .instances import probabilities_to_labels
+    from .instances import instance_defaults, probabilities_to_labels
 
+    model = resolve_model(model)
+    instances = instances or instance_defaults(model)
     messages: list[str] = []
     probs = yield from _collect_messages(
         predict_probabilities_iter(
@@ -585,7 +587,7 @@ def predict_iter(
     )
     if probs is None or stop_requested(stop):
         return None
-    labels = probabilities_to_labels(probs, instances or InstanceConfig())
+    labels = probabilities_to_labels(probs, instances)
     return PredictionResult(labels=labels, probabilities=probs, messages=tuple(messages))
 
 
@@ -623,8 +625,8 @@ def predict(
     tile: int | None = None,
     batch_size: int | None = None,
     tta: bool = False,
-    threshold: float = 0.5,
-    min_size: int = 25,
+    threshold: float | None = None,
+    min_size: int | None = None,
     return_probabilities: bool = False,
     rgb: bool | None = None,
     channel_axis: int | None = None,
@@ -636,15 +638,25 @@ def predict(
     model: a CellModel, a model file, the name of a model registered in this session, or
     None for the bundled model. device: "auto" | "cpu" | "cuda[:N]". tile: network input
     size in px (None: by memory). threshold: cell probability for seeds (0..1). min_size:
-    smallest object kept, px. With ``return_probabilities`` returns (labels, float32
-    cell-class probabilities). ``progress`` receives a PredictProgress per tile.
+    smallest object kept, px. Both default to the model's stored recommendation
+    (``instance_defaults``), else 0.5 and 25 px. With ``return_probabilities`` returns
+    (labels, float32 cell-class probabilities). ``progress`` receives a PredictProgress per tile.
     """
+    import dataclasses
+
+    from .instances import instance_defaults
+
+    model = resolve_model(model)
+    chosen = {"threshold": threshold, "min_size": min_size}
+    instances = dataclasses.replace(
+        instance_defaults(model), **{k: v for k, v in chosen.items() if v is not None}
+    )
     result = run(
         predict_iter(
             image,
             model,
             PredictConfig(device=device, tile=tile, batch_size=batch_size, tta=tta),
-            InstanceConfig(threshold=threshold, min_size=min_size),
+            instances,
             rgb=rgb,
             channel_axis=channel_axis,
             channel=channel,
@@ -999,14 +1011,16 @@ def predict_file(
     import tempfile
 
     source, output = Path(source), Path(output)
+    from .instances import instance_defaults
+
     config = config or PredictConfig()
-    instances = instances or InstanceConfig()
     check_output(output)
     prob_path = Path(probabilities) if probabilities is not None else None
     if prob_path is not None:
         check_output(prob_path)
     image = open_image(source)
     cell_model = resolve_model(model)
+    instances = instances or instance_defaults(cell_model)
     if hasattr(image, "compute"):
         import dask.array as da
 

@@ -12,6 +12,7 @@ region and one tile's read region with its context margin, as in the paper's Fig
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -81,6 +82,13 @@ class PredictWidget(Container):
             label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold
         )
         self.min_size = SpinBox(label="Min size (px)", min=0, max=100000, value=defaults.min_size)
+        self.min_confidence = FloatSlider(
+            label="Min confidence", min=0.0, max=0.99, step=0.01, value=defaults.min_confidence
+        )
+        self.min_confidence.tooltip = (
+            "Remove objects whose mean cell probability is below this (faint false "
+            "detections on background texture or debris). Set from the model's recommendation."
+        )
         self.tta = CheckBox(text="Flip test-time augmentation (4x slower)", value=False)
         self.show_probabilities = CheckBox(text="Also show probabilities", value=False)
         self.show_grid = CheckBox(text="Show tile grid", value=False)
@@ -97,6 +105,7 @@ class PredictWidget(Container):
                 self.tile,
                 self.threshold,
                 self.min_size,
+                self.min_confidence,
                 self.tta,
                 self.show_probabilities,
                 self.show_grid,
@@ -110,6 +119,9 @@ class PredictWidget(Container):
         self.stop_button.changed.connect(self.stop)
         self.threshold.changed.connect(self.update_labels)
         self.min_size.changed.connect(self.update_labels)
+        self.min_confidence.changed.connect(self.update_labels)
+        self.model_combo.changed.connect(self.apply_model_defaults)
+        self.model_file.changed.connect(self.apply_model_defaults)
         self.show_grid.changed.connect(self.update_grid)
         self.show_probabilities.changed.connect(self._on_show_probabilities)
         for widget in (self.image_combo, self.model_combo, self.model_file, self.tile):
@@ -118,6 +130,7 @@ class PredictWidget(Container):
         self.model_file.changed.connect(self._refresh_tiles)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.apply_model_defaults()
 
     # -- choices -------------------------------------------------------------------------
 
@@ -208,13 +221,42 @@ class PredictWidget(Container):
         except (UNetCellsError, AttributeError, KeyError):
             return ModelConfig()
 
+    def _model_instance_defaults(self) -> InstanceConfig:
+        """The chosen model's recommended post-processing, read without loading weights."""
+        from ..core.checkpoint import read_model_info
+        from ..core.instances import instance_defaults
+
+        try:
+            model = self._model_choice()
+            if model is None:
+                from ..core.predict import bundled_model_path
+
+                model = bundled_model_path()
+            if isinstance(model, Path):
+                stored = read_model_info(model).get("extra", {}).get("instances")
+                return config_from_dict(InstanceConfig, stored) if stored else InstanceConfig()
+            return instance_defaults(model)
+        except (UNetCellsError, AttributeError, KeyError, TypeError):
+            return InstanceConfig()
+
+    def apply_model_defaults(self, _value=None) -> None:
+        """Set threshold, min size and min confidence to the chosen model's recommendation."""
+        defaults = self._model_instance_defaults()
+        self.threshold.value = defaults.threshold
+        self.min_size.value = defaults.min_size
+        self.min_confidence.value = defaults.min_confidence
+
     def predict_config(self) -> PredictConfig:
         tile = None if self.tile.value in (None, _AUTO) else int(self.tile.value)
         return PredictConfig(device=self.device.value, tile=tile, tta=bool(self.tta.value))
 
     def instance_config(self) -> InstanceConfig:
-        return InstanceConfig(
-            threshold=float(self.threshold.value), min_size=int(self.min_size.value)
+        defaults = self._model_instance_defaults()
+        return dataclasses.replace(
+            defaults,
+            threshold=float(self.threshold.value),
+            min_size=int(self.min_size.value),
+            min_confidence=float(self.min_confidence.value),
         )
 
     def _image(self) -> Image:

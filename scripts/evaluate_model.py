@@ -1,0 +1,105 @@
+"""Evaluate a model file on held-out synthetic images; prints one JSON line per result.
+
+    .venv/bin/python scripts/evaluate_model.py [MODEL] [--images 16] [--size 512]
+
+MODEL defaults to the bundled model. The test images come from a seed stream that
+``scripts/train_bundled.py`` never uses for training or validation (stream 3), in two
+sets: "diverse" (``random_config`` looks, as in training) and "default" (the default
+``SyntheticConfig``: the look of the sample data). Metrics per set, pooled over its
+images: AP at IoU 0.5 and 0.75 (TP / (TP + FP + FN)), foreground IoU, the fraction of
+ground-truth touching pairs whose two cells both come out as separate matched objects
+(IoU >= 0.5), merges and splits. Finally the CPU time of ``predict`` on a 1024^2 image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from napari_unet_cells.core.labels import touching_pairs
+from napari_unet_cells.core.metrics import iou_matrix, match, split_merge_counts
+from napari_unet_cells.core.predict import bundled_model_path, predict, resolve_model
+from napari_unet_cells.core.synthetic import SyntheticConfig, random_config, synthetic_cells
+
+TEST_STREAM = 3
+
+
+def pairs_separated(true: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
+    """(separated, total) ground-truth touching pairs: both cells matched at IoU >= 0.5."""
+    pairs = touching_pairs(true)
+    if not pairs:
+        return 0, 0
+    iou = iou_matrix(true, pred)  # (n_true, n_pred) over sorted unique non-zero ids
+    ids = np.unique(true[true > 0])
+    matched = dict(zip(ids.tolist(), (iou >= 0.5).any(axis=1).tolist(), strict=True))
+    separated = sum(matched[a] and matched[b] for a, b in pairs)
+    return separated, len(pairs)
+
+
+def test_images(kind: str, n: int, size: int, seed: int = 0):
+    rng = np.random.default_rng([seed, TEST_STREAM, 0 if kind == "diverse" else 1])
+    for _ in range(n):
+        config = random_config(rng) if kind == "diverse" else SyntheticConfig()
+        yield synthetic_cells((size, size), seed=rng, config=config)
+
+
+def evaluate_set(model, kind: str, n: int, size: int, **predict_kwargs) -> dict:
+    tp = fp = fn = tp75 = fp75 = fn75 = 0
+    inter = union = sep = total_pairs = merges = splits = 0
+    for image, labels in test_images(kind, n, size):
+        pred = predict(image, model, device="cpu", **predict_kwargs)
+        m50, m75 = match(labels, pred, (0.5, 0.75))
+        tp, fp, fn = tp + m50.tp, fp + m50.fp, fn + m50.fn
+        tp75, fp75, fn75 = tp75 + m75.tp, fp75 + m75.fp, fn75 + m75.fn
+        inter += int(np.count_nonzero((labels > 0) & (pred > 0)))
+        union += int(np.count_nonzero((labels > 0) | (pred > 0)))
+        s, t = pairs_separated(labels, pred)
+        sep, total_pairs = sep + s, total_pairs + t
+        counts = split_merge_counts(labels, pred)
+        merges, splits = merges + counts["merges"], splits + counts["splits"]
+    return {
+        "set": kind,
+        "images": n,
+        "size": size,
+        "ap50": round(tp / max(1, tp + fp + fn), 4),
+        "ap75": round(tp75 / max(1, tp75 + fp75 + fn75), 4),
+        "fg_iou": round(inter / max(1, union), 4),
+        "touching_pairs_separated": round(sep / max(1, total_pairs), 4),
+        "touching_pairs": total_pairs,
+        "n_true": tp + fn,
+        "n_pred": tp + fp,
+        "merges": merges,
+        "splits": splits,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("model", nargs="?", default=None, help="model file (default: bundled)")
+    p.add_argument("--images", type=int, default=16)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--min-size", type=int, default=None)
+    args = p.parse_args(argv)
+    model = resolve_model(args.model or bundled_model_path())
+    kwargs = {"threshold": args.threshold}
+    if args.min_size is not None:
+        kwargs["min_size"] = args.min_size
+    for kind in ("diverse", "default"):
+        print(json.dumps(evaluate_set(model, kind, args.images, args.size, **kwargs)), flush=True)
+    image, _ = synthetic_cells((1024, 1024), seed=12345)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        predict(image, model, device="cpu")
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"measurement": "predict_1024x1024_cpu_s", "seconds": round(min(times), 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
