@@ -21,9 +21,13 @@ logger = logging.getLogger("napari_unet_cells")
 
 # -- demo --------------------------------------------------------------------------------
 
+DEMO_DOCKS = ("Weight Map", "Fine-tune", "Predict")
+
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="open napari with the plugin and its synthetic sample data")
+    p = sub.add_parser(
+        "demo", help="open napari with the plugin's docks and its synthetic sample data"
+    )
     p.set_defaults(run=_run_demo)
 
 
@@ -36,6 +40,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         ) from None
     viewer = napari.Viewer(title="U-Net Cells demo")
     viewer.open_sample("napari-unet-cells", "synthetic_nuclei")
+    for dock in DEMO_DOCKS:
+        viewer.window.add_plugin_dock_widget("napari-unet-cells", dock)
     napari.run()
     return 0
 
