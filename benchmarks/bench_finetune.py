@@ -149,7 +149,9 @@ def bench_steps(config: ModelConfig, steps: int = 4, batch: int = 4) -> None:
     )
 
 
-def bench_quality(base, minutes: float, optimizers, size: int, seed: int) -> None:
+def bench_quality(
+    base, minutes: float | None, optimizers, size: int, seed: int, steps=None, every=25
+) -> None:
     from napari_unet_cells.core.metrics import match
     from napari_unet_cells.core.predict import predict
 
@@ -160,7 +162,11 @@ def bench_quality(base, minutes: float, optimizers, size: int, seed: int) -> Non
     start_name = "scratch" if base is None else str(base)
     for optimizer in optimizers:
         config = TrainConfig(
-            steps=None, minutes=minutes, optimizer=optimizer, validate_every=10, patience=None
+            steps=steps,
+            minutes=None if steps else minutes,
+            optimizer=optimizer,
+            validate_every=every,
+            patience=None,
         )
         model = base if base is not None else SCRATCH_CONFIG
         gen = train_iter(samples, model, config, val_samples=val, device="cpu")
@@ -188,7 +194,8 @@ def bench_quality(base, minutes: float, optimizers, size: int, seed: int) -> Non
             bench="quality",
             start=start_name,
             optimizer=optimizer,
-            minutes=minutes,
+            minutes=None if steps else minutes,
+            elapsed_s=round(result.elapsed_s, 1),
             steps=result.steps,
             best_step=result.best_step,
             best_val_ap50=round(result.best_metrics["ap50"], 4),
@@ -200,7 +207,9 @@ def bench_quality(base, minutes: float, optimizers, size: int, seed: int) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", nargs="+", choices=("augment", "steps", "quality"))
-    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget")
+    parser.add_argument("--steps", type=int, help="step budget instead of --minutes")
+    parser.add_argument("--validate-every", type=int, default=25)
     parser.add_argument("--optimizers", nargs="+", default=["adam"], choices=("adam", "sgd"))
     parser.add_argument("--base", help="model file to start from (default: scratch)")
     parser.add_argument("--size", type=int, default=384, help="synthetic image size, px")
@@ -215,7 +224,15 @@ def main() -> None:
         bench_steps(SCRATCH_CONFIG)
         bench_steps(ModelConfig(base=64, depth=4), steps=2, batch=1)
     if "quality" in args.what:
-        bench_quality(args.base, args.minutes, args.optimizers, args.size, args.seed)
+        bench_quality(
+            args.base,
+            args.minutes,
+            args.optimizers,
+            args.size,
+            args.seed,
+            steps=args.steps,
+            every=args.validate_every,
+        )
 
 
 if __name__ == "__main__":

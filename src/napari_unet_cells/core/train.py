@@ -66,7 +66,16 @@ from .data import (
 )
 from .device import autocast, inference_dtype, release_memory, resolve_device
 from .errors import UNetCellsError
+from .instances import probabilities_to_labels
 from .metrics import match
+from .predict import (
+    TorchPredictor,
+    auto_tile_and_batch,
+    bundled_model_path,
+    predict_tiles,
+    resolve_model,
+)
+from .tiling import plan_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +199,6 @@ def resolve_start_model(model: CellModel | str | Path | ModelConfig | None, seed
     ModelConfig (from scratch), "scratch", or None (the bundled model if the plugin ships
     one, else from scratch with SCRATCH_CONFIG).
     """
-    from .predict import bundled_model_path, resolve_model
-
     if model is None or (isinstance(model, str) and model == "scratch"):
         path = bundled_model_path() if model is None else None
         model = SCRATCH_CONFIG if path is None else path
@@ -229,10 +236,6 @@ def validate(
     Returns {"loss", "ap50", "fg_iou", "n_true", "n_pred"}, pooled over the regions (AP
     from the summed TP/FP/FN), or None if stopped. Leaves ``net`` in eval mode.
     """
-    from .instances import probabilities_to_labels
-    from .predict import TorchPredictor, auto_tile_and_batch, predict_tiles
-    from .tiling import plan_tiles
-
     instances = instances or InstanceConfig()
     predictor = TorchPredictor(net, device)
     cell_model = CellModel(net=net)  # type: ignore[arg-type]

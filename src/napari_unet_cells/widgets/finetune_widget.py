@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
@@ -47,13 +48,15 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..core.config import WEIGHT_MAP_PRESETS, TrainConfig, WeightMapConfig
+from ..core.data import as_samples
+from ..core.device import available_devices
 from ..core.errors import UNetCellsError
+from ..core.predict import bundled_model_path, register_model, registered_models, resolve_model
+from ..core.train import SCRATCH_CONFIG, TrainEvent, TrainResult, preview_augmentation, train_iter
 from ._plot import LivePlot
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
-
-    from ..core.train import TrainEvent, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,17 @@ def _layer_array(layer, what: str) -> np.ndarray:
     return np.asarray(data)
 
 
+def _warm_up_torch() -> None:
+    """Pay torch's one-time lazy imports (the optimiser pulls in torch._dynamo and
+    torch.distributed, ~1 s) in the background when the dock opens, not when Train is
+    pressed: an import holds the GIL in long stretches and would pause the window."""
+    try:
+        p = torch.nn.Parameter(torch.zeros(1))
+        torch.optim.AdamW([p]).step()
+    except Exception:  # only a warm-up: training reports real problems itself
+        logger.debug("torch warm-up failed", exc_info=True)
+
+
 class _CloseWatcher(QObject):
     """Stops training when the napari main window closes."""
 
@@ -108,8 +122,6 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
-        from ..core.device import available_devices
-
         self.viewer = napari_viewer
         self.pairs: list[TrainingPair] = []
         self.worker = None
@@ -254,6 +266,10 @@ class FinetuneWidget(QWidget):
             emitter.connect(self._refresh_layers)
         self._refresh_layers()
         self._refresh_models()
+        self.warmup_thread = threading.Thread(
+            target=_warm_up_torch, name="unet-cells warm-up", daemon=True
+        )
+        self.warmup_thread.start()
 
     # -- layers and the training set -------------------------------------------------------
 
@@ -338,8 +354,6 @@ class FinetuneWidget(QWidget):
     # -- models ------------------------------------------------------------------------
 
     def _refresh_models(self) -> None:
-        from ..core.predict import bundled_model_path, registered_models
-
         current = self.base_combo.currentData()
         self.base_combo.clear()
         bundled = bundled_model_path()
@@ -355,8 +369,6 @@ class FinetuneWidget(QWidget):
 
     def set_base_model(self, model: str | Path) -> None:
         """Start from a model file (or a model registered in this session by name)."""
-        from ..core.predict import registered_models
-
         if str(model) not in registered_models() and str(model) != "scratch":
             path = Path(model)
             if path not in self._base_files:
@@ -423,8 +435,6 @@ class FinetuneWidget(QWidget):
         return path
 
     def _samples(self):
-        from ..core.data import as_samples
-
         if not self.pairs:
             raise UNetCellsError(
                 "The training set is empty: choose an Image and a Labels layer and click "
@@ -441,8 +451,6 @@ class FinetuneWidget(QWidget):
 
     def start_training(self) -> Any:
         """Start training in a thread worker; returns the worker (None on a user error)."""
-        from ..core.train import train_iter
-
         if self.worker is not None:
             show_info("Training is already running.")
             return None
@@ -523,8 +531,6 @@ class FinetuneWidget(QWidget):
         self.status.setText("  ·  ".join(parts))
 
     def _on_result(self, result: TrainResult | None) -> None:
-        from ..core.predict import register_model
-
         if result is None:
             return
         self.result = result
@@ -558,9 +564,6 @@ class FinetuneWidget(QWidget):
 
     def preview_augmentation(self, n: int = 4) -> Any:
         """Add n augmented training tiles (image, labels, weight map) as new layers."""
-        from ..core.predict import resolve_model
-        from ..core.train import SCRATCH_CONFIG, preview_augmentation
-
         try:
             samples = self._samples()
             config = self.train_config()
