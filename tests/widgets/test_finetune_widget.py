@@ -160,6 +160,17 @@ def test_user_errors_become_notifications(make_napari_viewer, tmp_path, monkeypa
     assert widget.image_combo.findData(img) >= 0
     viewer.layers.remove(lab)
     assert widget.pairs == []
+    # default model file: a new file in models/ beside the image's file, never an old one
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    [opened] = viewer.open(tmp_path / "cells.tif")
+    widget.add_pair(opened, viewer.add_labels(labels, name="cells labels"))
+    first = widget.output_path()
+    assert first.parent == tmp_path / "models" and first.suffix == ".npz"
+    first.parent.mkdir()
+    first.write_bytes(b"")
+    assert widget.output_path() != first
 
 
 def test_closing_napari_stops_training(make_napari_viewer, qtbot, tmp_path, tiny_model_file):

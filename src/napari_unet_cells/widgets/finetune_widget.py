@@ -130,6 +130,7 @@ class FinetuneWidget(QWidget):
         self.model_name: str | None = None
         self._stop = threading.Event()
         self._watching_close = False
+        self._auto_output = False
         self._base_files: list[Path] = []
 
         layout = QVBoxLayout(self)
@@ -457,6 +458,7 @@ class FinetuneWidget(QWidget):
         try:
             samples = self._samples()
             config = self.train_config()
+            self._auto_output = not self.output.text().strip()
             path = self.output_path()
             overwrite = False
             if path.exists():
@@ -557,6 +559,8 @@ class FinetuneWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
+        if self._auto_output:  # the next run gets a new default file, not this one
+            self.output.clear()
         self.train_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
