@@ -161,7 +161,7 @@ def fill_holes(labels: np.ndarray, label: int | None = None) -> Edit:
     return _edit(labels, mask, new[mask], f"filled {int(mask.sum())} px of holes")
 
 
-def _line_pixels(points: np.ndarray, shape: tuple[int, int], width: int) -> np.ndarray:
+def line_mask(points: np.ndarray, shape: tuple[int, int], width: int) -> np.ndarray:
     """A polyline through ``points`` ((N, 2) (y, x) in pixels) as a bool (Y, X) mask."""
     from skimage.draw import line
 
@@ -220,7 +220,7 @@ def split_label_by_line(
     cell = lab == int(label)
     if label <= 0 or not cell.any():
         raise UNetCellsError(f"There is no cell {label} in this plane to split.")
-    cut = _line_pixels(line, lab.shape, max(1, int(width))) & cell
+    cut = line_mask(line, lab.shape, max(1, int(width))) & cell
     parts, n = ndi.label(cell & ~cut)
     if n >= 2:
         # line pixels (and any leftovers) join the nearest piece

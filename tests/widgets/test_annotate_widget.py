@@ -1,0 +1,195 @@
+"""The Annotate dock in a real viewer: layers, undoable edits, Check, training set, autosave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet_cells.core import annotation as A
+from napari_unet_cells.core.synthetic import synthetic_cells
+from napari_unet_cells.widgets.annotate_widget import select
+
+
+def _touching_pair(labels):
+    pairs = sorted(A.touching_pairs(labels))
+    assert pairs, "the synthetic image should have touching cells"
+    return pairs[0]
+
+
+def _dock(viewer, seed=2, shape=(96, 112)):
+    image, gt = synthetic_cells(shape, seed=seed)
+    image_layer = viewer.add_image(image, name="cells", scale=(0.5, 0.5))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Annotate")
+    select(widget.image_combo, image_layer)
+    return widget, image_layer, gt
+
+
+def test_start_from_prediction_edits_undo_and_check(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    widget, image_layer, gt = _dock(viewer)
+    a, b = _touching_pair(gt)
+    merged = np.where(gt == b, a, gt).astype(np.int32)  # a prediction that merges a and b
+    pred_layer = viewer.add_labels(merged, name="prediction")
+    pred_before = pred_layer.data.copy()
+    select(widget.prediction_combo, pred_layer)
+
+    layer = widget.new_annotation(from_prediction=True)
+    assert layer is not pred_layer and (layer.data == merged).all()
+    assert tuple(layer.scale) == tuple(image_layer.scale)
+    assert layer.selected_label == merged.max() + 1  # "New cell" ran: the next free id
+
+    # the keyboard shortcut N selects the next free id too
+    layer.selected_label = 1
+    viewer.layers.selection.active = layer
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, "n")
+    assert layer.selected_label == merged.max() + 1
+
+    # split the merged cell with a line between the two true cells, then undo / redo
+    ya, xa = np.argwhere(gt == a).mean(axis=0)
+    yb, xb = np.argwhere(gt == b).mean(axis=0)
+    my, mx = (ya + yb) / 2, (xa + xb) / 2
+    dy, dx = xb - xa, -(yb - ya)  # perpendicular to the line joining the centres
+    norm = np.hypot(dy, dx)
+    line = np.array(
+        [[my - 20 * dy / norm, mx - 20 * dx / norm], [my + 20 * dy / norm, mx + 20 * dx / norm]]
+    )
+    shapes = widget.split_line_layer()
+    shapes.add_paths([line])
+    new_id = A.next_free_label(merged)
+    widget.label_spin.setValue(a)
+    widget.split_by_line(label=a)
+    assert len(shapes.data) == 0
+    after_split = layer.data.copy()
+    assert (after_split == new_id).any() and (after_split == a).any()
+    assert len(A.touching_pairs(after_split)) >= len(A.touching_pairs(merged)) + 1
+    layer.undo()
+    assert (layer.data == merged).all()
+    layer.redo()
+    assert (layer.data == after_split).all()
+
+    # merge, delete, fill holes: each one undo step
+    widget.merge(a, new_id)
+    assert not (layer.data == new_id).any()
+    layer.undo()
+    assert (layer.data == after_split).all()
+    widget.delete(a)
+    assert not (layer.data == a).any()
+    layer.undo()
+    hole_cell = int(gt[gt > 0][0])
+    ys, xs = np.nonzero(layer.data == hole_cell)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    layer.data_setitem((np.array([cy]), np.array([cx])), 0)
+    widget.fill_holes()
+    assert layer.data[cy, cx] == hole_cell
+
+    # watershed split of the merged pair in the prediction's copy
+    widget.label_spin.setValue(a)
+    layer.undo()  # the fill
+    layer.undo()  # the hole
+    layer.undo()  # back to the merged prediction
+    assert (layer.data == merged).all()
+    widget.split_watershed(a, 2)
+    assert len(np.unique(layer.data[merged == a])) == 2
+
+    # Check with the prediction: the audit reports the merge of a and b
+    layer.undo()
+    fixed = gt.astype(np.int32)
+    layer.data_setitem(np.nonzero(layer.data != fixed), fixed[layer.data != fixed])
+    widget.min_size.setValue(5)
+    report = widget.check()
+    assert report.count("merged_by_prediction") >= 1
+    assert any(p.ids == (a, b) for p in report.problems if p.kind == "merged_by_prediction")
+    assert widget.problem_list.count() == len(report.problems)
+    check_layer = viewer.layers[f"{layer.name} check"]
+    assert (check_layer.data == report.mask).all()
+    assert (check_layer.data == A.CHECK_CODES["border"]).any()
+    widget.problem_list.setCurrentRow(0)
+    centre = np.array(viewer.scene.camera.center[-2:])
+    expected = layer.data_to_world(report.problems[0].position)
+    assert np.allclose(centre, expected)
+    assert (pred_layer.data == pred_before).all()  # the prediction was never modified
+
+
+def test_ignore_mask_training_set_and_points(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget, image_layer, gt = _dock(viewer, seed=3)
+    layer = widget.new_annotation()
+    assert layer.data.shape == gt.shape and not layer.data.any()
+    with pytest.raises(Exception, match="no cells"):
+        widget.add_to_training_set()
+    layer.data_setitem(np.nonzero(gt), gt[gt > 0])
+    ignore = widget.add_ignore_mask()
+    assert widget.add_ignore_mask() is ignore
+    ignore.data_setitem(np.nonzero(np.ones((10, 10), bool)), 1)
+    pair = widget.add_to_training_set()
+    finetune = widget.finetune_dock()
+    assert finetune.pairs == [pair]
+    viewer.add_image(np.zeros((4, 4)), name="another layer")  # the list survives changes
+    assert finetune.pairs == [pair]
+    assert pair.image is image_layer and pair.labels is layer and pair.ignore is ignore
+    counts = A.training_counts([gt])
+    assert f"{counts['cells']} cells" in widget.counts.text()
+    assert f"{counts['touching_pairs']} touching pairs" in widget.counts.text()
+
+    # a missed cell marked with a point becomes a disk cell with a new id
+    free = np.argwhere(gt == 0)[len(np.argwhere(gt == 0)) // 2]
+    points = viewer.add_points([image_layer.data_to_world(free)], name="missed")
+    before = int(layer.data.max())
+    widget.radius_spin.setValue(3)
+    widget.points_to_cells(points)
+    assert layer.data[tuple(free)] == before + 1
+
+
+def test_stack_annotated_plane_by_plane(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = np.stack([synthetic_cells((64, 64), seed=s)[0] for s in range(3)])
+    image_layer = viewer.add_image(image, name="stack")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Annotate")
+    select(widget.image_combo, image_layer)
+    layer = widget.new_annotation()
+    assert layer.data.shape == image.shape
+    lab = np.zeros((64, 64), np.int32)
+    lab[10:30, 10:50] = 1
+    layer.data_setitem((np.full(lab.sum(), 1), *np.nonzero(lab)), 1)
+    viewer.dims.set_current_step(0, 1)
+    assert widget._plane(layer) == (1,)
+    widget.split_by_line(np.array([[1, 0, 30], [1, 40, 30]]))
+    assert set(np.unique(layer.data[1])) == {0, 1, 2}
+    assert not layer.data[0].any() and not layer.data[2].any()
+
+
+def test_autosave_and_restore(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget, image_layer, gt = _dock(viewer, seed=5)
+    layer = widget.new_annotation()
+    widget.set_project(tmp_path / "project")
+    ignore = widget.add_ignore_mask()
+    saves = widget.saves
+    layer.data_setitem(np.nonzero(gt), gt[gt > 0])  # an edit: autosaved shortly after
+    qtbot.waitUntil(lambda: widget.saves > saves, timeout=5000)
+    widget.add_to_training_set()
+    qtbot.waitUntil(lambda: not widget.autosave_timer.isActive(), timeout=5000)
+    assert widget.last_save_error is None
+
+    # a second image with the same name but other pixels never overwrites the first
+    other = viewer.add_image(image_layer.data[::-1].copy(), name="cells", scale=(0.5, 0.5))
+    layer2 = widget.new_annotation(other)
+    layer2.data_setitem((np.array([3]), np.array([3])), 7)
+    widget.save_now()
+    project = A.AnnotationProject(tmp_path / "project", create=False)
+    assert len(project.entries) == 2
+    assert project.training_keys() and len(project.training_keys()) == 1
+
+    # reopen in a fresh viewer: image, annotation, ignore and the training list return
+    viewer2 = make_napari_viewer()
+    _, widget2 = viewer2.window.add_plugin_dock_widget("napari-unet-cells", "Annotate")
+    restored = widget2.open_project(tmp_path / "project")
+    assert len(restored) == 2
+    first = next(link for link in restored if link.in_training)
+    assert (first.annotation.data == gt).all()
+    assert (first.image.data == image_layer.data).all()
+    assert first.ignore is not None and first.ignore.data.shape == gt.shape
+    assert tuple(first.annotation.scale) == (0.5, 0.5)
+    pairs = widget2.finetune_dock().pairs
+    assert len(pairs) == 1 and pairs[0].labels is first.annotation
+    assert ignore.name == first.ignore.name
