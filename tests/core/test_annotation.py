@@ -224,3 +224,13 @@ def test_crash_during_save_keeps_previous_files(tmp_path, monkeypatch):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
     json.loads((tmp_path / A.INDEX_NAME).read_text())
+
+
+def test_paint_label_takes_the_next_free_id():
+    lab = _two_touching()
+    mask = np.zeros_like(lab, bool)
+    mask[0:5, 0:5] = True
+    out = A.apply_edit(lab.copy(), A.paint_label(lab, mask))
+    assert (out[0:5, 0:5] == 3).all() and (out == 3).sum() == 25
+    with pytest.raises(UNetCellsError, match="match"):
+        A.paint_label(lab, mask[:3])

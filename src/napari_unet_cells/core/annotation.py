@@ -114,6 +114,17 @@ def next_free_label(labels: np.ndarray) -> int:
     return int(labels.max(initial=0)) + 1
 
 
+def paint_label(labels: np.ndarray, mask: np.ndarray, label: int | None = None) -> Edit:
+    """Paint ``mask`` (bool, the labels' shape) with ``label`` (default: the next free id),
+    as the brush does; pixels of other cells under the mask are taken over."""
+    labels = check_labels(labels, "annotation")
+    mask = np.asarray(mask, bool)
+    if mask.shape != labels.shape:
+        raise UNetCellsError(f"The mask {mask.shape} must match the annotation {labels.shape}.")
+    label = next_free_label(labels) if label is None else int(label)
+    return _edit(labels, mask & (labels != label), label, f"painted cell {label}")
+
+
 def merge_labels(labels: np.ndarray, ids: Sequence[int], into: int | None = None) -> Edit:
     """Merge the cells ``ids`` into one (``into``, default the smallest of them)."""
     labels = check_labels(labels, "annotation")
