@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -79,8 +79,14 @@ def _image_plane_shape(image: Image) -> tuple[int, ...]:
     return tuple(data.shape[:-1] if image.rgb else data.shape)
 
 
+def _unwrap(obj: Any) -> Any:
+    """The object behind napari's plugin proxy (a layer or the viewer), else ``obj``."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 def _index_of(combo: QComboBox, data: Any) -> int:
     """The index of the item holding ``data`` (compared by identity), or -1."""
+    data = _unwrap(data)
     for i in range(combo.count()):
         if combo.itemData(i) is data:
             return i
@@ -106,7 +112,7 @@ class AnnotateWidget(QWidget):
         # napari hands plugins a proxy of the viewer whose layers are proxies too (new
         # objects): this dock keeps track of layers by identity, so it uses the viewer
         # itself and stores the layers themselves
-        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        self.viewer = _unwrap(napari_viewer)
         self.links: list[AnnotationLink] = []
         self.project: A.AnnotationProject | None = None
         self.report: A.CheckReport | None = None
@@ -180,6 +186,9 @@ class AnnotateWidget(QWidget):
         )
         grid.addWidget(self.points_button, 5, 0, 1, 2)
         grid.addWidget(self.radius_spin, 5, 2)
+        self.edit_status = QLabel("")
+        self.edit_status.setWordWrap(True)
+        grid.addWidget(self.edit_status, 6, 0, 1, 3)
         layout.addWidget(box)
 
         # -- check ----------------------------------------------------------------------
@@ -302,7 +311,7 @@ class AnnotateWidget(QWidget):
 
     def link_for(self, layer: Labels | None = None) -> AnnotationLink:
         """The link of ``layer`` (default: the chosen annotation layer)."""
-        layer = layer if layer is not None else self.annotation_combo.currentData()
+        layer = _unwrap(layer) if layer is not None else self.annotation_combo.currentData()
         if not isinstance(layer, Labels):
             raise UNetCellsError("Choose an annotation (Labels) layer, or click 'New annotation'.")
         for link in self.links:
@@ -342,8 +351,8 @@ class AnnotateWidget(QWidget):
         if edit.size:
             with layer.block_history():
                 layer.data_setitem(edit.indices, edit.values)
-        if edit.message:
-            show_info(edit.message)
+        if edit.message:  # the status line, not a notification per edit
+            self.edit_status.setText(edit.message)
         return edit
 
     def _plane(self, layer: Labels) -> tuple[int, ...]:
@@ -367,7 +376,8 @@ class AnnotateWidget(QWidget):
     ) -> Labels:
         """Create an annotation layer for ``image`` (default: the chosen image), empty or a
         copy of the chosen (or given) prediction; matches the image's scale and translate."""
-        image = image if image is not None else self.image_combo.currentData()
+        image = _unwrap(image) if image is not None else self.image_combo.currentData()
+        from_prediction = _unwrap(from_prediction)
         if not isinstance(image, Image):
             raise UNetCellsError("Choose an Image layer to annotate.")
         shape = _image_plane_shape(image)
@@ -528,6 +538,7 @@ class AnnotateWidget(QWidget):
                     "Add a Points layer and click the centres of the missed cells first."
                 )
             points = candidates[-1]
+        points = _unwrap(points)
         coords = np.array([layer.world_to_data(points.data_to_world(p)) for p in points.data])
         edit = A.points_to_disks(
             np.asarray(layer.data),
