@@ -35,6 +35,8 @@ _LAZY = {
     "TrainConfig": ".core.config",
     "AugmentConfig": ".core.config",
     "finetune": ".core.train",
+    "check_annotation": ".core.annotation",
+    "AnnotationProject": ".core.annotation",
 }
 
 __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
@@ -58,9 +60,12 @@ __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
     "TrainConfig",
     "AugmentConfig",
     "finetune",
+    "check_annotation",
+    "AnnotationProject",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .core.annotation import AnnotationProject, check_annotation
     from .core.checkpoint import CellModel, load_model, read_model_info, save_model
     from .core.config import (
         AugmentConfig,

@@ -193,3 +193,17 @@ def test_autosave_and_restore(make_napari_viewer, qtbot, tmp_path):
     pairs = widget2.finetune_dock().pairs
     assert len(pairs) == 1 and pairs[0].labels is first.annotation
     assert ignore.name == first.ignore.name
+
+
+def test_training_flags_follow_the_finetune_list(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    widget, image_layer, gt = _dock(viewer, seed=6)
+    layer = widget.new_annotation()
+    layer.data_setitem(np.nonzero(gt), gt[gt > 0])
+    widget.set_project(tmp_path)
+    widget.add_to_training_set()
+    widget.save_now()
+    assert len(A.AnnotationProject(tmp_path, create=False).training_keys()) == 1
+    widget.finetune_dock().remove_pair(0)  # removed in the Fine-tune dock
+    widget.save_now()
+    assert A.AnnotationProject(tmp_path, create=False).training_keys() == []

@@ -118,6 +118,7 @@ class AnnotateWidget(QWidget):
         self.report: A.CheckReport | None = None
         self.last_save_error: str | None = None
         self.saves = 0
+        self._finetune = None
 
         layout = QVBoxLayout(self)
 
@@ -605,7 +606,17 @@ class AnnotateWidget(QWidget):
     def finetune_dock(self):
         """The Fine-tune dock of this viewer (docked if needed): it holds the training set."""
         _, widget = self.viewer.window.add_plugin_dock_widget("napari-unet-cells", "Fine-tune")
+        self._finetune = widget
         return widget
+
+    def _sync_training_flags(self) -> None:
+        """Mark as "in training" exactly the annotations in the Fine-tune dock's list (pairs
+        may be added or removed there too)."""
+        if self._finetune is None:
+            return
+        in_set = {id(_unwrap(p.labels)) for p in self._finetune.pairs}
+        for link in self.links:
+            link.in_training = id(link.annotation) in in_set
 
     def add_to_training_set(self, annotation: Labels | None = None):
         """Add (image, annotation, ignore) to the Fine-tune dock's training set."""
@@ -661,6 +672,7 @@ class AnnotateWidget(QWidget):
         if self.project is None:
             return 0
         n = 0
+        self._sync_training_flags()
         try:
             for link in self.links:
                 image = _image_array(link.image)
