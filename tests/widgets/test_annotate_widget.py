@@ -197,7 +197,7 @@ def test_autosave_and_restore(make_napari_viewer, qtbot, tmp_path):
 
 def test_training_flags_follow_the_finetune_list(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    widget, image_layer, gt = _dock(viewer, seed=6)
+    widget, _, gt = _dock(viewer, seed=6)
     layer = widget.new_annotation()
     layer.data_setitem(np.nonzero(gt), gt[gt > 0])
     widget.set_project(tmp_path)
