@@ -87,9 +87,16 @@ def test_train_from_layers_live_plot_stop_and_predict(
     widget.train_button.click()
     worker = widget.worker
     assert worker is not None and not widget.train_button.isEnabled()
-    # the plot updates live: loss points every step, AP points at each validation
+    # the plot updates live: loss points every step, AP points at each validation; train
+    # for at least 1.5 s so that the gap measurement sees many timer ticks
+    started = time.perf_counter()
     qtbot.waitUntil(
-        lambda: len(widget.plot.loss) >= 8 and len(widget.plot.ap) >= 2, timeout=60_000
+        lambda: (
+            len(widget.plot.loss) >= 8
+            and len(widget.plot.ap) >= 2
+            and time.perf_counter() - started > 1.5
+        ),
+        timeout=60_000,
     )
     assert "step" in widget.status.text()
     with qtbot.waitSignal(worker.finished, timeout=60_000):
