@@ -207,3 +207,35 @@ def test_training_flags_follow_the_finetune_list(make_napari_viewer, tmp_path):
     widget.finetune_dock().remove_pair(0)  # removed in the Fine-tune dock
     widget.save_now()
     assert A.AnnotationProject(tmp_path, create=False).training_keys() == []
+
+
+def test_autosave_saves_only_changes_and_survives_a_failed_save(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    import napari_unet_cells.widgets.annotate_widget as aw
+
+    errors = []
+    monkeypatch.setattr(aw, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    widget, _, gt = _dock(viewer, seed=7)
+    layer = widget.new_annotation()
+    layer.data_setitem(np.nonzero(gt), gt[gt > 0])
+    widget.set_project(tmp_path)
+    assert widget.save_now() == 0  # nothing changed since
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    real_replace = A.os.replace
+
+    def fails(src, dst):
+        raise OSError("disk full")
+
+    layer.data_setitem((np.array([0]), np.array([0])), 99)
+    monkeypatch.setattr(A.os, "replace", fails)
+    assert widget.save_now() == 0
+    assert "disk full" in widget.last_save_error and "NOT SAVED" in widget.save_status.text()
+    assert errors and "Autosave failed" in errors[-1]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+    monkeypatch.setattr(A.os, "replace", real_replace)
+    assert widget.save_now() == 1  # retried: the edit is saved now
+    (key,) = A.AnnotationProject(tmp_path, create=False).entries
+    assert A.AnnotationProject(tmp_path, create=False).load(key)["labels"][0, 0] == 99

@@ -72,6 +72,17 @@ class AnnotationLink:
     ignore: Labels | None = None
     identity: dict | None = None
     in_training: bool = False
+    dirty: bool = True  # edited since the last save
+    saved_state: tuple | None = None  # (training flag, names, placement) at the last save
+
+    def state(self) -> tuple:
+        return (
+            self.in_training,
+            self.annotation.name,
+            None if self.ignore is None else self.ignore.name,
+            tuple(self.annotation.scale),
+            tuple(self.annotation.translate),
+        )
 
 
 def _image_plane_shape(image: Image) -> tuple[int, ...]:
@@ -657,17 +668,26 @@ class AnnotateWidget(QWidget):
             raise UNetCellsError("Choose a project folder first.")
         self.project = A.AnnotationProject(folder)
         self.folder.setText(str(self.project.folder))
+        for link in self.links:
+            link.dirty = True
         self.save_now()
         return self.project
 
     def _schedule_save(self, event=None) -> None:
+        source = _unwrap(getattr(event, "source", None))
+        owners = [
+            link for link in self.links if source is link.annotation or source is link.ignore
+        ]
+        for link in owners or self.links:
+            link.dirty = True
         if self.project is not None:
             self.save_status.setText("unsaved changes ...")
             self.autosave_timer.start()
 
     def save_now(self) -> int:
-        """Save all annotations (and the training-set flags) to the project; returns the
-        number saved. Errors are shown, never raised (autosave must not break editing)."""
+        """Save the annotations changed since the last save (and the training-set flags)
+        to the project; returns the number saved. Errors are shown, never raised (autosave
+        must not break editing); what was not saved is retried at the next save."""
         self.autosave_timer.stop()
         if self.project is None:
             return 0
@@ -675,6 +695,9 @@ class AnnotateWidget(QWidget):
         self._sync_training_flags()
         try:
             for link in self.links:
+                state = link.state()
+                if not link.dirty and state == link.saved_state:
+                    continue
                 image = _image_array(link.image)
                 if link.identity is None or tuple(link.identity["shape"]) != image.shape:
                     link.identity = A.image_identity(link.image.name, image)
@@ -689,6 +712,7 @@ class AnnotateWidget(QWidget):
                     labels_name=link.annotation.name,
                     ignore_name=None if link.ignore is None else link.ignore.name,
                 )
+                link.dirty, link.saved_state = False, state
                 n += 1
         except (OSError, UNetCellsError) as err:
             self.last_save_error = str(err)
