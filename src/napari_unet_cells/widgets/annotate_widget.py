@@ -356,7 +356,10 @@ class AnnotateWidget(QWidget):
             self.label_spin.setValue(int(layer.selected_label))
 
     def _new_cell_key(self, layer: Labels) -> None:
-        self.new_cell(layer)
+        try:
+            self.new_cell(layer)
+        except (RuntimeError, UNetCellsError):  # the dock was closed: still a new id
+            layer.selected_label = A.next_free_label(np.asarray(layer.data))
 
     def _apply(self, layer: Labels, edit: A.Edit) -> A.Edit:
         """Apply an edit as one undoable step of napari's history."""
@@ -681,8 +684,11 @@ class AnnotateWidget(QWidget):
         for link in owners or self.links:
             link.dirty = True
         if self.project is not None:
-            self.save_status.setText("unsaved changes ...")
-            self.autosave_timer.start()
+            try:
+                self.save_status.setText("unsaved changes ...")
+                self.autosave_timer.start()
+            except RuntimeError:  # the dock was closed while its layers stay open
+                logger.debug("Annotate dock closed; autosave off")
 
     def save_now(self) -> int:
         """Save the annotations changed since the last save (and the training-set flags)
