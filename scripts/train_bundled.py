@@ -89,14 +89,17 @@ def tune_instances(model, pairs) -> tuple[InstanceConfig, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rounds", type=int, default=8, help="rounds of fresh synthetic data")
+    p.add_argument("--rounds", type=int, default=14, help="rounds of fresh synthetic data")
     p.add_argument("--steps-per-round", type=int, default=175, help="optimiser steps per round")
     p.add_argument("--images", type=int, default=32, help="training images per round")
     p.add_argument("--size", type=int, default=384, help="training image size, px")
     p.add_argument("--base", type=int, default=16, help="channels of the first level")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of round 0")
+    p.add_argument(
+        "--lr-half-life", type=float, default=7.0, help="rounds over which the rate halves"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--work", type=Path, default=ROOT / ".train_bundled")
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(
             steps=args.steps_per_round,
             batch_size=args.batch,
-            learning_rate=args.lr * (0.5 ** (round_index / max(1, args.rounds - 1))),
+            learning_rate=args.lr * 0.5 ** (round_index / args.lr_half_life),
             warmup_steps=20 if round_index == 0 else 5,
             validate_every=60,
             patience=None,

@@ -39,3 +39,12 @@ def test_console_script_is_installed():
     script = Path(sys.executable).with_name("unet-cells")
     out = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
     assert "synthetic" in out and "demo" in out and "info" in out
+
+
+def test_synthetic_never_overwrites(tmp_path, capsys):
+    target = tmp_path / "cells.tif"
+    target.write_bytes(b"precious")
+    assert main(["synthetic", str(target), "--size", "32", "32"]) == 2
+    assert target.read_bytes() == b"precious"
+    assert not (tmp_path / "cells_labels.tif").exists()
+    assert "already exist" in capsys.readouterr().err

@@ -69,11 +69,19 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     labels_path = output.with_name(output.stem + "_labels" + (output.suffix or ".tif"))
     if not output.parent.is_dir():
         raise UNetCellsError(f"The folder {output.parent} does not exist; create it first.")
+    existing = [str(p) for p in (output, labels_path) if p.exists()]
+    if existing:
+        raise UNetCellsError(
+            f"{', '.join(existing)} already exist(s); choose another output name "
+            "(files are never overwritten)."
+        )
     image, labels = synthetic_cells(
         tuple(args.size), seed=args.seed, config=SyntheticConfig(dtype=args.dtype)
     )
-    tifffile.imwrite(output, image)
-    tifffile.imwrite(labels_path, labels)
+    from .core.annotation import atomic_write
+
+    atomic_write(output, lambda handle: tifffile.imwrite(handle, image))
+    atomic_write(labels_path, lambda handle: tifffile.imwrite(handle, labels))
     print(
         f"wrote {output} ({image.shape[0]}x{image.shape[1]} {image.dtype}) and "
         f"{labels_path} ({int(labels.max())} cells)"

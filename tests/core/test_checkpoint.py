@@ -190,3 +190,11 @@ def test_unknown_config_field_is_clear(model, tmp_path):
 
 def test_model_config_defaults_are_the_paper():
     assert ModelConfig() == ModelConfig(in_channels=1, n_classes=2, base=64, depth=4)
+
+
+def test_building_and_loading_leave_the_global_rng_alone(model, tmp_path):
+    path = C.save_model(model, tmp_path / "m.npz")
+    state = torch.random.get_rng_state()
+    C.load_model(path)
+    C.CellModel.new(model.config, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -58,3 +58,15 @@ def test_normalize_handles_nan_inf_and_constant():
     assert np.isfinite(out).all()
     assert np.array_equal(normalize(np.full((4, 4), 7)), np.zeros((4, 4), np.float32))
     assert np.array_equal(normalize(np.full((4, 4), np.nan)), np.zeros((4, 4), np.float32))
+
+
+def test_dask_normalisation_mapping_ignores_nan():
+    from napari_unet_cells.core.predict import normalization_affine
+
+    values = np.linspace(0, 100, 1001).astype(np.float32)
+    clean = normalization_affine(values, NormalizationConfig())
+    values[17] = np.nan
+    values[33] = np.inf
+    low, scale, _, _ = normalization_affine(values, NormalizationConfig())
+    assert scale > 0 and scale == pytest.approx(clean[1], rel=1e-2)  # was 0 before the fix
+    assert low == pytest.approx(clean[0], abs=1.0)

@@ -131,6 +131,11 @@ class InstanceConfig:
     connectivity: 1 (4-neighbourhood, separates cells that touch only diagonally) or 2.
     min_confidence: objects whose mean cell probability is below this are removed
         (faint responses to background texture, debris, noise); 0 keeps all.
+    seed_threshold: hysteresis. When above ``threshold``, cells are seeded by the
+        components of probability > seed_threshold and flooded (watershed on the
+        probability) over the pixels above ``threshold``; regions there without a seed
+        are dropped. Splits touching cells whose shared border is only moderately
+        uncertain. None (or <= threshold): seeds are the components above ``threshold``.
 
     A model file may store its own defaults (``CellModel.extra["instances"]``), tuned
     for the cell sizes it was trained on; ``instance_defaults(model)`` reads them.
@@ -141,6 +146,12 @@ class InstanceConfig:
     border_width: int = 2
     connectivity: int = 1
     min_confidence: float = 0.0
+    seed_threshold: float | None = None
+
+    @property
+    def hysteresis(self) -> bool:
+        """True when cells are seeded above ``seed_threshold`` (see above)."""
+        return self.seed_threshold is not None and self.seed_threshold > self.threshold
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -154,6 +165,10 @@ class InstanceConfig:
             )
         if self.connectivity not in (1, 2):
             raise UNetCellsError(f"connectivity must be 1 or 2, got {self.connectivity}.")
+        if self.seed_threshold is not None and not 0.0 < self.seed_threshold < 1.0:
+            raise UNetCellsError(
+                f"seed_threshold must be between 0 and 1 (exclusive), got {self.seed_threshold}."
+            )
         if not 0.0 <= self.min_confidence < 1.0:
             raise UNetCellsError(f"min_confidence must be in [0, 1), got {self.min_confidence}.")
 

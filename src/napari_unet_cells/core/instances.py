@@ -5,7 +5,10 @@ The network is trained with the separation border between touching cells as back
 each (Y, X) plane:
 
 1. seeds: pixels with cell probability > ``threshold``; their connected components
-   (4-neighbourhood by default) are the cells.
+   (4-neighbourhood by default) are the cells. With hysteresis (``seed_threshold`` above
+   ``threshold``) the seeds are the components above ``seed_threshold``, flooded by a
+   watershed on the probability over the pixels above ``threshold``; regions above
+   ``threshold`` that hold no seed are dropped.
 2. grow back: each cell regains the thin separation border it lost. A pixel is given to
    a neighbouring cell (growing 1 px per step, ``border_width`` steps) when it lies
    within ``border_width`` px
@@ -96,8 +99,10 @@ def plane_labels(probability: np.ndarray, config: InstanceConfig) -> tuple[np.nd
 
 
 def seed_components(probability: np.ndarray, config: InstanceConfig) -> tuple[np.ndarray, int]:
-    """Connected components of ``probability > threshold``: (int32 (Y, X), count)."""
-    seeds = np.asarray(probability) > config.threshold
+    """Connected components of ``probability > threshold`` (``> seed_threshold`` with
+    hysteresis): (int32 (Y, X), count)."""
+    level = config.seed_threshold if config.hysteresis else config.threshold
+    seeds = np.asarray(probability) > level
     structure = ndi.generate_binary_structure(2, config.connectivity)
     components, count = ndi.label(seeds, structure=structure, output=np.int32)
     return components, int(count)
@@ -115,6 +120,15 @@ def grow_cells(
     if components is None:
         components = seed_components(probability, config)[0]
     components = np.asarray(components)
+    if config.hysteresis:
+        from skimage.segmentation import watershed
+
+        components = watershed(
+            -probability,
+            markers=components,
+            mask=probability > config.threshold,
+            connectivity=config.connectivity,
+        ).astype(components.dtype, copy=False)
     out_dtype = components.dtype
     if components.max(initial=0) < np.iinfo(np.uint16).max:
         components = components.astype(np.uint16)  # faster filters
@@ -194,9 +208,17 @@ def instance_defaults(model) -> InstanceConfig:
 # --------------------------------------------------------------------------------------
 
 
+HYSTERESIS_REACH = 64  # px a watershed may flood from its seed across a chunk border
+
+
 def instance_reach(config: InstanceConfig) -> int:
-    """Overlap (px) a chunk needs so its labels match the whole-image computation."""
-    return 3 * config.border_width + 2
+    """Overlap (px) a chunk needs so its labels match the whole-image computation.
+
+    With hysteresis, exact for cells that extend less than ``HYSTERESIS_REACH`` px from
+    their seed (nuclei up to ~120 px across).
+    """
+    reach = 3 * config.border_width + 2
+    return reach + HYSTERESIS_REACH if config.hysteresis else reach
 
 
 def labels_dask(
@@ -214,7 +236,8 @@ def labels_dask(
     3. Sizes are summed per cell over the chunks, cells under ``min_size`` px removed and
        the rest numbered 1..N.
 
-    Returns a lazy int32 (Y, X) dask array with the chunks of ``probabilities``: the same
+    Returns a lazy int32 (Y, X) dask array with the chunks of ``probabilities`` (chunks
+    smaller than the overlap merged into a neighbour): the same
     cells as ``probabilities_to_labels`` (numbered in chunk order), unique across chunks.
     """
     import dask
@@ -226,6 +249,10 @@ def labels_dask(
     if probabilities.ndim != 2:
         raise UNetCellsError(f"labels_dask needs (Y, X) probabilities, got {probabilities.shape}.")
     workdir = Path(workdir)
+    halo = instance_reach(config)
+    merged = tuple(_merge_small_chunks(c, halo) for c in probabilities.chunks)
+    if merged != probabilities.chunks:
+        probabilities = probabilities.rechunk(merged)
     chunks = probabilities.chunks
     numblocks = probabilities.numblocks
     meta = np.empty((0, 0), np.int32)
@@ -236,7 +263,7 @@ def labels_dask(
     )
     seeds_path = workdir / "seeds.zarr"
     local.to_zarr(str(seeds_path), overwrite=True)
-    local = da.from_zarr(str(seeds_path))
+    local = da.from_zarr(str(seeds_path)).rechunk(chunks)  # zarr stores regular chunks
     counts = np.array(
         dask.compute(*[dask.delayed(np.max)(b) for row in local.to_delayed() for b in row]),
         np.int64,
@@ -281,7 +308,6 @@ def labels_dask(
     )
 
     # 2. growth with image-wide ids, in overlapping chunks
-    halo = instance_reach(config)
 
     def grow_block(prob, comp, block_id=None):
         pads = [
@@ -306,7 +332,7 @@ def labels_dask(
     )
     grown_path = workdir / "grown.zarr"
     grown.to_zarr(str(grown_path), overwrite=True)
-    grown = da.from_zarr(str(grown_path))
+    grown = da.from_zarr(str(grown_path)).rechunk(chunks)
 
     # 3. sizes, minimum size, sequential numbers
     n_ids = int(component_lut.max()) + 1
@@ -331,6 +357,17 @@ def labels_dask(
         dtype=np.int32,
         meta=meta,
     )
+
+
+def _merge_small_chunks(sizes: tuple[int, ...], minimum: int) -> tuple[int, ...]:
+    """Chunk sizes along one axis with chunks under ``minimum`` px merged into a neighbour."""
+    out: list[int] = []
+    for size in sizes:
+        if out and (size < minimum or out[-1] < minimum):
+            out[-1] += size
+        else:
+            out.append(size)
+    return tuple(out)
 
 
 def _counts(

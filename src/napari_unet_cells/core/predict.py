@@ -287,6 +287,12 @@ class TorchPredictor:
 
         release_memory(self.device)
 
+    def close(self) -> None:
+        """After the last batch: move the network back to the CPU and free device memory."""
+        if self.device.type != "cpu":
+            self.net.to("cpu")
+        self.release()
+
 
 def is_out_of_memory(err: BaseException) -> bool:
     """True for a device out-of-memory error (torch.OutOfMemoryError or its message)."""
@@ -442,6 +448,7 @@ def predict_probabilities_iter(
     )
     net = cell_model.net
     was_training = net.training
+    own_predictor = predictor is None
     if predictor is None:
         predictor = TorchPredictor(net, config.device, tta=config.tta)
         device = predictor.device
@@ -501,9 +508,10 @@ def predict_probabilities_iter(
                 return None
     finally:
         net.train(was_training)
-        release = getattr(predictor, "release", None)
-        if release is not None:
-            release()
+        # our own predictor: weights back to the CPU; a caller's: only free the cache
+        done_with = getattr(predictor, "close" if own_predictor else "release", None)
+        if done_with is not None:
+            done_with()
     return out.reshape(prepared.out_shape)
 
 
@@ -687,7 +695,8 @@ def normalization_affine(
     if finite.size == 0:
         return 0.0, 0.0, 0.0, 0.0
     normed = normalize(values.astype(np.float32), config).astype(np.float64)
-    lo_i, hi_i = int(np.argmin(values)), int(np.argmax(values))
+    masked = np.where(np.isfinite(values), values, np.nan)
+    lo_i, hi_i = int(np.nanargmin(masked)), int(np.nanargmax(masked))
     x0, x1 = float(finite.min()), float(finite.max())
     if x1 == x0 or normed[hi_i] == normed[lo_i]:
         return x0, 0.0, x0, x1
@@ -748,20 +757,32 @@ def _predict_block(
     return out
 
 
-_PREDICTOR_CACHE: dict[int, TorchPredictor] = {}
+_PREDICTOR_CACHE: dict[tuple, tuple[CellModel, TorchPredictor]] = {}
 _PREDICTOR_LOCK = threading.Lock()
 
 
 def _cached_predictor(model: CellModel, config: PredictConfig) -> TorchPredictor:
-    """One TorchPredictor per model object and process (dask workers reuse it)."""
-    key = id(model)
+    """One TorchPredictor per model object, device and TTA setting (dask workers reuse it).
+
+    The cache holds the model itself, so its id cannot be recycled by another model.
+    """
+    key = (id(model), id(model.net), config.device, config.tta)
     with _PREDICTOR_LOCK:
-        predictor = _PREDICTOR_CACHE.get(key)
-        if predictor is None:
-            predictor = TorchPredictor(model.net, config.device, tta=config.tta)
+        cached = _PREDICTOR_CACHE.get(key)
+        if cached is None or cached[0] is not model:
             _PREDICTOR_CACHE.clear()
-            _PREDICTOR_CACHE[key] = predictor
-        return predictor
+            cached = (model, TorchPredictor(model.net, config.device, tta=config.tta))
+            _PREDICTOR_CACHE[key] = cached
+        return cached[1]
+
+
+def release_cached_predictors() -> None:
+    """Forget the cached predictors of this process and free their device memory."""
+    with _PREDICTOR_LOCK:
+        cached = list(_PREDICTOR_CACHE.values())
+        _PREDICTOR_CACHE.clear()
+    for _, predictor in cached:
+        predictor.close()
 
 
 def predict_probabilities_dask(
@@ -1027,7 +1048,10 @@ def predict_file(
         with tempfile.TemporaryDirectory(prefix=".unet-cells-", dir=output.parent) as work:
             work = Path(work)
             probs = predict_probabilities_dask(image, cell_model, config, chunk=chunk)
-            probs.to_zarr(str(work / "probabilities.zarr"))
+            try:
+                probs.to_zarr(str(work / "probabilities.zarr"))
+            finally:
+                release_cached_predictors()
             probs = da.from_zarr(str(work / "probabilities.zarr"))
             labels = labels_dask_from(probs, instances, work)
             n_cells = _write_results(labels, output, probs, prob_path)

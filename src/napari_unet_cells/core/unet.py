@@ -182,7 +182,12 @@ class UNet(nn.Module):
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
-        self.config = config = config or ModelConfig()
+        # torch's default layer init draws from the global RNG: leave it untouched
+        with torch.random.fork_rng(devices=[]):
+            self._build(config or ModelConfig())
+
+    def _build(self, config: ModelConfig) -> None:
+        self.config = config
         pad = 1 if config.padding == "same" else 0
         widths = [config.base * 2**i for i in range(config.depth + 1)]
         self.down = nn.ModuleList()

@@ -87,7 +87,7 @@ def _layer_array(layer, what: str) -> np.ndarray:
             f"{what} layer '{layer.name}' is RGB; training reads greyscale images: split "
             "the channels (right-click the layer) and add one channel."
         )
-    return np.asarray(data)
+    return np.array(data, copy=True)  # a snapshot: painting during training changes nothing
 
 
 def _warm_up_torch() -> None:
