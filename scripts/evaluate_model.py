@@ -8,7 +8,8 @@ sets: "diverse" (``random_config`` looks, as in training) and "default" (the def
 ``SyntheticConfig``: the look of the sample data). Metrics per set, pooled over its
 images: AP at IoU 0.5 and 0.75 (TP / (TP + FP + FN)), foreground IoU, the fraction of
 ground-truth touching pairs whose two cells both come out as separate matched objects
-(IoU >= 0.5), merges and splits. Finally the CPU time of ``predict`` on a 1024^2 image.
+(IoU >= 0.5), the fraction of touching pairs merged into one predicted object, merges
+and splits. Finally the CPU time of ``predict`` on a 1024^2 image.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def pairs_separated(true: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
     return separated, len(pairs)
 
 
+def pairs_merged(true: np.ndarray, pred: np.ndarray) -> int:
+    """Ground-truth touching pairs whose two cells fall mostly into one predicted object."""
+    ids = np.unique(true[true > 0])
+    owner = {}
+    for cell in ids.tolist():
+        values, counts = np.unique(pred[true == cell], return_counts=True)
+        owner[cell] = int(values[np.argmax(counts)])
+    return sum(owner[a] == owner[b] != 0 for a, b in touching_pairs(true))
+
+
 def test_images(kind: str, n: int, size: int, seed: int = 0):
     rng = np.random.default_rng([seed, TEST_STREAM, 0 if kind == "diverse" else 1])
     for _ in range(n):
@@ -49,7 +60,7 @@ def test_images(kind: str, n: int, size: int, seed: int = 0):
 
 def evaluate_set(model, kind: str, n: int, size: int, **predict_kwargs) -> dict:
     tp = fp = fn = tp75 = fp75 = fn75 = 0
-    inter = union = sep = total_pairs = merges = splits = 0
+    inter = union = sep = total_pairs = merges = splits = merged_pairs = 0
     for image, labels in test_images(kind, n, size):
         pred = predict(image, model, device="cpu", **predict_kwargs)
         m50, m75 = match(labels, pred, (0.5, 0.75))
@@ -59,6 +70,7 @@ def evaluate_set(model, kind: str, n: int, size: int, **predict_kwargs) -> dict:
         union += int(np.count_nonzero((labels > 0) | (pred > 0)))
         s, t = pairs_separated(labels, pred)
         sep, total_pairs = sep + s, total_pairs + t
+        merged_pairs += pairs_merged(labels, pred)
         counts = split_merge_counts(labels, pred)
         merges, splits = merges + counts["merges"], splits + counts["splits"]
     return {
@@ -70,6 +82,7 @@ def evaluate_set(model, kind: str, n: int, size: int, **predict_kwargs) -> dict:
         "fg_iou": round(inter / max(1, union), 4),
         "touching_pairs_separated": round(sep / max(1, total_pairs), 4),
         "touching_pairs": total_pairs,
+        "touching_pairs_merged": round(merged_pairs / max(1, total_pairs), 4),
         "n_true": tp + fn,
         "n_pred": tp + fp,
         "merges": merges,
@@ -82,13 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", nargs="?", default=None, help="model file (default: bundled)")
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--size", type=int, default=512)
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--min-size", type=int, default=None)
+    p.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    p.add_argument("--min-size", type=int, default=None, help="default: the model's")
     args = p.parse_args(argv)
     model = resolve_model(args.model or bundled_model_path())
-    kwargs = {"threshold": args.threshold}
-    if args.min_size is not None:
-        kwargs["min_size"] = args.min_size
+    kwargs = {"threshold": args.threshold, "min_size": args.min_size}
     for kind in ("diverse", "default"):
         print(json.dumps(evaluate_set(model, kind, args.images, args.size, **kwargs)), flush=True)
     image, _ = synthetic_cells((1024, 1024), seed=12345)

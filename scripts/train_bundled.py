@@ -18,6 +18,7 @@ Uses a GPU when one is available (``--device auto``), else the CPU.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -59,7 +60,8 @@ def make_images(seed: int, stream: int, index: int, n: int, size: int):
 
 
 def tune_instances(model, pairs) -> tuple[InstanceConfig, dict[str, float]]:
-    """The post-processing (threshold, min size, min confidence) with the best pooled AP50.
+    """The post-processing (threshold, hysteresis seeds, min size, min confidence) with the
+    best pooled AP50.
 
     The network runs once per image; every setting re-uses its probabilities.
     """
@@ -68,28 +70,32 @@ def tune_instances(model, pairs) -> tuple[InstanceConfig, dict[str, float]]:
     ]
     scores: dict[str, float] = {}
     best, best_ap = InstanceConfig(), -1.0
-    for threshold in (0.4, 0.5, 0.6):
-        for min_size in (10, 20, 30):
-            for min_confidence in (0.0, 0.6, 0.7, 0.8):
-                if min_confidence and min_confidence <= threshold:
-                    continue
-                config = InstanceConfig(
-                    threshold=threshold, min_size=min_size, min_confidence=min_confidence
-                )
-                tp = fp = fn = 0
-                for probs, (_, labels) in zip(probabilities, pairs, strict=True):
-                    [m] = match(labels, probabilities_to_labels(probs, config), 0.5)
-                    tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
-                ap = tp / max(1, tp + fp + fn)
-                scores[f"t{threshold}_s{min_size}_c{min_confidence}"] = round(ap, 4)
-                if ap > best_ap + 1e-9:
-                    best, best_ap = config, ap
+    grid = itertools.product((0.4, 0.5, 0.6), (None, 0.7, 0.8, 0.9), (10, 20, 30), (0, 0.7, 0.8))
+    for threshold, seed_threshold, min_size, min_confidence in grid:
+        if seed_threshold is not None and seed_threshold <= threshold:
+            continue
+        if min_confidence and min_confidence <= threshold:
+            continue
+        config = InstanceConfig(
+            threshold=threshold,
+            seed_threshold=seed_threshold,
+            min_size=min_size,
+            min_confidence=min_confidence,
+        )
+        tp = fp = fn = 0
+        for probs, (_, labels) in zip(probabilities, pairs, strict=True):
+            [m] = match(labels, probabilities_to_labels(probs, config), 0.5)
+            tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+        ap = tp / max(1, tp + fp + fn)
+        scores[f"t{threshold}_seed{seed_threshold}_s{min_size}_c{min_confidence}"] = round(ap, 4)
+        if ap > best_ap + 1e-9:
+            best, best_ap = config, ap
     return best, scores
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rounds", type=int, default=14, help="rounds of fresh synthetic data")
+    p.add_argument("--rounds", type=int, default=20, help="rounds of fresh synthetic data")
     p.add_argument("--steps-per-round", type=int, default=175, help="optimiser steps per round")
     p.add_argument("--images", type=int, default=32, help="training images per round")
     p.add_argument("--size", type=int, default=384, help="training image size, px")
@@ -175,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         model = path
 
     final = load_model(model)
+    # provenance names rounds by file name only: no machine paths in the shipped file
+    final.provenance["trained_from"] = Path(final.provenance.get("trained_from", "")).name
     tuning = make_images(args.seed, VAL_STREAM, 1, 8, args.size)
     best, scores = tune_instances(final, tuning)
     final.extra["instances"] = config_to_dict(best)

@@ -108,7 +108,7 @@ def _bad_inputs(tmp_path):
     }
 
 
-def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, capsys):
+def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, capsys, monkeypatch):
     folder, _, _ = files
     cases = _bad_inputs(tmp_path)
     out_dir = tmp_path / "out"
@@ -125,7 +125,10 @@ def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, capsys
     existing.write_bytes(b"mine")
     assert main(_args(folder, folder / "image.tif", "-o", existing)) == 2
     assert existing.read_bytes() == b"mine"
-    # no model and no bundled model yet
+    # no model and no bundled model (a build without the file)
+    import napari_unet_cells.core.predict as P
+
+    monkeypatch.setattr(P, "bundled_model_path", lambda: None)
     assert main(["predict", str(folder / "image.tif"), "-o", str(out_dir / "x.tif")]) == 2
     assert "no bundled model yet" in capsys.readouterr().err
     assert sorted(p.name for p in out_dir.iterdir()) == ["taken.tif"]

@@ -249,9 +249,13 @@ def test_input_errors(tiny_model):
         prepare_image(np.zeros((30, 30, 3)), 1, channel=5)
 
 
-def test_models_bundled_files_and_session_registry(tiny_model, tmp_path):
-    with pytest.raises(UNetCellsError, match="no bundled model yet"):
+def test_models_bundled_files_and_session_registry(tiny_model, tmp_path, monkeypatch):
+    import napari_unet_cells.core.predict as P
+
+    monkeypatch.setattr(P, "bundled_model_path", lambda: None)  # a build without the file
+    with pytest.raises(UNetCellsError, match="no bundled model"):
         resolve_model(None)
+    monkeypatch.undo()
     path = save_model(tiny_model, tmp_path / "m.npz")
     loaded = resolve_model(path)
     image = np.random.default_rng(8).random((40, 40)).astype(np.float32)

@@ -16,6 +16,6 @@ def test_demo_opens_sample_data_and_docks(make_napari_viewer, monkeypatch):
         "synthetic nuclei",
         "synthetic nuclei ground truth",
     ]
-    docks = " | ".join(viewer.window._dock_widgets)
+    docks = " | ".join(viewer.window.dock_widgets)
     for name in DEMO_DOCKS:
         assert name in docks, docks

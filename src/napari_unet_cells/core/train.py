@@ -66,7 +66,7 @@ from .data import (
 )
 from .device import autocast, inference_dtype, release_memory, resolve_device
 from .errors import UNetCellsError
-from .instances import probabilities_to_labels
+from .instances import instance_defaults, probabilities_to_labels
 from .metrics import match
 from .predict import (
     TorchPredictor,
@@ -359,6 +359,7 @@ def train_iter(
     rng = np.random.default_rng(config.seed)
     dropout_gen = torch.Generator(device=torch_device).manual_seed(config.seed)
 
+    post = instance_defaults(start_model)  # the model's recommended post-processing
     net = start_model.net
     original_dropout = net.dropout
     net.dropout = SeededDropout(original_dropout.p, dropout_gen)
@@ -402,7 +403,7 @@ def train_iter(
 
     def run_validation():
         nonlocal best_state, best_metrics, best_step, bad_validations, last_validated
-        metrics = validate(net, regions, torch_device, stop=stop)
+        metrics = validate(net, regions, torch_device, instances=post, stop=stop)
         net.train()
         if metrics is None:
             return None
