@@ -150,7 +150,7 @@ def bench_steps(config: ModelConfig, steps: int = 4, batch: int = 4) -> None:
 
 
 def bench_quality(
-    base, minutes: float | None, optimizers, size: int, seed: int, steps=None, every=25
+    base, minutes: float | None, optimizers, size: int, seed: int, steps=None, every=25, lr=None
 ) -> None:
     from napari_unet_cells.core.metrics import match
     from napari_unet_cells.core.predict import predict
@@ -165,6 +165,7 @@ def bench_quality(
             steps=steps,
             minutes=None if steps else minutes,
             optimizer=optimizer,
+            learning_rate=lr,
             validate_every=every,
             patience=None,
         )
@@ -232,6 +233,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="step budget instead of --minutes")
     parser.add_argument("--validate-every", type=int, default=25)
     parser.add_argument("--optimizers", nargs="+", default=["adam"], choices=("adam", "sgd"))
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--base", help="model file to start from (default: scratch)")
     parser.add_argument(
         "--pretrain-minutes",
@@ -263,6 +265,7 @@ def main() -> None:
             args.seed,
             steps=args.steps,
             every=args.validate_every,
+            lr=args.lr,
         )
 
 
