@@ -262,8 +262,9 @@ def labels_dask(
         lambda block: seed_components(block, config)[0], dtype=np.int32, meta=meta
     )
     seeds_path = workdir / "seeds.zarr"
-    local.to_zarr(str(seeds_path), overwrite=True)
-    local = da.from_zarr(str(seeds_path)).rechunk(chunks)  # zarr stores regular chunks
+    regular = tuple(max(c) for c in chunks)  # zarr stores regular chunks
+    local.rechunk(regular).to_zarr(str(seeds_path), overwrite=True)
+    local = da.from_zarr(str(seeds_path)).rechunk(chunks)
     counts = np.array(
         dask.compute(*[dask.delayed(np.max)(b) for row in local.to_delayed() for b in row]),
         np.int64,
@@ -331,7 +332,7 @@ def labels_dask(
         meta=meta,
     )
     grown_path = workdir / "grown.zarr"
-    grown.to_zarr(str(grown_path), overwrite=True)
+    grown.rechunk(regular).to_zarr(str(grown_path), overwrite=True)
     grown = da.from_zarr(str(grown_path)).rechunk(chunks)
 
     # 3. sizes, minimum size, sequential numbers
