@@ -29,3 +29,15 @@ def tiny_config():
     from napari_unet_cells.core.config import ModelConfig
 
     return ModelConfig(base=4, depth=2, dropout=0.0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run fastest on one thread; on a busy 2-core machine torch's thread
+    pool makes each small operation wait (60 tiny steps: 5 s on 1 thread, 150 s on 2)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

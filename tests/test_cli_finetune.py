@@ -3,22 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_unet_cells.cli import main
 from napari_unet_cells.core.checkpoint import CellModel, load_model, save_model
 from napari_unet_cells.core.config import ModelConfig
 from napari_unet_cells.core.synthetic import synthetic_cells
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest on one thread; on a busy 2-core machine torch's thread
-    pool makes each small operation wait (60 tiny steps: 5 s on 1 thread, 150 s on 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_pair(folder, name, seed, shape=(80, 96)):

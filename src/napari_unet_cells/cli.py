@@ -78,7 +78,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     image, labels = synthetic_cells(
         tuple(args.size), seed=args.seed, config=SyntheticConfig(dtype=args.dtype)
     )
-    from .core.annotation import atomic_write
+    from .core.fileio import atomic_write
 
     atomic_write(output, lambda handle: tifffile.imwrite(handle, image))
     atomic_write(labels_path, lambda handle: tifffile.imwrite(handle, labels))

@@ -214,7 +214,7 @@ def test_crash_during_save_keeps_previous_files(tmp_path, monkeypatch):
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(A.os, "replace", index_replace_fails)
+    monkeypatch.setattr(os, "replace", index_replace_fails)
     with pytest.raises(OSError, match="disk full"):
         proj.save(ident, lab2, image=image)
     monkeypatch.undo()

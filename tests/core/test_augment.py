@@ -8,15 +8,7 @@ from napari_unet_cells.core import augment
 from napari_unet_cells.core.config import AugmentConfig
 from napari_unet_cells.core.synthetic import synthetic_cells
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest on one thread; on a busy 2-core machine torch's thread
-    pool makes each small operation wait (60 tiny steps: 5 s on 1 thread, 150 s on 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiles(n=2, size=64, seed=0):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -224,18 +226,18 @@ def test_autosave_saves_only_changes_and_survives_a_failed_save(
     assert widget.save_now() == 0  # nothing changed since
     files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
-    real_replace = A.os.replace
+    real_replace = os.replace
 
     def fails(src, dst):
         raise OSError("disk full")
 
     layer.data_setitem((np.array([0]), np.array([0])), 99)
-    monkeypatch.setattr(A.os, "replace", fails)
+    monkeypatch.setattr(os, "replace", fails)
     assert widget.save_now() == 0
     assert "disk full" in widget.last_save_error and "NOT SAVED" in widget.save_status.text()
     assert errors and "Autosave failed" in errors[-1]
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
-    monkeypatch.setattr(A.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert widget.save_now() == 1  # retried: the edit is saved now
     (key,) = A.AnnotationProject(tmp_path, create=False).entries
     assert A.AnnotationProject(tmp_path, create=False).load(key)["labels"][0, 0] == 99

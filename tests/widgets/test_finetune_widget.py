@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from qtpy.QtCore import QTimer
 
 from napari_unet_cells.core.checkpoint import CellModel, load_model, save_model
@@ -16,14 +15,7 @@ from napari_unet_cells.core.synthetic import synthetic_cells
 MAX_GUI_GAP_S = 0.5  # the main thread must never be blocked longer than this
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest on one thread; on a busy 2-core machine torch's thread
-    pool makes each small operation wait (60 tiny steps: 5 s on 1 thread, 150 s on 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

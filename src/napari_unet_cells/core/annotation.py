@@ -20,14 +20,11 @@ as TIFF, one small JSON index, every file written atomically (temporary file, fs
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +35,7 @@ from scipy import ndimage as ndi
 
 from .config import WeightMapConfig
 from .errors import UNetCellsError
+from .fileio import atomic_write
 from .labels import check_labels, touching_pairs
 
 logger = logging.getLogger(__name__)
@@ -621,35 +619,6 @@ def image_identity(name: str, image: np.ndarray) -> dict[str, Any]:
 def _slug(text: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
     return slug[:60] or "image"
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not all platforms can open a directory
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write a file atomically: ``write(file_object)`` into a temporary sibling, flush and
-    fsync it, then ``os.replace`` it over ``path``. On any error the temporary file is
-    removed and ``path`` keeps its previous content."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _write_tiff(path: Path, array: np.ndarray) -> None:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from .config import ModelConfig, NormalizationConfig, config_from_dict, config_to_dict
 from .errors import UNetCellsError
+from .fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -122,17 +122,7 @@ def save_model(model: CellModel | UNet, path: str | os.PathLike) -> Path:
     arrays = {_META_KEY: np.frombuffer(header.encode("utf-8"), dtype=np.uint8)}
     arrays.update({_TENSOR_PREFIX + k: v for k, v in tensors.items()})
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
     logger.info("saved model to %s", path)
     return path
 
@@ -253,16 +243,3 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
         sha.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         sha.update(array.tobytes())
     return sha.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

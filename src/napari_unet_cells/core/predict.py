@@ -40,6 +40,7 @@ import numpy as np
 from .config import InstanceConfig, NormalizationConfig, PredictConfig
 from .errors import UNetCellsError
 from .normalize import normalize
+from .progress import StopFlag, run, stop_requested
 from .tiling import TileGrid, plan_tiles, read_tile, smallest_tile, snap_tile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +54,6 @@ logger = logging.getLogger(__name__)
 
 #: a predictor: (B, C, Ty, Tx) float32 normalised tiles -> (B, K, Oy, Ox) float32 probabilities
 Predictor = Callable[[np.ndarray], np.ndarray]
-#: a stop request: a threading.Event, a callable returning True to stop, or None
-StopFlag = threading.Event | Callable[[], bool] | None
 
 _CPU_BUDGET = 1 << 30  # bytes of activations per network call on the CPU
 _MAX_AUTO_TILE = 2048
@@ -372,15 +371,6 @@ class PredictProgress:
         return self.done / self.total if self.total else 1.0
 
 
-def stop_requested(stop: StopFlag) -> bool:
-    """True if ``stop`` (an Event, a callable or None) asks to stop."""
-    if stop is None:
-        return False
-    if isinstance(stop, threading.Event):
-        return stop.is_set()
-    return bool(stop())
-
-
 def predict_tiles(
     plane: np.ndarray,
     grid: TileGrid,
@@ -612,17 +602,6 @@ def _collect_messages(gen, messages: list[str]):
     finally:
         gen.close()
     return result
-
-
-def run(gen: Generator, on_event: Callable[[Any], None] | None = None) -> Any:
-    """Consume a progress generator; call ``on_event`` for each event; return its result."""
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            return done.value
-        if on_event is not None:
-            on_event(event)
 
 
 def predict(

@@ -41,7 +41,6 @@ import copy
 import datetime as _dt
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -75,12 +74,10 @@ from .predict import (
     predict_tiles,
     resolve_model,
 )
+from .progress import StopFlag, run, stop_requested
 from .tiling import plan_tiles
 
 logger = logging.getLogger(__name__)
-
-#: a stop request: a threading.Event, a callable returning True to stop, or None
-StopFlag = threading.Event | Callable[[], bool] | None
 
 #: the network trained when starting from scratch without a config
 SCRATCH_CONFIG = ModelConfig(base=16, depth=4, dropout=0.5)
@@ -132,15 +129,6 @@ class TrainResult:
     elapsed_s: float
     history: list[dict[str, float]] = field(default_factory=list)
     saved_to: Path | None = None
-
-
-def stop_requested(stop: StopFlag) -> bool:
-    """True if ``stop`` (an Event, a callable or None) asks to stop."""
-    if stop is None:
-        return False
-    if isinstance(stop, threading.Event):
-        return stop.is_set()
-    return bool(stop())
 
 
 # --------------------------------------------------------------------------------------
@@ -583,17 +571,6 @@ def preview_augmentation(
         "target": aug.target.numpy().astype(np.uint8),
         "weight": (aug.weight * window).numpy(),
     }
-
-
-def run(gen: Generator, on_event: Callable[[TrainEvent], None] | None = None) -> Any:
-    """Consume a generator; call ``on_event`` for each event; return its return value."""
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as done:
-            return done.value
-        if on_event is not None:
-            on_event(ev)
 
 
 def finetune(

@@ -49,6 +49,7 @@ from scipy import ndimage as ndi
 from .config import WeightMapConfig
 from .errors import UNetCellsError
 from .labels import check_labels
+from .progress import run
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def weight_map_state(
     planewise: bool = True,
 ) -> WeightMapState:
     """Like :func:`weight_map`, but returns the :class:`WeightMapState` for live updates."""
-    return _run(iter_weight_map(labels, ignore, config, planewise=planewise))
+    return run(iter_weight_map(labels, ignore, config, planewise=planewise))
 
 
 def iter_weight_map(
@@ -490,15 +491,6 @@ def _two_nearest(
     return d1, d2
 
 
-def _run(gen: Generator) -> object:
-    """Exhaust a generator and return its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 def _boxes(lab: np.ndarray, values: np.ndarray | None = None) -> dict[int, Box]:
     """label -> bounding box for every cell of a (compacted) plane."""
     out: dict[int, Box] = {}
@@ -691,7 +683,7 @@ def _update_plane(
     d1 = d2 = None
     if margin and plane.boxes:
         cells = _cells_near(plane.boxes, recompute, margin)
-        d1, d2 = _run(_two_nearest(old, cells, recompute, margin, None))
+        d1, d2 = run(_two_nearest(old, cells, recompute, margin, None))
     weights[rsl] = _fill(
         config, w_bg, w_cell, target[rsl], None if ignore is None else ignore[rsl], d1, d2
     )
