@@ -70,6 +70,18 @@ def test_zarr_in_zarr_out_chunked(files, tmp_path, source):
     assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
+def test_rerun_into_an_existing_zarr_output_is_refused(files, tmp_path, capsys):
+    # a .zarr result is a folder on disk: re-running must refuse, not write inside it
+    folder, _, _ = files
+    out = tmp_path / "cells.zarr"
+    argv = _args(folder, folder / "image.zarr", "-o", out)
+    assert main(argv) == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_distributed_scheduler(files, tmp_path):
     from distributed import LocalCluster
 

@@ -432,7 +432,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     config = PredictConfig(device=args.device, tile=tile, batch_size=args.batch_size, tta=args.tta)
     # check everything before writing anything
     jobs = []
-    as_folder = len(args.images) > 1 or args.output.is_dir()
+    # an existing .zarr output is a finished result (a folder on disk), not a destination
+    output_is_folder = args.output.is_dir() and args.output.suffix.lower() != ".zarr"
+    as_folder = len(args.images) > 1 or output_is_folder
     if as_folder and not args.output.is_dir():
         raise UNetCellsError(
             f"With several images, -o must be an existing folder; {args.output} is not."
