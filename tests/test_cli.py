@@ -22,9 +22,19 @@ def test_synthetic_writes_image_and_labels(tmp_path, capsys):
 
 def test_info_prints_the_header(tmp_path, capsys, tiny_config):
     save_model(CellModel.new(tiny_config, provenance={"steps": 7}), tmp_path / "m.npz")
-    assert main(["info", str(tmp_path / "m.npz")]) == 0
+    assert main(["info", str(tmp_path / "m.npz"), "--json"]) == 0
     out = capsys.readouterr().out
     assert '"steps": 7' in out and '"base": 4' in out
+    assert main(["info", str(tmp_path / "m.npz")]) == 0  # the readable summary
+    out = capsys.readouterr().out
+    assert "base 4, depth 2" in out and "device:     auto -> " in out
+
+
+def test_info_without_a_model_describes_the_bundled_one(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "nuclei_unet.npz (bundled)" in out and "1,940,834 parameters" in out
+    assert "threshold 0.5, seeds at 0.9" in out
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):

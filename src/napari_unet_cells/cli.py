@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -93,18 +94,86 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", help="show what a model file contains (config, provenance)")
-    p.add_argument("model", type=Path, help="a model file (.npz) saved by this plugin")
+    p = sub.add_parser(
+        "info",
+        help="what a model file contains, and which device prediction would use here",
+    )
+    p.add_argument(
+        "model", type=Path, nargs="?", help="a model file (.npz); default: the bundled model"
+    )
+    p.add_argument("--json", action="store_true", help="print the file's whole header as JSON")
     p.set_defaults(run=_run_info)
 
 
 def _run_info(args: argparse.Namespace) -> int:
     from .core.checkpoint import read_model_info
+    from .core.predict import bundled_model_path
 
-    meta = read_model_info(args.model)
-    meta.pop("tensors", None)
-    print(json.dumps(meta, indent=2, sort_keys=True))
+    path = args.model or bundled_model_path()
+    if path is None:
+        raise UNetCellsError(
+            "No model file given and the bundled model is missing from this installation; "
+            "give a model file, or reinstall napari-unet-cells."
+        )
+    meta = read_model_info(path)
+    if args.json:
+        meta.pop("tensors", None)
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    print(_model_summary(Path(path), meta, bundled=args.model is None))
+    print(_device_summary())
     return 0
+
+
+def _model_summary(path: Path, meta: dict, bundled: bool) -> str:
+    """A few readable lines about a model file's header (``--json`` shows all of it)."""
+    cfg = meta.get("model_config", {})
+    params = sum(math.prod(t["shape"]) for t in meta.get("tensors", {}).values())
+    norm = meta.get("normalization", {})
+    prov = meta.get("provenance", {})
+    lines = [
+        f"model:      {path.name}{' (bundled)' if bundled else ''}, "
+        f"{path.stat().st_size / 2**20:.1f} MiB, {params:,} parameters",
+        f"network:    U-Net, base {cfg.get('base')}, depth {cfg.get('depth')}, "
+        f"{cfg.get('padding')} convolutions, {cfg.get('in_channels')} input channel(s), "
+        f"classes {', '.join(meta.get('classes', []))}",
+        f"input:      percentiles {norm.get('p_low')} and {norm.get('p_high')} of each image "
+        "map to 0 and 1",
+    ]
+    rec = meta.get("extra", {}).get("instances")
+    if rec:
+        lines.append(
+            f"cells:      threshold {rec.get('threshold')}, seeds at "
+            f"{rec.get('seed_threshold')}, min size {rec.get('min_size')} px, "
+            f"min confidence {rec.get('min_confidence')} (the model's recommendation)"
+        )
+    if prov.get("saved"):
+        origin = f", fine-tuned from {prov['trained_from']}" if prov.get("trained_from") else ""
+        lines.append(f"saved:      {prov['saved']}{origin}")
+    if prov.get("data"):
+        lines.append(f"data:       {prov['data']}")
+    ap50 = prov.get("validation", {}).get("ap50")
+    if ap50 is not None:
+        lines.append(f"validation: AP50 {ap50:.3f} on its validation images")
+    lines.append("(all of the header: unet-cells info --json)")
+    return "\n".join(lines)
+
+
+def _device_summary() -> str:
+    """Which device ``device="auto"`` picks here, and why a GPU may be missing."""
+    import torch
+
+    from .core.device import available_devices, resolve_device
+
+    device = resolve_device("auto")
+    line = f"device:     auto -> {device} (PyTorch {torch.__version__}; "
+    line += f"available: {', '.join(available_devices())})"
+    if device.type == "cpu" and torch.version.cuda is None:
+        line += (
+            "\n            this PyTorch is a CPU-only build: for an NVIDIA GPU install the "
+            "CUDA build from pytorch.org"
+        )
+    return line
 
 
 # -- weightmap ---------------------------------------------------------------------------
