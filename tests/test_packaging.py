@@ -44,11 +44,19 @@ def test_wheel_contains_manifest_and_entry_point(tmp_path):
         manifest = archive.read("napari_unet_cells/napari.yaml").decode()
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         entries = archive.read(entry_points).decode()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(metadata).decode()
     assert "name: napari-unet-cells" in manifest
     assert manifest == (ROOT / "src/napari_unet_cells/napari.yaml").read_text()
     assert "napari-unet-cells = napari_unet_cells:napari.yaml" in entries
     assert "unet-cells = napari_unet_cells.cli:main" in entries
     assert (ROOT / "napari.yaml").is_symlink()
+    # what the napari hub shows: classifier, links, a markdown description (the README)
+    assert "Classifier: Framework :: napari" in metadata
+    for link in ("Source Code", "Bug Tracker", "Documentation", "User Support"):
+        assert f"Project-URL: {link}, https://" in metadata
+    assert "Description-Content-Type: text/markdown" in metadata
+    assert (ROOT / "README.md").read_text().strip() in metadata
 
 
 def test_ci_runs_the_readme_test_command():
