@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 
 from ..core import annotation as A
 from ..core.errors import UNetCellsError
+from ._tips import tip
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -138,7 +139,6 @@ class AnnotateWidget(QWidget):
         self.image_combo = QComboBox()
         self.annotation_combo = QComboBox()
         self.prediction_combo = QComboBox()
-        self.prediction_combo.setToolTip("a prediction of the same image: copied, never edited")
         form.addRow("Image", self.image_combo)
         form.addRow("Annotation", self.annotation_combo)
         form.addRow("Prediction", self.prediction_combo)
@@ -147,9 +147,6 @@ class AnnotateWidget(QWidget):
         self.new_button = QPushButton("New annotation")
         self.from_prediction_button = QPushButton("Start from prediction")
         self.ignore_button = QPushButton("Ignore mask")
-        self.ignore_button.setToolTip(
-            "a paired layer: paint 'don't care' areas (unannotated, debris); weight 0"
-        )
         for b in (self.new_button, self.from_prediction_button, self.ignore_button):
             row.addWidget(b)
         layout.addLayout(row)
@@ -158,20 +155,14 @@ class AnnotateWidget(QWidget):
         box = QGroupBox("Edit (undo with Ctrl+Z)")
         grid = QGridLayout(box)
         self.new_cell_button = QPushButton("New cell (N)")
-        self.new_cell_button.setToolTip("select the next free id: each painted cell its own")
         self.label_spin = QSpinBox()
         self.label_spin.setRange(0, 2**31 - 1)
-        self.label_spin.setToolTip("the cell to edit (follows the layer's selected label)")
         self.other_spin = QSpinBox()
         self.other_spin.setRange(0, 2**31 - 1)
-        self.other_spin.setToolTip("the second cell, for Merge")
         self.merge_button = QPushButton("Merge")
         self.delete_button = QPushButton("Delete")
         self.fill_button = QPushButton("Fill holes")
         self.line_button = QPushButton("Split by line")
-        self.line_button.setToolTip(
-            "draw a path across the cell in the 'split line' layer, then click again"
-        )
         self.watershed_button = QPushButton("Split (watershed)")
         self.parts_spin = QSpinBox()
         self.parts_spin.setRange(2, 20)
@@ -193,9 +184,6 @@ class AnnotateWidget(QWidget):
         self.radius_spin.setValue(4.0)
         self.radius_spin.setSuffix(" px")
         self.points_button = QPushButton("Points → cells")
-        self.points_button.setToolTip(
-            "cell centres marked in a Points layer become small disk cells (new ids)"
-        )
         grid.addWidget(self.points_button, 5, 0, 1, 2)
         grid.addWidget(self.radius_spin, 5, 2)
         self.edit_status = QLabel("")
@@ -236,7 +224,6 @@ class AnnotateWidget(QWidget):
         self.folder.setPlaceholderText("choose a folder once; annotations are saved there")
         self.folder_button = QPushButton("...")
         self.open_button = QPushButton("Open")
-        self.open_button.setToolTip("use this folder and restore the annotations saved in it")
         prow.addWidget(self.folder, 1)
         prow.addWidget(self.folder_button)
         prow.addWidget(self.open_button)
@@ -244,6 +231,8 @@ class AnnotateWidget(QWidget):
         self.save_status = QLabel("not saved: no project folder")
         layout.addWidget(self.save_status)
         layout.addStretch(1)
+
+        self._set_tooltips()
 
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setSingleShot(True)
@@ -274,6 +263,61 @@ class AnnotateWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
+
+    def _set_tooltips(self) -> None:
+        tips = {
+            self.image_combo: "The Image layer you annotate. New annotation layers take its "
+            "shape, scale and translate.",
+            self.annotation_combo: "The Labels layer you edit (0 = background, each cell its "
+            "own number). The edit, Check and training buttons act on it.",
+            self.prediction_combo: "A prediction of the same image (e.g. '<image> cells' from "
+            "the Predict dock): 'Start from prediction' copies it and Check compares with it. "
+            "It is never edited.",
+            self.new_button: "Add an empty annotation layer for the chosen image and start "
+            "painting (brush 6 px; press N for each new cell).",
+            self.from_prediction_button: "Add an annotation layer that starts as a copy of the "
+            "chosen prediction, so you only fix its mistakes. The prediction stays as it is.",
+            self.ignore_button: "Add the ignore mask paired with this annotation (one per "
+            "annotation): paint "
+            "areas you did not annotate or are unsure about (debris, out of focus). They get "
+            "weight 0 in training, so a partly annotated image is fine.",
+            self.new_cell_button: "Select the next free cell number, so the next stroke paints "
+            "a new cell (shortcut: N on the annotation layer).",
+            self.label_spin: "The cell number that Merge, Delete and Split act on; it follows "
+            "the label selected in the layer (0 = the layer's selected label).",
+            self.other_spin: "The second cell number for Merge.",
+            self.merge_button: "Merge the two cells 'Cell' and 'with' into one (undo: Ctrl+Z).",
+            self.delete_button: "Delete cell 'Cell': its pixels become background (undo: Ctrl+Z).",
+            self.fill_button: "Fill background holes inside all cells, plane by plane "
+            "(undo: Ctrl+Z).",
+            self.line_button: "Split a cell along a line: the first click adds a 'split line' "
+            "layer; draw a path across the cell there, then click again. The cell the line "
+            "crosses most is split (undo: Ctrl+Z).",
+            self.watershed_button: "Split cell 'Cell' into 'parts' pieces by a watershed on the "
+            "image, e.g. two round nuclei painted as one (undo: Ctrl+Z).",
+            self.parts_spin: "Number of pieces for 'Split (watershed)', 2 to 20.",
+            self.points_button: "Turn the points of the last Points layer (click the centres "
+            "of missed cells) into small disk cells, each with a new number (undo: Ctrl+Z).",
+            self.radius_spin: "Radius of the disk cells made by 'Points → cells', in pixels "
+            "(1 to 100; default 4).",
+            self.min_size: "Check reports cells smaller than this many pixels as specks "
+            "(usually stray brush strokes); default 20 px.",
+            self.check_button: "Check the annotation before training: numbers used by two "
+            "separate pieces, specks, cells cut by the ignore mask, and the border carved "
+            "between touching cells; with a prediction chosen, also cells it merged or split. "
+            "Problems are listed below and shown in a '<annotation> check' layer.",
+            self.problem_list: "Problems found by Check; click one to centre the view on it.",
+            self.add_button: "Add (image, annotation, ignore mask) to the training set of the "
+            "Fine-tune dock (opened if needed).",
+            self.folder: "The project folder: annotations, ignore masks and the training-set "
+            "list are saved there automatically (about 1.5 s after each edit) and restored by "
+            "Open.",
+            self.folder_button: "Choose the project folder (created if needed) and open it.",
+            self.open_button: "Use the folder typed on the left as the project and restore the "
+            "annotations saved in it.",
+        }
+        for widget, text in tips.items():
+            tip(widget, text)
 
     # -- helpers ---------------------------------------------------------------------------
 

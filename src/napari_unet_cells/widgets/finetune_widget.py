@@ -54,6 +54,7 @@ from ..core.errors import UNetCellsError
 from ..core.predict import bundled_model_path, register_model, registered_models, resolve_model
 from ..core.train import SCRATCH_CONFIG, TrainEvent, TrainResult, preview_augmentation, train_iter
 from ._plot import LivePlot
+from ._tips import tip
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -141,7 +142,6 @@ class FinetuneWidget(QWidget):
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         self.ignore_combo = QComboBox()
-        self.ignore_combo.setToolTip("pixels to leave out of training (unannotated areas)")
         form.addRow("Image", self.image_combo)
         form.addRow("Labels", self.labels_combo)
         form.addRow("Ignore", self.ignore_combo)
@@ -200,7 +200,6 @@ class FinetuneWidget(QWidget):
         self.tile = QSpinBox()
         self.tile.setRange(0, 4096)
         self.tile.setSpecialValueText("auto")
-        self.tile.setToolTip("network input tile in px (snapped to a valid size); 0 = auto")
         adv_form.addRow("Tile size", self.tile)
         self.batch = QSpinBox()
         self.batch.setRange(1, 256)
@@ -210,14 +209,12 @@ class FinetuneWidget(QWidget):
         self.strength.setRange(0.0, 3.0)
         self.strength.setSingleStep(0.25)
         self.strength.setValue(1.0)
-        self.strength.setToolTip("scales the elastic deformation and intensity changes")
         adv_form.addRow("Augmentation", self.strength)
         self.preset = QComboBox()
         self.preset.addItems(list(WEIGHT_MAP_PRESETS))
         adv_form.addRow("Weight map", self.preset)
         self.optimizer = QComboBox()
         self.optimizer.addItems(["adam", "sgd"])
-        self.optimizer.setToolTip("adam: fast fine-tuning (default); sgd: the paper (0.99)")
         adv_form.addRow("Optimiser", self.optimizer)
         self.validate_every = QSpinBox()
         self.validate_every.setRange(1, 100_000)
@@ -251,6 +248,8 @@ class FinetuneWidget(QWidget):
         self.run_button.setEnabled(False)
         layout.addWidget(self.run_button)
 
+        self._set_tooltips()
+
         # -- wiring ----------------------------------------------------------------------
         # lambdas: clicked(bool) must not reach the methods' optional arguments
         self.add_button.clicked.connect(lambda: self._add_selected_pair())
@@ -271,6 +270,68 @@ class FinetuneWidget(QWidget):
             target=_warm_up_torch, name="unet-cells warm-up", daemon=True
         )
         self.warmup_thread.start()
+
+    def _set_tooltips(self) -> None:
+        tips = {
+            self.image_combo: "Image layer of the next training pair: greyscale, 2-D or a "
+            "stack of 2-D planes.",
+            self.labels_combo: "Labels layer of the next training pair: the image's shape, "
+            "0 = background, each cell its own number.",
+            self.ignore_combo: "Optional: a layer marking pixels to leave out of training "
+            "(nonzero = ignore), e.g. areas you did not annotate.",
+            self.add_button: "Add the chosen image, labels and ignore layer to the training "
+            "set. The Annotate dock's 'Add to training set' adds here too.",
+            self.remove_button: "Remove the selected pair from the training set (the layers "
+            "stay open).",
+            self.pair_list: "The training set: image / labels / ignore mask. Select a pair to "
+            "remove it.",
+            self.base_combo: "The network training starts from: the bundled model (trained on "
+            "synthetic nuclei; the usual choice), a new random network (needs many more "
+            "steps), a model trained in this session, or a model file.",
+            self.base_browse: "Start from a model file (.npz) saved by this plugin.",
+            self.budget: "How long to train, in the unit on the right (default 500 steps). "
+            "Stop ends training early and keeps the best model so far.",
+            self.budget_unit: "steps: optimiser steps (one batch of tiles each); minutes: "
+            "wall-clock time.",
+            self.lr: "Peak learning rate (default 0.001 for adam, 0.01 for sgd; set when you "
+            "change the optimiser). If the loss jumps up or becomes nan, lower it 3 to 10 "
+            "times.",
+            self.device: "Where training runs. auto: the first CUDA GPU, else Apple MPS, else "
+            "the CPU. Only devices found on this computer are listed.",
+            self.output: "Model file to write (.npz). Empty: a new file in a 'models' folder "
+            "beside the first image (or in napari-unet-cells/models in your home folder). An "
+            "existing file is replaced only after you confirm.",
+            self.output_browse: "Choose the model file to write.",
+            self.advanced.toggleButton(): "Show or hide the advanced settings: tile, batch, "
+            "augmentation, weight map, optimiser, validation, seed.",
+            self.tile: "Network input tile in pixels, 0 to 4096. auto (0): chosen from the "
+            "network and the image size. Other values are snapped down to a size the network "
+            "accepts (e.g. 572 px for the paper's depth-4 network).",
+            self.batch: "Tiles per optimiser step (1 to 256; default 4). Lower it after an "
+            "out-of-memory error.",
+            self.strength: "Scales the elastic deformation (paper: random shifts of 10 px on a "
+            "3x3 grid) and the intensity changes, 0 to 3 (default 1). 0: only flips and "
+            "90-degree turns.",
+            self.preset: "Loss weight map: paper (w0 = 10, sigma = 5 px) or fiji (w0 = 50, "
+            "sigma = 6 px). The Weight Map dock shows what it looks like.",
+            self.optimizer: "adam (default): fastest fine-tuning (warm-up, cosine decay). "
+            "sgd: the paper's SGD with momentum 0.99.",
+            self.validate_every: "Steps between validations on the held-out strip (20% of "
+            "each image, at the end of its longer axis): AP50 is plotted and the best model is "
+            "kept. Default 25; training stops early after 8 validations without improvement.",
+            self.seed: "Random seed for the new network, tile sampling, augmentation and "
+            "dropout: the same seed and data give the same model on the same device.",
+            self.train_button: "Start training in the background; napari stays usable. "
+            "Progress, time left, loss and validation AP50 show below.",
+            self.stop_button: "Stop after the current step; the best model so far is saved "
+            "and kept.",
+            self.preview_button: "Add 4 augmented training tiles (image, labels, weight map) "
+            "as layers, exactly as the network sees them.",
+            self.run_button: "Open the Predict dock with the new model and run it on the "
+            "selected image layer (or the first training image).",
+        }
+        for widget, text in tips.items():
+            tip(widget, text)
 
     # -- layers and the training set -------------------------------------------------------
 

@@ -37,6 +37,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..core.config import InstanceConfig, ModelConfig, PredictConfig, config_from_dict
 from ..core.errors import UNetCellsError
+from ._tips import tip
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -85,10 +86,6 @@ class PredictWidget(Container):
         self.min_confidence = FloatSlider(
             label="Min confidence", min=0.0, max=0.99, step=0.01, value=defaults.min_confidence
         )
-        self.min_confidence.tooltip = (
-            "Remove objects whose mean cell probability is below this (faint false "
-            "detections on background texture or debris). Set from the model's recommendation."
-        )
         self.tta = CheckBox(text="Flip test-time augmentation (4x slower)", value=False)
         self.show_probabilities = CheckBox(text="Also show probabilities", value=False)
         self.show_grid = CheckBox(text="Show tile grid", value=False)
@@ -115,6 +112,79 @@ class PredictWidget(Container):
                 self.status,
             ]
         )
+        tips = [
+            (
+                self.image_combo,
+                "The Image layer to segment: 2-D, a stack of 2-D planes, or RGB. It is never "
+                "changed; the cells go to a new Labels layer '<image> cells'.",
+            ),
+            (
+                self.model_combo,
+                "The bundled model (trained on synthetic nuclei), a model fine-tuned in this "
+                "session, or 'Model file…'. Choosing a model sets Threshold, Min size and Min "
+                "confidence to that model's recommendation.",
+            ),
+            (
+                self.model_file.line_edit,
+                "Path of a model file (.npz) saved by this plugin; used when Model is "
+                "'Model file…'.",
+            ),
+            (self.model_file.choose_btn, "Browse for a model file (.npz)."),
+            (
+                self.device,
+                "Where the network runs. auto: the first CUDA GPU, else Apple MPS, else the "
+                "CPU. Only devices found on this computer are listed.",
+            ),
+            (
+                self.tile,
+                "Network input tile, in pixels. auto: as large as the device's memory allows "
+                "(smaller for small images). The cells do not depend on the tile size; smaller "
+                "tiles need less memory. After an out-of-memory error the tile is halved "
+                "automatically.",
+            ),
+            (
+                self.threshold,
+                "Cell probability (0.01 to 0.99) above which a pixel belongs to a cell. "
+                "Lower: cells grow and may merge; higher: cells shrink and may split or "
+                "vanish. Applied at once, without running the network again.",
+            ),
+            (
+                self.min_size,
+                "Objects smaller than this many pixels are removed (0 keeps all). Applied at "
+                "once, without running the network again.",
+            ),
+            (
+                self.min_confidence,
+                "Remove objects whose mean cell probability is below this, 0 to 0.99 (faint "
+                "false detections on background texture or debris; 0 keeps all). Applied at "
+                "once, without running the network again.",
+            ),
+            (
+                self.tta,
+                "Average the predictions of 4 flipped copies of the image: a little smoother, "
+                "4 times slower.",
+            ),
+            (
+                self.show_probabilities,
+                "Also add the cell probability (0 to 1) as an image layer; it helps to choose "
+                "the threshold.",
+            ),
+            (
+                self.show_grid,
+                "Show the tiles: yellow = the part of the image each tile writes; blue = the "
+                "larger area one tile reads (its context margin, 92 px for a depth-4 network, "
+                "mirrored at the image edge).",
+            ),
+            (
+                self.run_button,
+                "Segment the chosen image (progress per tile below). Writes '<image> cells'; "
+                "a later run replaces only that layer, asking first if you edited it.",
+            ),
+            (self.stop_button, "Stop after the current tile; no layer is written."),
+        ]
+        for widget, text in tips:
+            tip(widget, text)
+
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         self.threshold.changed.connect(self.update_labels)

@@ -32,6 +32,7 @@ from qtpy.QtCore import QTimer
 from ..core.config import WEIGHT_MAP_PRESETS, WeightMapConfig
 from ..core.errors import UNetCellsError
 from ..core.weightmap import WeightMapState, iter_weight_map, update_weight_map
+from ._tips import tip
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -88,6 +89,33 @@ class WeightMapWidget(Container):
                 self.status,
             ]
         )
+
+        tips = {
+            self.labels_combo: "The instance labels (a Labels layer: 0 = background, each "
+            "cell its own number) whose loss weight map is shown.",
+            self.ignore_combo: "Optional: a layer marking pixels to leave out of training "
+            "(nonzero = ignore, e.g. unannotated areas). They get weight 0.",
+            self.preset: "paper: w0 = 10, sigma = 5 px, cells and background balanced by "
+            "pixel counts (Ronneberger et al. 2015, eq. 2). fiji: w0 = 50, sigma = 6 px, "
+            "background weight 0.1 (the Fiji U-Net plugin). Choosing a preset sets w0 and sigma.",
+            self.w0: "Extra weight on background pixels in the narrow gaps between touching "
+            "cells (eq. 2), 0 to 100. Paper: 10; Fiji: 50. 0 turns the border term off.",
+            self.sigma: "Width of the extra border weight, in pixels (0.5 to 30): it fades "
+            "with the distance to the two nearest cells. Paper: 5 px; Fiji: 6 px.",
+            self.class_balance: "On: weight cell and background pixels so that both classes "
+            "count equally. Off: every pixel starts from weight 1.",
+            self.border_width: "Pixels turned into background on each side of the border "
+            "between two touching cells in the training target (0 to 8; default 1). 0: no "
+            "gap, touching cells would be learnt as one.",
+            self.show_border: "Also show the carved separation border (the cell pixels made "
+            "background) as a red layer '<labels> separation border'.",
+            self.live: "Recompute the map after each brush stroke (only the changed area) and "
+            "after each setting change.",
+            self.compute_button: "Compute the weight map of the chosen labels now. It appears "
+            "as an image layer '<labels> weight map'; your layers are not changed.",
+        }
+        for widget, text in tips.items():
+            tip(widget, text)
 
         self._paint_timer = QTimer(self.native)
         self._paint_timer.setSingleShot(True)
