@@ -19,3 +19,21 @@ def test_demo_opens_sample_data_and_docks(make_napari_viewer, monkeypatch):
     docks = " | ".join(viewer.window.dock_widgets)
     for name in DEMO_DOCKS:
         assert name in docks, docks
+
+
+def test_readme_tour_one_click_of_run_segments_the_sample(make_napari_viewer, monkeypatch, qtbot):
+    # the README promises: `unet-cells demo`, then "Run" in the Predict dock -> cells
+    from napari_unet_cells.core.metrics import average_precision
+
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
+    monkeypatch.setattr(napari, "run", lambda *args, **kwargs: None)
+    assert main(["demo"]) == 0
+    (predict,) = [w for name, w in viewer.window.dock_widgets.items() if "Predict" in name]
+    assert predict.image_combo.value is viewer.layers["synthetic nuclei"]
+    predict.run_button.native.click()
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=60000)
+    cells = viewer.layers["synthetic nuclei cells"].data
+    truth = viewer.layers["synthetic nuclei ground truth"].data
+    assert cells.max() > 50
+    assert average_precision(truth, cells, 0.5) > 0.8  # the bundled model, out of the box
