@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import zipfile
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from napari_unet_cells.core import checkpoint as C
+from napari_unet_cells.core import fileio
 from napari_unet_cells.core.config import ModelConfig, NormalizationConfig
 from napari_unet_cells.core.errors import UNetCellsError
 
@@ -49,6 +52,18 @@ def test_unet_alone_can_be_saved(tiny_config, tmp_path):
 
     C.save_model(UNet(tiny_config), tmp_path / "net.npz")
     assert C.load_model(tmp_path / "net.npz").config == tiny_config
+
+
+def test_saved_file_has_normal_permissions(model, tmp_path):
+    # like a plain open(): 0o666 minus the umask, not private to the user (mkstemp's 0o600)
+    fileio._default_file_mode.cache_clear()
+    umask = os.umask(0o022)
+    try:
+        path = C.save_model(model, tmp_path / "shared.npz")
+    finally:
+        os.umask(umask)
+        fileio._default_file_mode.cache_clear()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_failed_save_keeps_previous_file(model, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -17,14 +18,26 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+@functools.cache
+def _default_file_mode() -> int:
+    """The permissions ``open()`` would give a new file: 0o666 minus the umask (read once:
+    reading the umask means setting it, which is not thread-safe)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write) -> None:
     """Write a file atomically: ``write(file_object)`` into a temporary sibling, flush and
     fsync it, then ``os.replace`` it over ``path``. On any error the temporary file is
-    removed and ``path`` keeps its previous content."""
+    removed and ``path`` keeps its previous content. The file gets the permissions a plain
+    ``open()`` would give it (``mkstemp`` alone would make it private to the user)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        with contextlib.suppress(OSError):  # e.g. file systems without POSIX modes
+            os.chmod(tmp, _default_file_mode())
         with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
