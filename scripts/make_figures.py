@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import figures_concepts  # noqa: E402
-import figures_napari  # noqa: E402
+import figures_concepts
+import figures_napari
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 
