@@ -37,7 +37,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         import napari
     except ImportError:
         raise UNetCellsError(
-            "napari is not installed: pip install 'napari[pyqt6]' (or another Qt binding)."
+            'napari is not installed: pip install "napari[pyqt6]" (or napari with another '
+            "Qt binding), then run unet-cells demo again."
         ) from None
     viewer = napari.Viewer(title="U-Net Cells demo")
     viewer.open_sample("napari-unet-cells", "synthetic_nuclei")
@@ -211,11 +212,14 @@ def _run_weightmap(args: argparse.Namespace) -> int:
 
     def read(path: Path, what: str):
         if not path.is_file():
-            raise UNetCellsError(f"The {what} file {path} does not exist.")
+            raise UNetCellsError(f"The {what} file {path} does not exist; check the path.")
         try:
             return tifffile.imread(path)
         except Exception as err:  # tifffile raises many types for bad files
-            raise UNetCellsError(f"Cannot read {path} as a TIFF image: {err}") from None
+            raise UNetCellsError(
+                f"Cannot read {path} as a TIFF image ({err}); is the file complete? Save it "
+                "again as TIFF."
+            ) from None
 
     outputs = [args.output] + ([args.target] if args.target else [])
     for out in outputs:
@@ -225,7 +229,9 @@ def _run_weightmap(args: argparse.Namespace) -> int:
         if not out.parent.is_dir():
             raise UNetCellsError(f"The folder {out.parent} does not exist; create it first.")
         if out.exists() and not args.overwrite:
-            raise UNetCellsError(f"{out} exists; choose another name or pass --overwrite.")
+            raise UNetCellsError(
+                f"{out} already exists; choose another name or pass --overwrite to replace it."
+            )
     overrides = {
         "w0": args.w0,
         "sigma": args.sigma,
@@ -300,11 +306,14 @@ def _read_tiffs(paths: list[Path] | None, what: str) -> list:
     out = []
     for path in paths or []:
         if not path.is_file():
-            raise UNetCellsError(f"The {what} file {path} does not exist.")
+            raise UNetCellsError(f"The {what} file {path} does not exist; check the path.")
         try:
             out.append(tifffile.imread(path))
         except Exception as err:  # tifffile raises many types for bad files
-            raise UNetCellsError(f"Cannot read {path} as a TIFF image: {err}") from None
+            raise UNetCellsError(
+                f"Cannot read {path} as a TIFF image ({err}); is the file complete? Save it "
+                "again as TIFF."
+            ) from None
     return out
 
 
@@ -321,14 +330,20 @@ def _run_finetune(args: argparse.Namespace) -> int:
     out = args.output
     if out.exists():
         raise UNetCellsError(
-            f"{out} exists; choose another file name (models are never replaced)."
+            f"{out} already exists; choose another file name (models are never replaced)."
         )
     if not out.parent.is_dir():
         raise UNetCellsError(f"The folder {out.parent} does not exist; create it first.")
     if args.ignore and len(args.ignore) != len(args.image):
-        raise UNetCellsError("Give one --ignore mask per --image (or none).")
+        raise UNetCellsError(
+            f"Got {len(args.ignore)} --ignore mask(s) for {len(args.image)} --image file(s): "
+            "give one per image, in the same order, or none."
+        )
     if bool(args.val_image) != bool(args.val_labels):
-        raise UNetCellsError("--val-image and --val-labels go together.")
+        raise UNetCellsError(
+            "Give --val-image and --val-labels together (one labels file per validation "
+            "image), or neither."
+        )
     if args.scratch and args.model:
         raise UNetCellsError("Use either --model or --scratch, not both.")
     overrides = {
@@ -506,7 +521,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     as_folder = len(args.images) > 1 or output_is_folder
     if as_folder and not args.output.is_dir():
         raise UNetCellsError(
-            f"With several images, -o must be an existing folder; {args.output} is not."
+            f"With several images, -o must be an existing folder; {args.output} is not: "
+            "create the folder first (one <name>_cells file per image goes there)."
         )
     for image in args.images:
         open_image(image)  # existence, format, readable, not empty
@@ -531,13 +547,15 @@ def _run_predict(args: argparse.Namespace) -> int:
             from distributed import Client
         except ImportError:
             raise UNetCellsError(
-                "--scheduler needs dask.distributed: pip install distributed"
+                "--scheduler needs dask.distributed: pip install distributed, or leave out "
+                "--scheduler to run on this computer."
             ) from None
         try:
             client = Client(args.scheduler, timeout="10s")
         except OSError as err:
             raise UNetCellsError(
-                f"Cannot reach the dask scheduler at {args.scheduler} ({err})."
+                f"Cannot reach the dask scheduler at {args.scheduler} ({err}): check the "
+                "address and that the scheduler is running, or leave out --scheduler."
             ) from None
     with client:
         for image, out, probs in jobs:

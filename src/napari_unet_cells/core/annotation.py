@@ -118,7 +118,9 @@ def paint_label(labels: np.ndarray, mask: np.ndarray, label: int | None = None) 
     labels = check_labels(labels, "annotation")
     mask = np.asarray(mask, bool)
     if mask.shape != labels.shape:
-        raise UNetCellsError(f"The mask {mask.shape} must match the annotation {labels.shape}.")
+        raise UNetCellsError(
+            f"The mask {mask.shape} must have the annotation's shape {labels.shape}."
+        )
     label = next_free_label(labels) if label is None else int(label)
     return _edit(labels, mask & (labels != label), label, f"painted cell {label}")
 
@@ -143,7 +145,10 @@ def delete_label(labels: np.ndarray, label: int) -> Edit:
     labels = check_labels(labels, "annotation")
     mask = labels == int(label)
     if label <= 0 or not mask.any():
-        raise UNetCellsError(f"There is no cell {label} to delete.")
+        raise UNetCellsError(
+            f"There is no cell {label} to delete: pick an existing cell number (the picker "
+            "tool shows a cell's number)."
+        )
     return _edit(labels, mask, 0, f"deleted cell {label}")
 
 
@@ -228,7 +233,10 @@ def split_label_by_line(
     lab = _plane(labels, plane)
     cell = lab == int(label)
     if label <= 0 or not cell.any():
-        raise UNetCellsError(f"There is no cell {label} in this plane to split.")
+        raise UNetCellsError(
+            f"There is no cell {label} in this plane to split: draw the line across a "
+            "painted cell in the plane shown."
+        )
     cut = line_mask(line, lab.shape, max(1, int(width))) & cell
     parts, n = ndi.label(cell & ~cut)
     if n >= 2:
@@ -260,7 +268,10 @@ def split_label_watershed(
     lab = _plane(labels, plane)
     cell = lab == int(label)
     if label <= 0 or not cell.any():
-        raise UNetCellsError(f"There is no cell {label} in this plane to split.")
+        raise UNetCellsError(
+            f"There is no cell {label} in this plane to split: set 'Cell' to the number of "
+            "a cell in the plane shown (the picker tool shows a cell's number)."
+        )
     dist = ndi.distance_transform_edt(cell)
     relief = ndi.gaussian_filter(dist, 1.0)
     if image is not None:
@@ -671,7 +682,10 @@ class AnnotationProject:
             (self.folder / "labels").mkdir(parents=True, exist_ok=True)
             (self.folder / "images").mkdir(parents=True, exist_ok=True)
         elif not (self.folder / INDEX_NAME).is_file():
-            raise UNetCellsError(f"{self.folder} is not an annotation project (no {INDEX_NAME}).")
+            raise UNetCellsError(
+                f"{self.folder} is not an annotation project (no {INDEX_NAME}): choose the "
+                "folder that holds it, or an empty folder to start a new project."
+            )
         self.entries: dict[str, ProjectEntry] = {}
         if (self.folder / INDEX_NAME).is_file():
             self._read_index()
@@ -746,7 +760,10 @@ class AnnotationProject:
         key = self.key_for(identity)
         entry = self.entries.get(key)
         if entry is not None and entry.image.get("hash") != identity["hash"]:
-            raise UNetCellsError(f"Refusing to overwrite the annotation of another image ({key}).")
+            raise UNetCellsError(
+                f"Refusing to overwrite the annotation of another image ({key}) in "
+                f"{self.folder}: use another project folder for this image."
+            )
         if entry is None:
             entry = ProjectEntry(key=key, image=dict(identity), labels_file=f"labels/{key}.tif")
         _write_tiff(self.folder / entry.labels_file, labels)
@@ -774,7 +791,9 @@ class AnnotationProject:
     def set_training(self, key: str, in_training: bool = True) -> None:
         """Mark an entry as part of the training set (or not) and save the index."""
         if key not in self.entries:
-            raise UNetCellsError(f"{key} is not in the project; save its annotation first.")
+            raise UNetCellsError(
+                f"{key} is not in the project {self.folder}; save its annotation first."
+            )
         self.entries[key].in_training = bool(in_training)
         self._write_index()
 

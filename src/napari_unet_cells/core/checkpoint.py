@@ -84,13 +84,14 @@ def save_model(model: CellModel | UNet, path: str | os.PathLike) -> Path:
         raise UNetCellsError(f"Cannot save the model to {path}: it is a folder; give a file name.")
     if not path.parent.exists():
         raise UNetCellsError(
-            f"Cannot save the model to {path}: the folder {path.parent} does not exist."
+            f"Cannot save the model to {path}: the folder {path.parent} does not exist; "
+            "create it first or choose another folder."
         )
     tensors = {name: _to_numpy(value) for name, value in model.net.state_dict().items()}
     if len(model.classes) != model.config.n_classes:
         raise UNetCellsError(
             f"The model has {model.config.n_classes} output classes but "
-            f"{len(model.classes)} class names {model.classes}."
+            f"{len(model.classes)} class names {model.classes}: give one name per class."
         )
     from .. import __version__
 
@@ -185,11 +186,14 @@ def _open_archive(path: Path):
     if not path.exists():
         raise UNetCellsError(f"Model file {path} does not exist; check the path.")
     if path.is_dir():
-        raise UNetCellsError(f"{path} is a folder, not a model file.")
+        raise UNetCellsError(
+            f"{path} is a folder, not a model file: choose a .npz file saved by this plugin."
+        )
     if not zipfile.is_zipfile(path):
         raise UNetCellsError(
-            f"{path} is not a napari-unet-cells model file (or it is truncated/damaged): "
-            "choose a file saved by this plugin (.npz)."
+            f"{path} is not a napari-unet-cells model file (not an .npz archive, or truncated "
+            "or damaged, e.g. by an interrupted copy): choose a .npz file saved by this "
+            "plugin (Fine-tune dock, unet-cells finetune), or copy it again."
         )
     try:
         return np.load(path, allow_pickle=False)
@@ -200,19 +204,25 @@ def _open_archive(path: Path):
 def _read_meta(archive, path: Path) -> dict[str, Any]:
     if _META_KEY not in archive.files:
         raise UNetCellsError(
-            f"{path} is a zip/npz file but not a napari-unet-cells model file (no header)."
+            f"{path} is a zip/npz file but not a napari-unet-cells model file (it has no "
+            "model header): weights from other programs cannot be loaded; choose a .npz file "
+            "saved by this plugin."
         )
     try:
         meta = json.loads(archive[_META_KEY].tobytes().decode("utf-8"))
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError) as err:
         raise _damaged(path, err) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise UNetCellsError(f"{path} is not a napari-unet-cells model file (foreign header).")
+        raise UNetCellsError(
+            f"{path} is not a napari-unet-cells model file (its header belongs to another "
+            "program): choose a .npz file saved by this plugin."
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UNetCellsError(
             f"{path} uses model format {version!r}, newer than this plugin reads "
-            f"({FORMAT_VERSION}): upgrade napari-unet-cells."
+            f"({FORMAT_VERSION}): upgrade napari-unet-cells (pip install -U "
+            "napari-unet-cells) to load it."
         )
     for key in ("model_config", "normalization", "classes", "sha256"):
         if key not in meta:

@@ -90,8 +90,9 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise UNetCellsError(
-            f"{cls.__name__} has no field(s) {unknown}; the model file may come from a newer "
-            "version of napari-unet-cells: upgrade the plugin."
+            f"{cls.__name__} has no setting(s) {unknown}: the model file was probably saved "
+            "by a newer version of napari-unet-cells; upgrade it (pip install -U "
+            "napari-unet-cells) to load this model."
         )
     return cls(**data)
 
@@ -114,10 +115,13 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         if self.tile is not None and self.tile < 1:
-            raise UNetCellsError(f"PredictConfig.tile must be positive or None, got {self.tile}.")
+            raise UNetCellsError(
+                f"The tile size must be a positive number of pixels (or auto), got {self.tile}."
+            )
         if self.batch_size is not None and self.batch_size < 1:
             raise UNetCellsError(
-                f"PredictConfig.batch_size must be positive or None, got {self.batch_size}."
+                f"The batch size must be a positive number of tiles (or auto), got "
+                f"{self.batch_size}."
             )
 
 
@@ -156,21 +160,31 @@ class InstanceConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise UNetCellsError(
-                f"The threshold must be between 0 and 1 (exclusive), got {self.threshold}."
+                f"The threshold is a cell probability and must be between 0 and 1 "
+                f"(exclusive), got {self.threshold}; 0.5 is the usual value."
             )
         if self.min_size < 0 or self.border_width < 0:
             raise UNetCellsError(
-                f"min_size and border_width must be >= 0, got {self.min_size}, "
-                f"{self.border_width}."
+                f"The minimum cell size must be 0 or more pixels (0 keeps all objects), got "
+                f"{self.min_size}."
+                if self.min_size < 0
+                else f"border_width must be 0 or more pixels, got {self.border_width}."
             )
         if self.connectivity not in (1, 2):
-            raise UNetCellsError(f"connectivity must be 1 or 2, got {self.connectivity}.")
+            raise UNetCellsError(
+                f"connectivity must be 1 (4 neighbours: cells touching only at a corner stay "
+                f"apart) or 2 (8 neighbours), got {self.connectivity}."
+            )
         if self.seed_threshold is not None and not 0.0 < self.seed_threshold < 1.0:
             raise UNetCellsError(
-                f"seed_threshold must be between 0 and 1 (exclusive), got {self.seed_threshold}."
+                f"seed_threshold must be a probability between 0 and 1 (exclusive), or None, "
+                f"got {self.seed_threshold}."
             )
         if not 0.0 <= self.min_confidence < 1.0:
-            raise UNetCellsError(f"min_confidence must be in [0, 1), got {self.min_confidence}.")
+            raise UNetCellsError(
+                f"min_confidence is a mean cell probability and must be in [0, 1) (0 keeps all "
+                f"objects), got {self.min_confidence}."
+            )
 
 
 @dataclass(frozen=True)
@@ -267,26 +281,28 @@ class WeightMapConfig:
     def __post_init__(self) -> None:
         if not self.w0 >= 0 or not self.sigma > 0:
             raise UNetCellsError(
-                f"WeightMapConfig needs w0 >= 0 and sigma > 0 (pixels), got w0={self.w0}, "
-                f"sigma={self.sigma}."
+                f"The weight map needs w0 >= 0 and sigma > 0 pixels (paper: w0 = 10, sigma = "
+                f"5), got w0={self.w0}, sigma={self.sigma}."
             )
         if int(self.border_width) != self.border_width or not 0 <= self.border_width <= 16:
             raise UNetCellsError(
-                f"WeightMapConfig.border_width must be a whole number of pixels from 0 to 16, "
-                f"got {self.border_width}."
+                f"The weight map's border width must be a whole number of pixels from 0 to 16 "
+                f"(default 1), got {self.border_width}."
             )
         if self.background_weight is not None and not 0 < self.background_weight <= 1:
             raise UNetCellsError(
-                "WeightMapConfig.background_weight must be None (class frequencies) or in "
-                f"(0, 1], got {self.background_weight}."
+                "The weight map's background_weight must be None (weights from class "
+                f"frequencies) or in (0, 1] (Fiji: 0.1), got {self.background_weight}."
             )
         if not self.balance_sigma >= 0:
             raise UNetCellsError(
-                f"WeightMapConfig.balance_sigma must be >= 0 pixels, got {self.balance_sigma}."
+                f"The weight map's balance_sigma must be >= 0 pixels (Fiji: 10), got "
+                f"{self.balance_sigma}."
             )
         if not 0 < self.tolerance < 1:
             raise UNetCellsError(
-                f"WeightMapConfig.tolerance must be in (0, 1), got {self.tolerance}."
+                f"The weight map's tolerance must be in (0, 1) (default 1e-7), got "
+                f"{self.tolerance}."
             )
 
     @classmethod
@@ -350,21 +366,28 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
-            raise UNetCellsError("Give a training budget: steps, minutes or both.")
+            raise UNetCellsError("Give a training budget: a number of steps, of minutes, or both.")
         if (self.steps is not None and self.steps < 1) or (
             self.minutes is not None and not self.minutes > 0
         ):
             raise UNetCellsError(
-                f"The budget must be positive, got steps={self.steps}, minutes={self.minutes}."
+                f"The training budget must be positive, got steps={self.steps}, "
+                f"minutes={self.minutes}: give at least 1 step or more than 0 minutes."
             )
         if self.batch_size < 1 or (self.tile is not None and self.tile < 1):
             raise UNetCellsError(
-                f"batch_size and tile must be positive, got {self.batch_size}, {self.tile}."
+                f"The batch size must be at least 1 tile, got {self.batch_size}."
+                if self.batch_size < 1
+                else f"The tile size must be a positive number of pixels (or auto), got "
+                f"{self.tile}."
             )
         if self.optimizer not in ("adam", "sgd"):
             raise UNetCellsError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}.")
         if self.learning_rate is not None and not self.learning_rate > 0:
-            raise UNetCellsError(f"learning_rate must be positive, got {self.learning_rate}.")
+            raise UNetCellsError(
+                f"The learning rate must be positive, got {self.learning_rate} (defaults: "
+                "0.001 for adam, 0.01 for sgd)."
+            )
         if not 0 <= self.val_fraction < 0.9 or not 0 <= self.cell_bias <= 1:
             raise UNetCellsError(
                 f"val_fraction must be in [0, 0.9) and cell_bias in [0, 1], got "

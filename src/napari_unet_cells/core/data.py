@@ -104,7 +104,8 @@ def as_samples(
             )
         if ign is not None and ign.shape != image.shape:
             raise UNetCellsError(
-                f"The ignore mask of {name} has shape {ign.shape}, the image {image.shape}."
+                f"The ignore mask of {name} has shape {ign.shape} but the image has shape "
+                f"{image.shape}; they must match pixel for pixel."
             )
         if image.ndim == 2:
             planes = [(image, lab, ign, name)]
@@ -116,18 +117,25 @@ def as_samples(
             ]
         else:
             raise UNetCellsError(
-                f"{name} has {image.ndim} dimensions; training takes (Y, X) planes or "
-                "(Z, Y, X) stacks."
+                f"{name} has {image.ndim} dimensions (shape {image.shape}); training takes "
+                "(Y, X) planes or (Z, Y, X) stacks: split it into such stacks first."
             )
         for img, lb, ig, nm in planes:
             if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
-                raise UNetCellsError(f"{nm} must be a real-valued image, got {img.dtype}.")
+                raise UNetCellsError(
+                    f"{nm} must be a real-valued (integer or float) image, got dtype {img.dtype}."
+                )
             if min(img.shape) < 8:
-                raise UNetCellsError(f"{nm} is too small ({img.shape}); use at least 8x8 px.")
+                raise UNetCellsError(
+                    f"{nm} is too small ({img.shape}); training needs at least 8x8 px."
+                )
             ig = None if ig is None else np.asarray(ig) != 0
             annotated = ~ig if ig is not None else np.ones(img.shape, bool)
             if not annotated.any():
-                raise UNetCellsError(f"{nm} is entirely marked as ignored: nothing to learn.")
+                raise UNetCellsError(
+                    f"{nm} is entirely marked as ignored: nothing to learn. Erase the ignore "
+                    "mask where you annotated cells, or leave this image out."
+                )
             samples.append(TrainingSample(img, np.asarray(lb), ig, nm))
     if not any(s.labels.any() for s in samples):
         raise UNetCellsError(
@@ -284,7 +292,11 @@ def split_validation(
         prepared._supervised = prepared._weighted_cdf = None
     train = [p for p in train if p.weight.any()]
     if not train:
-        raise UNetCellsError("No annotated pixels left for training after the validation split.")
+        raise UNetCellsError(
+            "No annotated pixels are left for training once the validation strip (20% of each "
+            "image by default) is held out: annotate more of the image, or give "
+            "separate validation images."
+        )
     return train, regions
 
 
@@ -357,7 +369,10 @@ class TileSampler:
     ):
         self.samples = [s for s in samples if s.n_supervised > 0]
         if not self.samples:
-            raise UNetCellsError("No annotated pixels to train on.")
+            raise UNetCellsError(
+                "No annotated pixels to train on: every pixel is in the ignore mask or held "
+                "out for validation; annotate more of the images."
+            )
         self.tile, self.out, self.cell_bias = int(tile), int(out), float(cell_bias)
         sizes = np.array([s.n_supervised for s in self.samples], np.float64)
         self._p_sample = sizes / sizes.sum()

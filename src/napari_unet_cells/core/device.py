@@ -41,28 +41,40 @@ def resolve_device(request: str | torch.device | None = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UNetCellsError(
-            f"Unknown device {request!r}; choose one of {available_devices()}."
+            f"Unknown device {request!r}: choose one of {_choices()} (cuda:N is the N-th "
+            "NVIDIA GPU, mps the GPU of an Apple computer)."
         ) from None
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type == "cuda":
         index = 0 if device.index is None else device.index
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise UNetCellsError(
-                f"Device {request!r} is not available on this machine (no such CUDA GPU); "
-                f"choose one of {available_devices()}, e.g. 'auto' or 'cpu'."
+            found = (
+                f"PyTorch finds {torch.cuda.device_count()} CUDA GPU(s), numbered from 0. "
+                f"Choose one of {_choices()}."
+                if torch.cuda.is_available()
+                else "PyTorch finds no CUDA GPU (a CPU-only PyTorch build, or no NVIDIA "
+                f"driver). Choose one of {_choices()}, or install PyTorch's CUDA build "
+                "(pytorch.org) to use the GPU."
             )
+            raise UNetCellsError(f"Device {request!r} is not available on this machine: {found}")
         return torch.device("cuda", index)
     if device.type == "mps":
         if not _mps_available():
             raise UNetCellsError(
-                f"Device {request!r} is not available on this machine; choose one of "
-                f"{available_devices()}."
+                f"Device {request!r} is not available on this machine: PyTorch finds no Apple "
+                f"GPU (MPS needs macOS 12.3 or newer on Apple silicon). Choose one of "
+                f"{_choices()}."
             )
         return device
     raise UNetCellsError(
-        f"Device type {device.type!r} is not supported; choose one of {available_devices()}."
+        f"Device type {device.type!r} is not supported: choose one of {_choices()}."
     )
+
+
+def _choices() -> str:
+    """The usable device names, quoted, for messages: "'auto', 'cpu'"."""
+    return ", ".join(repr(name) for name in available_devices())
 
 
 def inference_dtype(device: torch.device) -> torch.dtype | None:

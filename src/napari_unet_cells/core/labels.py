@@ -18,10 +18,14 @@ def check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     if not np.issubdtype(labels.dtype, np.integer):
         raise UNetCellsError(
             f"{name} must be an integer label image, got dtype {labels.dtype}; use a napari "
-            "Labels layer, not an Image layer."
+            "Labels layer, not an Image layer (or save the labels as an integer TIFF, e.g. "
+            "uint16)."
         )
     if labels.size and labels.min() < 0:
-        raise UNetCellsError(f"{name} contains negative values; labels must be 0 or positive.")
+        raise UNetCellsError(
+            f"{name} contains negative values (down to {labels.min()}); labels must be 0 "
+            "(background) or a positive cell number: set the negative pixels to 0."
+        )
     return labels
 
 

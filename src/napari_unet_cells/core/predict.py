@@ -186,7 +186,10 @@ def prepare_image(
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if array.size == 0:
-        raise UNetCellsError(f"The image is empty (shape {array.shape}).")
+        raise UNetCellsError(
+            f"The image is empty (shape {array.shape}): it has no pixels; check that the "
+            "file or layer holds image data."
+        )
     guessed = array.ndim >= 3 and (
         array.shape[-1] in (3, 4) or (in_channels > 1 and array.shape[-1] == in_channels)
     )
@@ -197,7 +200,8 @@ def prepare_image(
     if spatial_ndim < 2:
         raise UNetCellsError(
             f"The image must have at least two spatial axes (Y, X), got shape "
-            f"{np.shape(image)}{' with channels last' if has_channels else ''}."
+            f"{np.shape(image)}{' with channels last' if has_channels else ''}: give a 2-D "
+            "image or a stack of 2-D planes."
         )
     if not has_channels:
         array = array[..., None]
@@ -210,7 +214,8 @@ def prepare_image(
             if channel is not None:
                 if not 0 <= channel < n_channels:
                     raise UNetCellsError(
-                        f"channel {channel} does not exist: the image has {n_channels} channels."
+                        f"channel {channel} does not exist: the image has {n_channels} channels; "
+                        f"choose one from 0 to {n_channels - 1}."
                     )
                 planes = planes[..., channel : channel + 1]
                 message = (
@@ -221,7 +226,8 @@ def prepare_image(
                 planes = planes.astype(np.float32).mean(axis=-1, keepdims=True)
                 message = (
                     f"The image has {n_channels} channels and the model reads 1: using their "
-                    "mean (choose a channel to use one)."
+                    "mean (to use one channel only, split the layer in napari: right-click > "
+                    "Split RGB; or pass channel=N in Python)."
                 )
         else:
             raise UNetCellsError(
@@ -455,7 +461,8 @@ def predict_probabilities_iter(
     if net_config.padding != "valid":
         logger.warning(
             "This model uses 'same' padding: tiles overlap by the context margin, but tiled "
-            "prediction is not exactly equal to whole-image prediction."
+            "prediction is not exactly equal to whole-image prediction (small differences "
+            "near tile edges); models with 'valid' padding, like the bundled one, have none."
         )
     done = 0
     try:
@@ -526,7 +533,8 @@ def _shrink_after_oom(
     if fallback is None:
         raise UNetCellsError(
             f"Out of memory even with the smallest tile ({smallest} px) on this device: "
-            "close other programs or use a smaller model."
+            "close other programs that use a lot of memory, or predict a smaller (cropped) "
+            "image or a smaller model."
         )
     return (
         fallback,
@@ -795,11 +803,19 @@ def predict_probabilities_dask(
             f"{image.shape}; for stacks or RGB use a TIFF file or the Python API."
         )
     if cfg.in_channels != 1:
-        raise UNetCellsError("Chunked (zarr) prediction supports 1-channel models only.")
+        raise UNetCellsError(
+            f"Chunked (zarr) prediction supports 1-channel models only; this one reads "
+            f"{cfg.in_channels} channels: use a TIFF file or the Python API."
+        )
     if 0 in image.shape:
-        raise UNetCellsError(f"The image is empty (shape {image.shape}).")
+        raise UNetCellsError(
+            f"The image is empty (shape {image.shape}): it has no pixels; check the zarr array."
+        )
     if image.dtype.kind not in "uifb":
-        raise UNetCellsError(f"Cannot segment an image of dtype {image.dtype}.")
+        raise UNetCellsError(
+            f"Cannot segment an image of dtype {image.dtype}: give a numeric (integer or "
+            "float) image."
+        )
     halo = dependency_reach(cfg.depth, cfg.padding)
     image = align_chunks(image, 2**cfg.depth, halo, chunk)
     affine = normalization_affine(plane_sample(image), cell_model.normalization)
@@ -895,11 +911,17 @@ def open_image(path: str | Path) -> np.ndarray | dask.array.Array:
         try:
             image = tifffile.imread(path)
         except Exception as err:  # tifffile raises many types for damaged files
-            raise UNetCellsError(f"{path}: cannot read it as a TIFF image ({err}).") from None
+            raise UNetCellsError(
+                f"{path}: cannot read it as a TIFF image ({err}); is the file complete? Save "
+                "it again as TIFF (e.g. File > Save As > Tiff in Fiji)."
+            ) from None
     else:
         image = _open_zarr(path)
     if 0 in image.shape:
-        raise UNetCellsError(f"{path}: the image is empty (shape {image.shape}).")
+        raise UNetCellsError(
+            f"{path}: the image is empty (shape {image.shape}); check that the file holds "
+            "image data."
+        )
     return image
 
 
@@ -910,7 +932,10 @@ def _open_zarr(path: Path):
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as err:  # zarr raises several types for foreign folders
-        raise UNetCellsError(f"{path}: cannot read it as a zarr array or group ({err}).") from None
+        raise UNetCellsError(
+            f"{path}: cannot read it as a zarr array or group ({err}); give the folder of a "
+            "zarr array or an OME-Zarr image."
+        ) from None
     if isinstance(node, zarr.Group):
         attrs = dict(node.attrs)
         multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
@@ -946,7 +971,10 @@ def _commit(tmp: Path, path: Path) -> None:
     import os
 
     if path.exists():
-        raise UNetCellsError(f"{path} appeared while predicting; not overwriting it.")
+        raise UNetCellsError(
+            f"{path} appeared while predicting; not overwriting it: run again with another "
+            "output name."
+        )
     os.replace(tmp, path)
 
 
@@ -983,7 +1011,10 @@ def check_output(path: Path) -> None:
     """Refuse an output path that exists, has an unknown format or no parent folder."""
     file_kind(path)
     if path.exists():
-        raise UNetCellsError(f"{path} already exists; choose another output name.")
+        raise UNetCellsError(
+            f"{path} already exists; choose another output name (existing files are never "
+            "overwritten)."
+        )
     if not path.parent.is_dir():
         raise UNetCellsError(f"The folder {path.parent} does not exist; create it first.")
 

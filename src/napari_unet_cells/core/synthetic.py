@@ -98,7 +98,9 @@ def synthetic_cells(
     """
     config = config or SyntheticConfig()
     if len(shape) != 2 or min(shape) < 8:
-        raise UNetCellsError(f"shape must be (Y, X) with both at least 8 px, got {shape}.")
+        raise UNetCellsError(
+            f"The synthetic image shape must be (Y, X) with both at least 8 px, got {shape}."
+        )
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     cells = _place_cells(shape, config, rng)

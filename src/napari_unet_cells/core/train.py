@@ -335,7 +335,8 @@ def train_iter(
     mcfg = start_model.config
     if mcfg.in_channels != 1:
         raise UNetCellsError(
-            f"Training reads greyscale planes; this model expects {mcfg.in_channels} channels."
+            f"Training reads greyscale planes, but this model expects {mcfg.in_channels} "
+            "channels: start from a 1-channel model (e.g. the bundled one) or from scratch."
         )
     train, regions = split_validation(
         samples, val_samples, config, mcfg, start_model.normalization
@@ -446,7 +447,7 @@ def train_iter(
             if not math.isfinite(loss_value):
                 raise UNetCellsError(
                     f"The training loss became {loss_value} at step {step}: lower the "
-                    "learning rate."
+                    "learning rate (e.g. 10 times) and train again."
                 )
             yield event("step", loss=loss_value, lr=lr)
             if regions and step % config.validate_every == 0:

@@ -300,7 +300,7 @@ def _check_input(labels: np.ndarray, planewise: bool = True) -> np.ndarray:
     if labels.ndim < 2:
         raise UNetCellsError(
             f"The weight map needs a 2D label image (or a stack of them), got shape "
-            f"{labels.shape}."
+            f"{labels.shape}: give (Y, X) labels or a (Z, Y, X) stack."
         )
     if labels.ndim > 2 and not planewise:
         raise UNetCellsError(
@@ -323,7 +323,7 @@ def _check_ignore(ignore: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarr
         if not (np.issubdtype(ignore.dtype, np.integer) or np.issubdtype(ignore.dtype, float)):
             raise UNetCellsError(
                 f"The ignore mask must be boolean or numeric (nonzero = ignore), got dtype "
-                f"{ignore.dtype}."
+                f"{ignore.dtype}: use a Labels layer or an integer TIFF."
             )
         ignore = ignore != 0
     return ignore

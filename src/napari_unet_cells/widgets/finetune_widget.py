@@ -51,7 +51,13 @@ from ..core.config import WEIGHT_MAP_PRESETS, TrainConfig, WeightMapConfig
 from ..core.data import as_samples
 from ..core.device import available_devices
 from ..core.errors import UNetCellsError
-from ..core.predict import bundled_model_path, register_model, registered_models, resolve_model
+from ..core.predict import (
+    bundled_model_path,
+    is_out_of_memory,
+    register_model,
+    registered_models,
+    resolve_model,
+)
 from ..core.train import SCRATCH_CONFIG, TrainEvent, TrainResult, preview_augmentation, train_iter
 from ._plot import LivePlot
 from ._tips import tip
@@ -371,7 +377,9 @@ class FinetuneWidget(QWidget):
     ) -> TrainingPair:
         """Add (image, labels, ignore) to the training set; shapes are checked now."""
         if not isinstance(image, Image) or not isinstance(labels, Labels):
-            raise UNetCellsError("A training pair is an Image layer and a Labels layer.")
+            raise UNetCellsError(
+                "A training pair is an Image layer and a Labels layer: choose one of each."
+            )
         shape = image.data.shape[:-1] if image.rgb else image.data.shape
         if tuple(shape) != tuple(labels.data.shape):
             raise UNetCellsError(
@@ -379,7 +387,11 @@ class FinetuneWidget(QWidget):
                 "in shape; labels must cover the image pixel for pixel."
             )
         if ignore is not None and tuple(ignore.data.shape) != tuple(labels.data.shape):
-            raise UNetCellsError(f"The ignore layer '{ignore.name}' differs in shape.")
+            raise UNetCellsError(
+                f"The ignore layer '{ignore.name}' {tuple(ignore.data.shape)} and the labels "
+                f"'{labels.name}' {tuple(labels.data.shape)} differ in shape; choose an ignore "
+                "layer painted on the same image."
+            )
         for p in self.pairs:
             if p.image is image and p.labels is labels:
                 p.ignore = ignore
@@ -615,7 +627,13 @@ class FinetuneWidget(QWidget):
             show_error(str(err))
         else:
             logger.exception("training failed", exc_info=err)
-            show_error(f"Training failed: {err}")
+            if is_out_of_memory(err):
+                show_error(
+                    "Training ran out of memory: lower 'Batch' or 'Tile size' under "
+                    f"Advanced, or choose Device 'cpu', then train again. ({err})"
+                )
+            else:
+                show_error(f"Training failed: {err}")
         self.status.setText(f"failed: {err}")
 
     def _on_finished(self) -> None:

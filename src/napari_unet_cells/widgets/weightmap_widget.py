@@ -167,11 +167,15 @@ class WeightMapWidget(Container):
             raise UNetCellsError("Add or choose a Labels layer to compute its weight map.")
         mask_layer = self.ignore_combo.value
         if mask_layer is layer:
-            raise UNetCellsError("The ignore mask must be a different layer than the labels.")
+            raise UNetCellsError(
+                f"The ignore mask must be a different layer than the labels ({layer.name!r}): "
+                "choose another layer or '(none)'."
+            )
         for item in (layer, mask_layer):
             if item is not None and item.multiscale:
                 raise UNetCellsError(
-                    f"Layer {item.name!r} is multiscale; weight maps need single-scale labels."
+                    f"Layer {item.name!r} is multiscale; weight maps need single-scale labels: "
+                    "add the full-resolution level as its own Labels layer."
                 )
         labels = np.asarray(layer.data)
         ignore = None if mask_layer is None else np.asarray(mask_layer.data)
