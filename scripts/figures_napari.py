@@ -167,8 +167,8 @@ def _zoom(viewer, center: tuple[float, float], size: float, cover: bool = False)
     _process(0.05)
     height, width = viewer.window._qt_viewer.canvas.size
     fit = max if cover else min
-    viewer.camera.zoom = fit(height, width) / size
-    viewer.camera.center = tuple(float(c) for c in center)
+    viewer.scene.camera.zoom = fit(height, width) / size
+    viewer.scene.camera.center = tuple(float(c) for c in center)
     _process(0.1)
 
 
