@@ -581,7 +581,9 @@ def check_annotation(
                         (cell,),
                         plane,
                         _centre(mask),
-                        f"the prediction cuts cell {cell} into several objects",
+                        f"the prediction cuts cell {cell} into several objects: if these are "
+                        "really separate cells, split it; if not, keep it (training teaches "
+                        "the model)",
                     )
                 )
     if ign is not None and ign.size:
@@ -698,8 +700,9 @@ class AnnotationProject:
             entries = data["entries"]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise UNetCellsError(
-                f"The project index {self.folder / INDEX_NAME} is unreadable ({err}); "
-                "choose another folder."
+                f"The project index {self.folder / INDEX_NAME} is unreadable ({err}); the "
+                "annotation files in its labels/ folder are untouched: restore the index from "
+                "a backup, or choose another folder."
             ) from None
         self.entries = {key: ProjectEntry(key=key, **value) for key, value in entries.items()}
 

@@ -13,7 +13,8 @@ def check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     if labels.dtype == bool:
         raise UNetCellsError(
             f"{name} is a binary mask; give an instance label image (0 = background, each "
-            "cell its own positive integer), e.g. from a napari Labels layer."
+            "cell its own positive integer): paint the cells in a napari Labels layer, or "
+            "number the mask's objects (e.g. skimage.measure.label)."
         )
     if not np.issubdtype(labels.dtype, np.integer):
         raise UNetCellsError(
