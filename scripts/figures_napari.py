@@ -7,9 +7,10 @@ waits for its thread workers with a Qt event loop, zooms the canvas so that cell
 boundaries are visible, grabs the whole window (``viewer.screenshot(canvas_only=False)``)
 and closes the viewer, so the next figure can run in the same process.
 
-Needs a display: run it under Xvfb (see make_figures.py). ``quick=True`` trains for a
-few steps on a crop of the sample and is meant for the tests; the pictures in the docs
-come from ``quick=False``.
+Needs a display: run it under Xvfb (see make_figures.py). ``quick=True`` makes the
+Fine-tune figure train 8 small steps on a 192 px crop of the sample instead of 40 steps
+on the whole image (it is meant for the tests; the pictures in the docs come from
+``quick=False``); the other figures take a few seconds either way and ignore it.
 
 ``FACTS[name]`` records what the last run of a figure saw (cell counts, plot points,
 layer names), so a test can check the screenshot shows what its caption says.
@@ -191,10 +192,10 @@ def _busiest_region(labels: np.ndarray, size: int) -> tuple[float, float]:
     """Centre (Y, X) of the ``size`` px window with the most touching-cell border pixels."""
     from scipy import ndimage
 
-    grown = ndimage.grey_dilation(labels, size=3)
-    shrunk = -ndimage.grey_dilation(-np.where(labels > 0, labels, labels.max() + 1), size=3)
-    contact = (labels > 0) & ((grown != labels) | (shrunk != labels)) & (shrunk <= labels.max())
-    density = ndimage.uniform_filter(contact.astype(np.float32), size=size, mode="constant")
+    from napari_unet_cells.core.instances import separation_border
+
+    contact = separation_border(labels).astype(np.float32)
+    density = ndimage.uniform_filter(contact, size=size, mode="constant")
     half = size // 2
     inner = density[half : labels.shape[0] - half, half : labels.shape[1] - half]
     if inner.size == 0:
@@ -220,7 +221,7 @@ def _run_predict(viewer, image, *, grid: bool = False):
     return dock, widget
 
 
-def _predict_scene(out: Path, quick: bool, name: str, grid: bool) -> list[Path]:
+def _predict_scene(out: Path, name: str, grid: bool) -> list[Path]:
     errors = _Errors()
     viewer = _new_viewer()
     try:
@@ -250,12 +251,12 @@ def _predict_scene(out: Path, quick: bool, name: str, grid: bool) -> list[Path]:
 
 def figure_overview(out_dir: Path, quick: bool = False) -> list[Path]:
     """The sample data after one click of Run in the Predict dock: every cell its colour."""
-    return _predict_scene(Path(out_dir), quick, "overview", grid=False)
+    return _predict_scene(Path(out_dir), "overview", grid=False)
 
 
 def figure_dock_predict(out_dir: Path, quick: bool = False) -> list[Path]:
     """The Predict dock with its tile grid shown over the prediction."""
-    return _predict_scene(Path(out_dir), quick, "dock_predict", grid=True)
+    return _predict_scene(Path(out_dir), "dock_predict", grid=True)
 
 
 # -- Weight Map ------------------------------------------------------------------------------
