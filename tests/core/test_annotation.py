@@ -232,5 +232,5 @@ def test_paint_label_takes_the_next_free_id():
     mask[0:5, 0:5] = True
     out = A.apply_edit(lab.copy(), A.paint_label(lab, mask))
     assert (out[0:5, 0:5] == 3).all() and (out == 3).sum() == 25
-    with pytest.raises(UNetCellsError, match="annotation.s shape"):
+    with pytest.raises(UNetCellsError, match="annotation's shape"):
         A.paint_label(lab, mask[:3])

@@ -375,7 +375,7 @@ def test_bad_input_gives_a_clear_error(labels, ignore, match):
     ],
 )
 def test_bad_config_gives_a_clear_error(fields):
-    with pytest.raises(UNetCellsError, match="(?i)weight map"):
+    with pytest.raises(UNetCellsError, match=r"(?i)weight map"):
         WeightMapConfig(**fields)
 
 
