@@ -78,3 +78,20 @@ def test_finetune_from_scratch_with_separate_validation_and_ignore(tmp_path, cap
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_one_line_and_saves_nothing(tmp_path, capsys, monkeypatch):
+    import napari_unet_cells.core.train as train
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+        yield  # a generator, like train_iter
+
+    monkeypatch.setattr(train, "train_iter", out_of_memory)
+    image, labels = _write_pair(tmp_path, "a", seed=1)
+    out = tmp_path / "tuned.npz"
+    argv = ["finetune", "--image", str(image), "--labels", str(labels), "-o", str(out)]
+    assert main([*argv, "--steps", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "ran out of memory" in err and "--batch-size" in err
+    assert not out.exists()

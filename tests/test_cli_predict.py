@@ -144,3 +144,25 @@ def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, capsys
     assert main(["predict", str(folder / "image.tif"), "-o", str(out_dir / "x.tif")]) == 2
     assert "no bundled model yet" in capsys.readouterr().err
     assert sorted(p.name for p in out_dir.iterdir()) == ["taken.tif"]
+
+
+def test_post_processing_options_reach_the_instance_step(files, tmp_path):
+    import dataclasses
+
+    from napari_unet_cells.core.instances import instance_defaults
+
+    folder, model, image = files
+    _, probs = predict(image, model, device="cpu", return_probabilities=True)
+    results = []
+    for option, value, field in (
+        ("--seed-threshold", "none", {"seed_threshold": None}),
+        ("--seed-threshold", "0.8", {"seed_threshold": 0.8}),
+        ("--min-confidence", "0.6", {"min_confidence": 0.6}),
+    ):
+        out = tmp_path / f"cells_{option}_{value}.tif"
+        assert main(_args(folder, folder / "image.tif", "-o", out, option, value)) == 0
+        expected = dataclasses.replace(instance_defaults(model), **field)
+        labels = tifffile.imread(out)
+        np.testing.assert_array_equal(labels, probabilities_to_labels(probs, expected))
+        results.append(labels.max())
+    assert len(set(results)) > 1  # the options change the result

@@ -40,7 +40,13 @@ def _run_demo(args: argparse.Namespace) -> int:
             'napari is not installed: pip install "napari[pyqt6]" (or napari with another '
             "Qt binding), then run unet-cells demo again."
         ) from None
-    viewer = napari.Viewer(title="U-Net Cells demo")
+    try:
+        viewer = napari.Viewer(title="U-Net Cells demo")
+    except ImportError as err:  # napari without a Qt binding
+        raise UNetCellsError(
+            f"napari cannot open a window ({err}). Install a Qt binding: "
+            'pip install "napari[pyqt6]", then run unet-cells demo again.'
+        ) from None
     viewer.open_sample("napari-unet-cells", "synthetic_nuclei")
     for dock in DEMO_DOCKS:
         viewer.window.add_plugin_dock_widget("napari-unet-cells", dock)
@@ -250,9 +256,11 @@ def _run_weightmap(args: argparse.Namespace) -> int:
             state = stop.value
             break
         logger.info("%s", event.message)
-    tifffile.imwrite(args.output, state.weights)
+    from .core.fileio import atomic_write
+
+    atomic_write(args.output, lambda handle: tifffile.imwrite(handle, state.weights))
     if args.target:
-        tifffile.imwrite(args.target, state.target)
+        atomic_write(args.target, lambda handle: tifffile.imwrite(handle, state.target))
     weights = state.weights
     print(
         f"wrote {args.output} ({'x'.join(map(str, weights.shape))} float32, weights "
@@ -387,6 +395,15 @@ def _run_finetune(args: argparse.Namespace) -> int:
             train_iter(samples, model, config, val_samples=val, device=args.device, stop=stop),
             bar.update,
         )
+    except Exception as err:
+        from .core.predict import is_out_of_memory
+
+        if not is_out_of_memory(err):
+            raise
+        raise UNetCellsError(
+            f"Training ran out of memory ({str(err).splitlines()[0]}); nothing was saved. "
+            "Lower --batch-size or --tile, or use --device cpu, then train again."
+        ) from None
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
@@ -450,6 +467,15 @@ class _ProgressBar:
 # -- predict -----------------------------------------------------------------------------
 
 
+def _probability_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a probability (0..1) or 'none', got {text!r}") from None
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict",
@@ -479,6 +505,20 @@ def _add_predict(sub) -> None:
     )
     p.add_argument(
         "--min-size", type=int, default=None, help="smallest cell kept, px; default: model's"
+    )
+    p.add_argument(
+        "--seed-threshold",
+        type=_probability_or_none,
+        default=False,
+        metavar="P|none",
+        help="cells grow from seeds above this probability (separates touching cells); "
+        "'none': plain threshold; default: model's",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="drop objects whose mean probability is below this (0..1); default: model's",
     )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     p.add_argument(
@@ -537,10 +577,15 @@ def _run_predict(args: argparse.Namespace) -> int:
             check_output(probs)
         jobs.append((image, out, probs if args.probabilities else None))
     model = resolve_model(args.model)
-    chosen = {"threshold": args.threshold, "min_size": args.min_size}
-    instances = dataclasses.replace(
-        instance_defaults(model), **{k: v for k, v in chosen.items() if v is not None}
-    )
+    chosen = {
+        "threshold": args.threshold,
+        "min_size": args.min_size,
+        "min_confidence": args.min_confidence,
+    }
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    if args.seed_threshold is not False:  # False: not given; None: no seeds
+        chosen["seed_threshold"] = args.seed_threshold
+    instances = dataclasses.replace(instance_defaults(model), **chosen)
     client = contextlib.nullcontext()
     if args.scheduler:
         try:

@@ -37,3 +37,13 @@ def test_readme_tour_one_click_of_run_segments_the_sample(make_napari_viewer, mo
     truth = viewer.layers["synthetic nuclei ground truth"].data
     assert cells.max() > 50
     assert average_precision(truth, cells, 0.5) > 0.8  # the bundled model, out of the box
+
+
+def test_demo_without_a_qt_binding_is_one_line(monkeypatch, capsys):
+    def no_qt(**kwargs):
+        raise ImportError("No Qt bindings could be found")
+
+    monkeypatch.setattr(napari, "Viewer", no_qt)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and 'pip install "napari[pyqt6]"' in err
