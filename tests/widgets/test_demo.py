@@ -31,6 +31,9 @@ def test_readme_tour_one_click_of_run_segments_the_sample(make_napari_viewer, mo
     assert main(["demo"]) == 0
     (predict,) = [w for name, w in viewer.window.dock_widgets.items() if "Predict" in name]
     assert predict.image_combo.value is viewer.layers["synthetic nuclei"]
+    # the sliders start at the bundled model's stored recommendation
+    shown = (predict.threshold, predict.seed_threshold, predict.min_size, predict.min_confidence)
+    assert [w.value for w in shown] == [0.5, 0.9, 30, 0.7]
     predict.run_button.native.click()
     qtbot.waitUntil(lambda: predict.worker is None, timeout=60000)
     cells = viewer.layers["synthetic nuclei cells"].data

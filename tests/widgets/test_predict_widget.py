@@ -65,6 +65,19 @@ def test_run_writes_labels_with_image_geometry_and_rethresholds(dock, qtbot):
     assert widget.worker is None and widget.inference_runs == 1
     assert not np.array_equal(np.asarray(layer.data), before)
 
+    # the seed threshold (hysteresis) too: 0 is a plain threshold
+    from napari_unet_cells.core.instances import probabilities_to_labels
+
+    assert widget.seed_threshold.value == 0.0 and widget.instance_config().seed_threshold is None
+    plain = np.asarray(layer.data).copy()
+    widget.seed_threshold.value = 0.7
+    config = widget.instance_config()
+    assert config.seed_threshold == 0.7 and config.hysteresis
+    seeded = np.asarray(layer.data)
+    np.testing.assert_array_equal(seeded, probabilities_to_labels(widget.probabilities, config))
+    assert not np.array_equal(seeded, plain) and widget.inference_runs == 1
+    widget.seed_threshold.value = 0.0
+
     # re-running replaces only the dock's own layer
     n_layers = len(viewer.layers)
     _run(widget, qtbot)

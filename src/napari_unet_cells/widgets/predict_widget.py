@@ -82,6 +82,7 @@ class PredictWidget(Container):
         self.threshold = FloatSlider(
             label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold
         )
+        self.seed_threshold = FloatSlider(label="Seed threshold", min=0.0, max=0.99, step=0.01)
         self.min_size = SpinBox(label="Min size (px)", min=0, max=100000, value=defaults.min_size)
         self.min_confidence = FloatSlider(
             label="Min confidence", min=0.0, max=0.99, step=0.01, value=defaults.min_confidence
@@ -101,6 +102,7 @@ class PredictWidget(Container):
                 self.device,
                 self.tile,
                 self.threshold,
+                self.seed_threshold,
                 self.min_size,
                 self.min_confidence,
                 self.tta,
@@ -121,8 +123,8 @@ class PredictWidget(Container):
             (
                 self.model_combo,
                 "The bundled model (trained on synthetic nuclei), a model fine-tuned in this "
-                "session, or 'Model file…'. Choosing a model sets Threshold, Min size and Min "
-                "confidence to that model's recommendation.",
+                "session, or 'Model file…'. Choosing a model sets Threshold, Seed threshold, "
+                "Min size and Min confidence to that model's recommendation.",
             ),
             (
                 self.model_file.line_edit,
@@ -147,6 +149,14 @@ class PredictWidget(Container):
                 "Cell probability (0.01 to 0.99) above which a pixel belongs to a cell. "
                 "Lower: cells grow and may merge; higher: cells shrink and may split or "
                 "vanish. Applied at once, without running the network again.",
+            ),
+            (
+                self.seed_threshold,
+                "Separates touching cells: each cell grows from a seed, a core where the cell "
+                "probability is above this (0.9 for the bundled model), out to Threshold. "
+                "Raise it when touching cells merge, lower it when single cells are cut in "
+                "two. 0 (or at most Threshold): no seeds, plain threshold. Applied at once, "
+                "without running the network again.",
             ),
             (
                 self.min_size,
@@ -188,6 +198,7 @@ class PredictWidget(Container):
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         self.threshold.changed.connect(self.update_labels)
+        self.seed_threshold.changed.connect(self.update_labels)
         self.min_size.changed.connect(self.update_labels)
         self.min_confidence.changed.connect(self.update_labels)
         self.model_combo.changed.connect(self.apply_model_defaults)
@@ -310,9 +321,10 @@ class PredictWidget(Container):
             return InstanceConfig()
 
     def apply_model_defaults(self, _value=None) -> None:
-        """Set threshold, min size and min confidence to the chosen model's recommendation."""
+        """Set the post-processing controls to the chosen model's recommendation."""
         defaults = self._model_instance_defaults()
         self.threshold.value = defaults.threshold
+        self.seed_threshold.value = defaults.seed_threshold or 0.0
         self.min_size.value = defaults.min_size
         self.min_confidence.value = defaults.min_confidence
 
@@ -325,6 +337,7 @@ class PredictWidget(Container):
         return dataclasses.replace(
             defaults,
             threshold=float(self.threshold.value),
+            seed_threshold=float(self.seed_threshold.value) or None,  # 0: no seeds
             min_size=int(self.min_size.value),
             min_confidence=float(self.min_confidence.value),
         )
