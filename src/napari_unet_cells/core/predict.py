@@ -455,6 +455,14 @@ def predict_probabilities_iter(
     tile, batch_size = auto_tile_and_batch(cell_model, device, config.tile, config.batch_size)
     class_index = cell_class_index(cell_model)
     n_planes = prepared.planes.shape[0]
+    logger.info(
+        "predicting %d plane(s) of %s px on %s: tiles of up to %d px, batch %d",
+        n_planes,
+        "x".join(map(str, prepared.plane_shape)),
+        device,
+        tile,
+        batch_size,
+    )
     out = np.empty((n_planes, *prepared.plane_shape), np.float32)
     if prepared.message:
         yield PredictProgress(0, 0, 0, n_planes, message=prepared.message)
