@@ -111,3 +111,32 @@ def test_chunked_labels_equal_in_memory_labels(tmp_path, chunk, connectivity):
     assert ((expected > 0) == (got > 0)).all()
     # unique across chunks and sequential
     np.testing.assert_array_equal(np.unique(got), np.arange(got.max() + 1))
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flood_seeds_equals_one_watershed_over_the_plane(connectivity, seed):
+    # the per-region shortcut must give exactly skimage's watershed of the whole plane
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from napari_unet_cells.core.instances import flood_seeds, seed_components
+
+    rng = np.random.default_rng(seed)
+    probability = ndi.gaussian_filter(rng.random((160, 190)), 3.0)
+    probability = (probability - probability.min()) / np.ptp(probability)
+    config = InstanceConfig(threshold=0.55, seed_threshold=0.7, connectivity=connectivity)
+    seeds, count = seed_components(probability, config)
+    expected = watershed(
+        -probability, markers=seeds, mask=probability > 0.55, connectivity=connectivity
+    )
+    flooded = flood_seeds(probability, seeds, config)
+    assert flooded.dtype == seeds.dtype
+    assert not flood_seeds(probability, np.zeros_like(seeds), config).any()  # no seeds
+    np.testing.assert_array_equal(flooded, expected)
+    # the shortcut and the watershed were both exercised
+    regions, _ = ndi.label(probability > 0.55, ndi.generate_binary_structure(2, connectivity))
+    seeds_per_region = [
+        len(np.unique(seeds[(regions == r) & (seeds > 0)])) for r in range(1, regions.max() + 1)
+    ]
+    assert 1 in seeds_per_region and max(seeds_per_region) > 1 and count > 3

@@ -288,3 +288,27 @@ def test_normalization_affine_reproduces_normalize():
     low, scale, _, _ = normalization_affine(sample, config)
     np.testing.assert_allclose((sample - low) / scale, normalize(sample, config), atol=1e-5)
     assert normalization_affine(np.full((4, 4), 3.0), config)[1] == 0.0
+
+
+def test_predict_takes_every_instance_setting():
+    # each setting overrides the model's recommendation; 0 switches the seeds off
+    import dataclasses
+
+    from napari_unet_cells.core.instances import instance_defaults, probabilities_to_labels
+    from napari_unet_cells.core.predict import resolve_model
+    from napari_unet_cells.core.synthetic import synthetic_cells
+
+    model = resolve_model(None)
+    image, _ = synthetic_cells((160, 160), seed=4)
+    labels, probs = predict(image, model, device="cpu", return_probabilities=True)
+    defaults = instance_defaults(model)
+    assert defaults.seed_threshold == 0.9
+    np.testing.assert_array_equal(labels, probabilities_to_labels(probs, defaults))
+    for given, field in (
+        ({"seed_threshold": 0}, {"seed_threshold": None}),
+        ({"seed_threshold": 0.97}, {"seed_threshold": 0.97}),
+        ({"min_confidence": 0.0, "threshold": 0.4}, {"min_confidence": 0.0, "threshold": 0.4}),
+    ):
+        expected = probabilities_to_labels(probs, dataclasses.replace(defaults, **field))
+        assert not np.array_equal(expected, labels)  # the setting matters here
+        np.testing.assert_array_equal(predict(image, model, device="cpu", **given), expected)

@@ -629,7 +629,9 @@ def predict(
     batch_size: int | None = None,
     tta: bool = False,
     threshold: float | None = None,
+    seed_threshold: float | None = None,
     min_size: int | None = None,
+    min_confidence: float | None = None,
     return_probabilities: bool = False,
     rgb: bool | None = None,
     channel_axis: int | None = None,
@@ -640,20 +642,25 @@ def predict(
 
     model: a CellModel, a model file, the name of a model registered in this session, or
     None for the bundled model. device: "auto" | "cpu" | "cuda[:N]". tile: network input
-    size in px (None: by memory). threshold: cell probability for seeds (0..1). min_size:
-    smallest object kept, px. Both default to the model's stored recommendation
-    (``instance_defaults``), else 0.5 and 25 px. With ``return_probabilities`` returns
-    (labels, float32 cell-class probabilities). ``progress`` receives a PredictProgress per tile.
+    size in px (None: by memory). The instance step (``InstanceConfig``): threshold: cell
+    probability (0..1) above which a pixel can belong to a cell; seed_threshold: cells
+    grow from cores above this probability (separates touching cells; 0: no seeds);
+    min_size: smallest object kept, px; min_confidence: smallest mean probability of an
+    object. Each left at None takes the model's stored recommendation
+    (``instance_defaults``; the bundled model: 0.5, 0.9, 30 px, 0.7). With
+    ``return_probabilities`` returns (labels, float32 cell-class probabilities).
+    ``progress`` receives a PredictProgress per tile.
     """
     import dataclasses
 
     from .instances import instance_defaults
 
     model = resolve_model(model)
-    chosen = {"threshold": threshold, "min_size": min_size}
-    instances = dataclasses.replace(
-        instance_defaults(model), **{k: v for k, v in chosen.items() if v is not None}
-    )
+    chosen = {"threshold": threshold, "min_size": min_size, "min_confidence": min_confidence}
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    if seed_threshold is not None:
+        chosen["seed_threshold"] = seed_threshold or None  # 0: no seeds
+    instances = dataclasses.replace(instance_defaults(model), **chosen)
     result = run(
         predict_iter(
             image,
