@@ -3,14 +3,16 @@
 1. The bare network forward over exactly the tiles (same tile size, same batches) of a
    1024^2 image, against the full ``predict`` on that image (normalisation, tiling with
    mirroring, stitching, instances). Prints both times, their ratio (target <= 1.15) and
-   the output megapixels per second.
+   the output megapixels per second. Once with random weights of the --base/--depth
+   network (many fragments: a worst case for the instance step) and once with the bundled
+   model's trained weights and stored post-processing (realistic probabilities).
 2. Peak resident memory of ``unet-cells predict`` on an 8192^2 zarr image (zarr in, zarr
    out, dask chunks), in a fresh process (target <= 2 GB).
 
 Each measurement is one JSON line. Usage:
 
-    python benchmarks/bench_predict.py [--base 16] [--depth 4] [--size 1024]
-        [--big 8192] [--rss-base 4] [--rss-depth 2] [--repeats 3] [--skip-rss]
+    python benchmarks/bench_predict.py [--weights random bundled] [--base 16] [--depth 4]
+        [--size 1024] [--big 8192] [--rss-base 4] [--rss-depth 2] [--repeats 3] [--skip-rss]
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def _bare_forward(model, image, tile, batch_size):
         return time.perf_counter() - start, len(grid), grid.tile_shape
 
 
-def bench_overhead(base: int, depth: int, size: int, repeats: int = 3) -> None:
+def bench_overhead(
+    base: int, depth: int, size: int, repeats: int = 3, weights: str = "random"
+) -> None:
     import torch
 
     from napari_unet_cells.core.checkpoint import CellModel
@@ -57,7 +61,13 @@ def bench_overhead(base: int, depth: int, size: int, repeats: int = 3) -> None:
     from napari_unet_cells.core.predict import auto_tile_and_batch, predict
     from napari_unet_cells.core.synthetic import synthetic_cells
 
-    model = CellModel.new(ModelConfig(base=base, depth=depth, dropout=0.0), seed=0)
+    if weights == "bundled":  # trained weights: realistic probabilities and post-processing
+        from napari_unet_cells.core.predict import resolve_model
+
+        model = resolve_model(None)
+        base, depth = model.config.base, model.config.depth
+    else:
+        model = CellModel.new(ModelConfig(base=base, depth=depth, dropout=0.0), seed=0)
     image, _ = synthetic_cells((size, size), seed=0)
     tile, batch = auto_tile_and_batch(model, torch.device("cpu"))
     predict(image[:200, :200], model, device="cpu", tile=tile, batch_size=batch)  # warm-up
@@ -70,7 +80,8 @@ def bench_overhead(base: int, depth: int, size: int, repeats: int = 3) -> None:
         fulls.append(time.perf_counter() - start)
     bare, full = min(bares), min(fulls)
     mpx = size * size / 1e6
-    common = {"base": base, "depth": depth, "image": [size, size], "tiles": n_tiles}
+    common = {"weights": weights, "base": base, "depth": depth, "image": [size, size]}
+    common |= {"tiles": n_tiles}
     common |= {"repeats": repeats, "load": round(os.getloadavg()[0], 2)}
     common |= {"tile": list(tile_shape), "batch": batch, "threads": torch.get_num_threads()}
     print(json.dumps({"measurement": "bare_forward_s", "value": round(bare, 3), **common}))
@@ -180,8 +191,16 @@ def main() -> None:
     parser.add_argument("--rss-depth", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        choices=("random", "bundled"),
+        default=["random", "bundled"],
+        help="random: --base/--depth with random weights; bundled: the shipped model",
+    )
     args = parser.parse_args()
-    bench_overhead(args.base, args.depth, args.size, args.repeats)
+    for weights in args.weights:
+        bench_overhead(args.base, args.depth, args.size, args.repeats, weights)
     if not args.skip_rss:
         bench_big_zarr(args.big, args.rss_base, args.rss_depth)
 
