@@ -7,7 +7,7 @@ them on the sample data and grab the window. Re-running refreshes every picture:
 
     xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python scripts/make_figures.py
     .venv/bin/python scripts/make_figures.py --list
-    .venv/bin/python scripts/make_figures.py --only weightmap_w0_sigma --out /tmp/figs
+    .venv/bin/python scripts/make_figures.py --only concept_weight_map --out preview
 
 Needs the ``docs`` extra (matplotlib): ``pip install -e ".[docs]"``.
 """
