@@ -513,39 +513,19 @@ def fig_overlap_tile(out_dir: Path, quick: bool = False) -> list[Path]:
     veil[..., 3] = 0.28
     veil[margin:-margin, margin:-margin, 3] = 0.0
     ax.imshow(veil, extent=extent, interpolation="nearest")
+
+    def outline(region, **style):  # region: (y0, y1, x0, x1) in pixels
+        y0, y1, x0, x1 = region
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, **style))
+
     for tile in grid.tiles:
-        y0, y1, x0, x1 = tile.write
-        ax.add_patch(
-            Rectangle(
-                (x0 - 0.5, y0 - 0.5),
-                x1 - x0,
-                y1 - y0,
-                fill=False,
-                edgecolor="#f1c40f",
-                lw=0.7,
-                alpha=0.8,
-            )
-        )
+        outline(tile.write, edgecolor="#f1c40f", lw=0.7, alpha=0.8)
     ax.add_patch(Rectangle((-0.5, -0.5), side, side, fill=False, edgecolor="white", lw=2))
     show = grid.tiles[0]
     ry0, ry1, rx0, rx1 = show.read
     wy0, wy1, wx0, wx1 = show.write
-    ax.add_patch(
-        Rectangle(
-            (rx0 - 0.5, ry0 - 0.5),
-            rx1 - rx0,
-            ry1 - ry0,
-            fill=False,
-            edgecolor="#00d5ff",
-            lw=2,
-            ls="--",
-        )
-    )
-    ax.add_patch(
-        Rectangle(
-            (wx0 - 0.5, wy0 - 0.5), wx1 - wx0, wy1 - wy0, fill=False, edgecolor="#ff3b3b", lw=2.2
-        )
-    )
+    outline(show.read, edgecolor="#00d5ff", lw=2, ls="--")
+    outline(show.write, edgecolor="#ff3b3b", lw=2.2)
     box = {"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 1.5}
     ax.text(
         rx0 + 3,
