@@ -542,7 +542,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from .core.config import PredictConfig
     from .core.instances import instance_defaults
-    from .core.predict import check_output, file_kind, open_image, predict_file, resolve_model
+    from .core.predict import resolve_model
+    from .core.predict_large import check_output, file_kind, open_image, predict_file
 
     if args.tile == "auto":
         tile = None

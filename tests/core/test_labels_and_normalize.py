@@ -61,7 +61,7 @@ def test_normalize_handles_nan_inf_and_constant():
 
 
 def test_dask_normalisation_mapping_ignores_nan():
-    from napari_unet_cells.core.predict import normalization_affine
+    from napari_unet_cells.core.predict_large import normalization_affine
 
     values = np.linspace(0, 100, 1001).astype(np.float32)
     clean = normalization_affine(values, NormalizationConfig())

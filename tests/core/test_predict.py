@@ -20,7 +20,6 @@ from napari_unet_cells.core.normalize import normalize
 from napari_unet_cells.core.predict import (
     PredictionResult,
     TorchPredictor,
-    normalization_affine,
     predict,
     predict_iter,
     predict_probabilities_iter,
@@ -31,6 +30,7 @@ from napari_unet_cells.core.predict import (
     run,
     unregister_model,
 )
+from napari_unet_cells.core.predict_large import normalization_affine
 from napari_unet_cells.core.unet import input_size_for_output
 
 

@@ -1,0 +1,473 @@
+"""Images larger than memory, and files: chunked prediction with dask, TIFF/zarr in and out.
+
+``predict_probabilities_dask`` runs the network chunk by chunk with
+``dask.array.map_overlap``, each chunk with the network's context of real neighbouring
+pixels as overlap, so the result equals the in-memory prediction (``core/predict.py``).
+``predict_file`` reads a TIFF or zarr (OME-Zarr) image, segments it (in memory or with
+dask) and writes the labels atomically, never over an existing file; it is what
+``unet-cells predict`` runs, on the current dask scheduler (e.g. a dask.distributed
+Client).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import InstanceConfig, NormalizationConfig, PredictConfig
+from .errors import UNetCellsError
+from .normalize import normalize
+from .predict import (
+    PredictProgress,
+    TorchPredictor,
+    auto_tile_and_batch,
+    cell_class_index,
+    predict_iter,
+    predict_tiles,
+    resolve_model,
+)
+from .progress import run
+from .tiling import plan_tiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array
+
+    from .checkpoint import CellModel
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------
+# images larger than memory: dask
+# --------------------------------------------------------------------------------------
+
+
+def normalization_affine(
+    sample: np.ndarray, config: NormalizationConfig
+) -> tuple[float, float, float, float]:
+    """(low, scale, nan_value, inf_value) such that normalize(x) ~= (x - low) / scale.
+
+    Derived by running ``normalize`` itself on ``sample`` (a representative subsample of
+    the plane, <= 2**20 values), so large images chunked by dask get the same mapping as
+    the in-memory path (up to float32 rounding). scale is 0 for a constant image.
+    """
+    values = np.asarray(sample, np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    normed = normalize(values.astype(np.float32), config).astype(np.float64)
+    masked = np.where(np.isfinite(values), values, np.nan)
+    lo_i, hi_i = int(np.nanargmin(masked)), int(np.nanargmax(masked))
+    x0, x1 = float(finite.min()), float(finite.max())
+    if x1 == x0 or normed[hi_i] == normed[lo_i]:
+        return x0, 0.0, x0, x1
+    scale = (x1 - x0) / (normed[hi_i] - normed[lo_i])
+    low = x0 - normed[lo_i] * scale
+    return low, scale, x0, x1
+
+
+def plane_sample(array: Any, max_values: int = 1 << 20) -> np.ndarray:
+    """A regular subsample of a (Y, X) array-like (numpy, dask or zarr): <= ``max_values``."""
+    height, width = array.shape[-2:]
+    step = max(1, math.ceil(math.sqrt(height * width / max_values)))
+    sample = array[..., ::step, ::step]
+    if hasattr(sample, "compute"):
+        sample = sample.compute()
+    return np.asarray(sample)
+
+
+def _predict_block(
+    block: np.ndarray,
+    model: CellModel,
+    affine: tuple[float, float, float, float],
+    config: PredictConfig,
+    halo: tuple[tuple[int, int], tuple[int, int]],
+) -> np.ndarray:
+    """One dask block (with ``halo`` px of overlap before/after per axis) -> probability.
+
+    Context inside the image comes from the overlap (real pixels); at the image's edges,
+    where dask adds no overlap, the tile reader mirrors. Returns the block's core,
+    float32, without the halo.
+    """
+    from .tiling import shift_reads
+
+    low, scale, nan_value, inf_value = affine
+    plane = np.asarray(block, np.float32)
+    if not np.isfinite(plane).all():
+        plane = np.nan_to_num(plane, nan=nan_value, posinf=inf_value, neginf=nan_value)
+    if scale > 0:
+        plane = (plane - np.float32(low)) / np.float32(scale)
+    else:
+        plane = np.zeros_like(plane)
+    (top, bottom), (left, right) = halo
+    core_shape = (plane.shape[0] - top - bottom, plane.shape[1] - left - right)
+    out = np.empty(core_shape, np.float32)
+    predictor = _cached_predictor(model, config)
+    tile, batch_size = auto_tile_and_batch(model, predictor.device, config.tile, config.batch_size)
+    grid = plan_tiles(core_shape, tile, model.config.depth, model.config.padding)
+    grid = shift_reads(grid, top, left)
+    for _ in predict_tiles(
+        plane[..., None],
+        grid,
+        predictor,
+        out,
+        channel=cell_class_index(model),
+        batch_size=batch_size,
+    ):
+        pass
+    return out
+
+
+_PREDICTOR_CACHE: dict[tuple, tuple[CellModel, TorchPredictor]] = {}
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def _cached_predictor(model: CellModel, config: PredictConfig) -> TorchPredictor:
+    """One TorchPredictor per model object, device and TTA setting (dask workers reuse it).
+
+    The cache holds the model itself, so its id cannot be recycled by another model.
+    """
+    key = (id(model), id(model.net), config.device, config.tta)
+    with _PREDICTOR_LOCK:
+        cached = _PREDICTOR_CACHE.get(key)
+        if cached is None or cached[0] is not model:
+            _PREDICTOR_CACHE.clear()
+            cached = (model, TorchPredictor(model.net, config.device, tta=config.tta))
+            _PREDICTOR_CACHE[key] = cached
+        return cached[1]
+
+
+def release_cached_predictors() -> None:
+    """Forget the cached predictors of this process and free their device memory."""
+    with _PREDICTOR_LOCK:
+        cached = list(_PREDICTOR_CACHE.values())
+        _PREDICTOR_CACHE.clear()
+    for _, predictor in cached:
+        predictor.close()
+
+
+def predict_probabilities_dask(
+    image: dask.array.Array,
+    model: CellModel | str | Path | None = None,
+    config: PredictConfig | None = None,
+    *,
+    chunk: int | None = None,
+) -> dask.array.Array:
+    """Lazy cell probabilities of a large (Y, X) greyscale dask array, chunk by chunk.
+
+    Each chunk is predicted by ``dask.array.map_overlap`` with the network's reach (context
+    margin + 2**depth px) of real neighbouring pixels as overlap, mirrored only at the
+    image edges, so the result equals the in-memory prediction. Chunks are realigned to
+    multiples of 2**depth px (``chunk`` px if given) so that every tile keeps the pooling
+    grid of the whole image. Memory per task: one chunk with its overlap, its output and
+    one batch of tiles. The normalisation is computed once from a regular subsample.
+    Returns float32 (Y, X) with the realigned chunks.
+    """
+    import dask
+    import dask.array as da
+
+    from .tiling import dependency_reach
+
+    config = config or PredictConfig()
+    cell_model = resolve_model(model)
+    cfg = cell_model.config
+    if image.ndim != 2:
+        raise UNetCellsError(
+            f"Chunked (zarr) prediction needs a 2D (Y, X) greyscale image, got shape "
+            f"{image.shape}; for stacks or RGB use a TIFF file or the Python API."
+        )
+    if cfg.in_channels != 1:
+        raise UNetCellsError(
+            f"Chunked (zarr) prediction supports 1-channel models only; this one reads "
+            f"{cfg.in_channels} channels: use a TIFF file or the Python API."
+        )
+    if 0 in image.shape:
+        raise UNetCellsError(
+            f"The image is empty (shape {image.shape}): it has no pixels; check the zarr array."
+        )
+    if image.dtype.kind not in "uifb":
+        raise UNetCellsError(
+            f"Cannot segment an image of dtype {image.dtype}: give a numeric (integer or "
+            "float) image."
+        )
+    halo = dependency_reach(cfg.depth, cfg.padding)
+    image = align_chunks(image, 2**cfg.depth, halo, chunk)
+    affine = normalization_affine(plane_sample(image), cell_model.normalization)
+    cell_model.net.eval()
+    numblocks = image.numblocks
+
+    def block_fn(block, model=None, block_id=None):
+        pads = tuple(
+            (halo if block_id[a] > 0 else 0, halo if block_id[a] < numblocks[a] - 1 else 0)
+            for a in range(2)
+        )
+        return _predict_block(block, model, affine, config, pads)
+
+    return da.map_overlap(
+        block_fn,
+        image,
+        model=dask.delayed(cell_model, pure=True),
+        depth={0: halo, 1: halo},
+        boundary="none",
+        trim=False,
+        dtype=np.float32,
+        chunks=image.chunks,
+        meta=np.empty((0, 0), np.float32),
+    )
+
+
+def align_chunks(image, step: int, halo: int, chunk: int | None = None):
+    """Rechunk a 2D dask array: regular chunks, multiples of ``step``, all > ``halo`` px.
+
+    chunk: wanted chunk size (px); default: the array's largest chunk. Returns ``image``
+    itself if its chunks already qualify.
+    """
+    new_chunks = []
+    for axis, length in enumerate(image.shape):
+        current = image.chunks[axis]
+        starts_ok = all(c % step == 0 and c == current[0] for c in current[:-1])
+        sizes_ok = len(current) == 1 or (min(current) > halo and current[-1] <= current[0])
+        if chunk is None and starts_ok and sizes_ok:
+            new_chunks.append(current)
+            continue
+        target = chunk or max(current)
+        target = max(math.ceil(target / step) * step, math.ceil((halo + 1) / step) * step)
+        # regular chunks (zarr needs them); a last chunk, if shorter, still exceeds the halo
+        while target < length and 0 < length % target <= halo:
+            target += step
+        if target >= length:
+            new_chunks.append((length,))
+            continue
+        sizes = [target] * (length // target)
+        if length % target:
+            sizes.append(length % target)
+        new_chunks.append(tuple(sizes))
+    new_chunks = tuple(new_chunks)
+    return image if new_chunks == image.chunks else image.rechunk(new_chunks)
+
+
+# --------------------------------------------------------------------------------------
+# files: TIFF and zarr (incl. OME-Zarr) in and out
+# --------------------------------------------------------------------------------------
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIXES = (".zarr",)
+
+
+def file_kind(path: str | Path) -> str:
+    """ "tiff" or "zarr" from a path's suffix (a folder without suffix counts as zarr)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in ZARR_SUFFIXES or (path.is_dir() and suffix == ""):
+        return "zarr"
+    raise UNetCellsError(
+        f"{path}: unsupported format {suffix or '(no suffix)'!r}; use a TIFF (.tif, .tiff) "
+        "or zarr (.zarr) file."
+    )
+
+
+def open_image(path: str | Path) -> np.ndarray | dask.array.Array:
+    """Open an image file: TIFF -> numpy array; zarr / OME-Zarr -> lazy dask array.
+
+    OME-Zarr: the full-resolution array of the first multiscale image; singleton leading
+    axes (t, c, z of size 1) are dropped. Raises UNetCellsError with one clear line for a
+    missing, unreadable or empty file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UNetCellsError(f"{path} does not exist; check the path.")
+    kind = file_kind(path)
+    if kind == "tiff":
+        import tifffile
+
+        try:
+            image = tifffile.imread(path)
+        except Exception as err:  # tifffile raises many types for damaged files
+            raise UNetCellsError(
+                f"{path}: cannot read it as a TIFF image ({err}); is the file complete? Save "
+                "it again as TIFF (e.g. File > Save As > Tiff in Fiji)."
+            ) from None
+    else:
+        image = _open_zarr(path)
+    if 0 in image.shape:
+        raise UNetCellsError(
+            f"{path}: the image is empty (shape {image.shape}); check that the file holds "
+            "image data."
+        )
+    return image
+
+
+def _open_zarr(path: Path):
+    import dask.array as da
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for foreign folders
+        raise UNetCellsError(
+            f"{path}: cannot read it as a zarr array or group ({err}); give the folder of a "
+            "zarr array or an OME-Zarr image."
+        ) from None
+    if isinstance(node, zarr.Group):
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if multiscales:
+            key = multiscales[0]["datasets"][0]["path"]
+        else:
+            arrays = sorted(name for name, _ in node.arrays())
+            if len(arrays) != 1:
+                raise UNetCellsError(
+                    f"{path}: a zarr group with {len(arrays)} arrays and no OME-Zarr "
+                    "multiscales metadata; give the path of one array."
+                )
+            key = arrays[0]
+        node = node[key]
+    image = da.from_zarr(node)
+    while image.ndim > 2 and image.shape[0] == 1:
+        image = image[0]
+    return image
+
+
+def _temporary_sibling(path: Path) -> Path:
+    import tempfile
+
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    import os
+
+    os.close(handle)
+    Path(name).unlink()
+    return Path(name)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    import os
+
+    if path.exists():
+        raise UNetCellsError(
+            f"{path} appeared while predicting; not overwriting it: run again with another "
+            "output name."
+        )
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_array(array: Any, path: Path) -> None:
+    """Write a numpy or dask array to TIFF or zarr, atomically (temporary name, rename)."""
+    kind = file_kind(path)
+    tmp = _temporary_sibling(path)
+    try:
+        if kind == "tiff":
+            import tifffile
+
+            data = array.compute() if hasattr(array, "compute") else array
+            tifffile.imwrite(tmp, np.asarray(data))
+        else:
+            import dask.array as da
+
+            lazy = array if hasattr(array, "compute") else da.from_array(array)
+            lazy.to_zarr(str(tmp))
+        _commit(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output path that exists, has an unknown format or no parent folder."""
+    file_kind(path)
+    if path.exists():
+        raise UNetCellsError(
+            f"{path} already exists; choose another output name (existing files are never "
+            "overwritten)."
+        )
+    if not path.parent.is_dir():
+        raise UNetCellsError(f"The folder {path.parent} does not exist; create it first.")
+
+
+def predict_file(
+    source: str | Path,
+    output: str | Path,
+    model: CellModel | str | Path | None = None,
+    config: PredictConfig | None = None,
+    instances: InstanceConfig | None = None,
+    *,
+    probabilities: str | Path | None = None,
+    chunk: int | None = None,
+    progress: Callable[[PredictProgress], None] | None = None,
+) -> dict[str, Any]:
+    """Segment the image in ``source`` and write labels (int32) to ``output``.
+
+    TIFF in: in memory, any layout ``predict`` accepts. zarr in: chunk by chunk with
+    ``dask.array.map_overlap`` (``predict_probabilities_dask`` and ``labels_dask``), in
+    bounded memory; ``chunk`` sets the chunk size (px). Outputs are TIFF or zarr by suffix,
+    written under a temporary name and renamed when complete, so a failure leaves nothing
+    partial. ``probabilities``: also write the float32 cell probability there. Runs on the
+    current dask scheduler (e.g. a dask.distributed Client). Returns a summary dict.
+    """
+    import tempfile
+
+    source, output = Path(source), Path(output)
+    from .instances import instance_defaults
+
+    config = config or PredictConfig()
+    check_output(output)
+    prob_path = Path(probabilities) if probabilities is not None else None
+    if prob_path is not None:
+        check_output(prob_path)
+    image = open_image(source)
+    cell_model = resolve_model(model)
+    instances = instances or instance_defaults(cell_model)
+    if hasattr(image, "compute"):
+        import dask.array as da
+
+        with tempfile.TemporaryDirectory(prefix=".unet-cells-", dir=output.parent) as work:
+            work = Path(work)
+            probs = predict_probabilities_dask(image, cell_model, config, chunk=chunk)
+            try:
+                probs.to_zarr(str(work / "probabilities.zarr"))
+            finally:
+                release_cached_predictors()
+            probs = da.from_zarr(str(work / "probabilities.zarr"))
+            labels = labels_dask_from(probs, instances, work)
+            n_cells = _write_results(labels, output, probs, prob_path)
+    else:
+        result = run(predict_iter(image, cell_model, config, instances), progress)
+        n_cells = _write_results(result.labels, output, result.probabilities, prob_path)
+    logger.info("%s -> %s: %d cells", source, output, n_cells)
+    return {"input": str(source), "output": str(output), "cells": n_cells}
+
+
+def labels_dask_from(probs, instances: InstanceConfig, workdir: Path):
+    """``core.instances.labels_dask`` (kept here so the file path reads top-down)."""
+    from .instances import labels_dask
+
+    return labels_dask(probs, instances, workdir)
+
+
+def _write_results(labels, output: Path, probs, prob_path: Path | None) -> int:
+    written = []
+    try:
+        if prob_path is not None:
+            write_array(probs, prob_path)
+            written.append(prob_path)
+        write_array(labels, output)
+    except BaseException:
+        for path in written:  # all or nothing
+            _remove(path)
+        raise
+    top = labels.max()
+    return int(top.compute() if hasattr(top, "compute") else top)
