@@ -128,3 +128,35 @@ def test_no_model_file_is_a_notification_not_a_crash(dock, qtbot):
     widget.model_combo.value = "file"
     widget.run()
     assert widget.worker is None
+
+
+def test_large_images_relabel_in_the_background_and_the_last_setting_wins(dock, qtbot):
+    from napari_unet_cells.core.instances import probabilities_to_labels
+
+    viewer, widget, _ = dock
+    _run(widget, qtbot)
+    layer = viewer.layers["synthetic nuclei cells"]
+    widget.background_relabel_px = 0  # treat the sample as a large image
+    widget.threshold.value = 0.4
+    assert widget.relabel_worker is not None  # not on the GUI thread
+    widget.threshold.value = 0.6  # moved again while the first one runs
+    qtbot.waitUntil(
+        lambda: widget.relabel_worker is None and widget._pending_relabel is None, timeout=30000
+    )
+    expected = probabilities_to_labels(widget.probabilities, widget.instance_config())
+    assert widget.instance_config().threshold == 0.6
+    np.testing.assert_array_equal(np.asarray(layer.data), expected)
+    assert widget.inference_runs == 1
+
+
+def test_close_workers_stops_and_detaches_a_running_prediction(dock, qtbot):
+    viewer, widget, _ = dock
+    n_layers = len(viewer.layers)
+    widget.run()
+    worker = widget.worker
+    widget.close_workers()  # what the widget's destruction (viewer closed) triggers
+    assert worker.abort_requested
+    widget.worker = None  # so the fixture's teardown does not wait for a signal
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
+    qtbot.wait(50)  # a queued signal would reach the widget now
+    assert len(viewer.layers) == n_layers and widget.inference_runs == 0

@@ -12,6 +12,7 @@ region and one tile's read region with its context margin, as in the paper's Fig
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -53,8 +54,13 @@ class PredictWidget(Container):
     """Dock widget "Predict". ``worker`` is the running thread worker, or None.
 
     After a run, ``probabilities`` holds the cell probability (float32, like the image
-    without channels) and ``labels_layer`` the Labels layer this dock owns.
+    without channels) and ``labels_layer`` the Labels layer this dock owns. Moving a
+    post-processing control re-labels those probabilities: at once for images up to
+    ``background_relabel_px`` pixels, in a background thread above (the last setting
+    wins), so the window stays responsive on large images.
     """
+
+    background_relabel_px = 4_000_000
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -67,6 +73,8 @@ class PredictWidget(Container):
         self.probability_layer: Image | None = None
         self.grid_layer: Shapes | None = None
         self.inference_runs = 0
+        self.relabel_worker = None
+        self._pending_relabel: InstanceConfig | None = None
         self._source: Image | None = None
         self._edited = False
         self._writing = False
@@ -209,6 +217,7 @@ class PredictWidget(Container):
             widget.changed.connect(self._on_inputs_changed)
         self.model_combo.changed.connect(self._refresh_tiles)
         self.model_file.changed.connect(self._refresh_tiles)
+        self.native.destroyed.connect(lambda *_: self.close_workers())
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.apply_model_defaults()
@@ -399,6 +408,19 @@ class PredictWidget(Container):
             self.worker.quit()
             self.status.value = "Stopping…"
 
+    def close_workers(self) -> None:
+        """The dock closes: stop the workers and detach them from this (deleted) widget."""
+        self._stop.set()
+        self._pending_relabel = None
+        for worker in (self.worker, self.relabel_worker):
+            if worker is None:
+                continue
+            for name in ("yielded", "returned", "errored", "finished"):
+                signal = getattr(worker, name, None)  # a function worker has no "yielded"
+                with contextlib.suppress(AttributeError, TypeError, RuntimeError):
+                    signal.disconnect()  # raises when nothing is connected
+            worker.quit()
+
     def _on_progress(self, event) -> None:
         if event.message:
             show_info(event.message)
@@ -509,16 +531,48 @@ class PredictWidget(Container):
             self._write_probabilities()
 
     def update_labels(self, _value=None) -> None:
-        """Threshold / min size changed: new labels from the kept probabilities, no inference."""
+        """A post-processing control changed: new labels from the kept probabilities, no
+        inference (in a background thread for large images, see the class docstring)."""
         if self.probabilities is None or self.worker is not None:
             return
         from ..core.instances import probabilities_to_labels
 
         try:
-            labels = probabilities_to_labels(self.probabilities, self.instance_config())
+            config = self.instance_config()
         except UNetCellsError as err:
             show_error(str(err))
             return
+        if self.probabilities.size <= self.background_relabel_px:
+            self._show_relabelled(probabilities_to_labels(self.probabilities, config))
+            return
+        self._pending_relabel = config
+        if self.relabel_worker is None:
+            self._start_relabel()
+
+    def _start_relabel(self) -> None:
+        from ..core.instances import probabilities_to_labels
+
+        config, self._pending_relabel = self._pending_relabel, None
+        probabilities = self.probabilities
+        worker = thread_worker(probabilities_to_labels)(probabilities, config)
+
+        def done(labels) -> None:
+            if self.probabilities is probabilities and self.worker is None:  # still current
+                self._show_relabelled(labels)
+
+        worker.returned.connect(done)
+        worker.errored.connect(lambda err: show_error(str(err)))
+        worker.finished.connect(self._on_relabel_finished)
+        self.relabel_worker = worker
+        self.status.value = "Re-labelling…"
+        worker.start()
+
+    def _on_relabel_finished(self) -> None:
+        self.relabel_worker = None
+        if self._pending_relabel is not None and self.worker is None:
+            self._start_relabel()  # the controls moved meanwhile: the latest setting wins
+
+    def _show_relabelled(self, labels: np.ndarray) -> None:
         self._write_labels(labels, new_run=False)
         self.status.value = f"{int(labels.max())} cells."
 
