@@ -312,3 +312,23 @@ def test_predict_takes_every_instance_setting():
         expected = probabilities_to_labels(probs, dataclasses.replace(defaults, **field))
         assert not np.array_equal(expected, labels)  # the setting matters here
         np.testing.assert_array_equal(predict(image, model, device="cpu", **given), expected)
+
+
+def test_session_models_are_capped_oldest_first(tiny_model, monkeypatch):
+    import napari_unet_cells.core.predict as P
+
+    monkeypatch.setattr(P, "MAX_SESSION_MODELS", 3)
+    before = registered_models()
+    names = [f"capped {i}" for i in range(5)]
+    try:
+        for name in names:
+            register_model(name, tiny_model)
+        register_model("capped 3", tiny_model)  # re-registering makes it the newest
+        kept = [n for n in registered_models() if n.startswith("capped")]
+        assert len(registered_models()) == 3
+        assert kept[-1] == "capped 3" and "capped 0" not in kept and "capped 1" not in kept
+    finally:
+        for name in [*names, *before]:
+            unregister_model(name)
+        for name, model in before.items():
+            register_model(name, model)

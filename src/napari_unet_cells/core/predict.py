@@ -63,16 +63,25 @@ _MAX_AUTO_TILE = 2048
 
 _REGISTRY: dict[str, CellModel] = {}
 _REGISTRY_LOCK = threading.Lock()
+MAX_SESSION_MODELS = 8  # models kept in memory; the oldest is forgotten first
 
 
 def register_model(name: str, model: CellModel) -> None:
     """Make ``model`` available by ``name`` to the Predict dock and ``predict(model=name)``.
 
-    The Fine-tune dock registers the models it trains in this session; re-registering a
-    name replaces the model.
+    The Fine-tune dock registers the models it trains in this session (it also saves each
+    to a file); re-registering a name replaces the model. At most ``MAX_SESSION_MODELS``
+    are kept in memory: registering one more forgets the oldest (its file stays).
     """
     with _REGISTRY_LOCK:
+        _REGISTRY.pop(str(name), None)
         _REGISTRY[str(name)] = model
+        while len(_REGISTRY) > MAX_SESSION_MODELS:
+            oldest = next(iter(_REGISTRY))
+            del _REGISTRY[oldest]
+            logger.info(
+                "forgot the session model %r (at most %d are kept)", oldest, MAX_SESSION_MODELS
+            )
 
 
 def unregister_model(name: str) -> None:
