@@ -327,6 +327,8 @@ def test_session_models_are_capped_oldest_first(tiny_model, monkeypatch):
         kept = [n for n in registered_models() if n.startswith("capped")]
         assert len(registered_models()) == 3
         assert kept[-1] == "capped 3" and "capped 0" not in kept and "capped 1" not in kept
+        with pytest.raises(UNetCellsError, match="choose its model file"):
+            resolve_model("capped 0")
     finally:
         for name in [*names, *before]:
             unregister_model(name)

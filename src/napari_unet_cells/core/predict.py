@@ -128,6 +128,12 @@ def resolve_model(model: CellModel | UNet | str | Path | None) -> CellModel:
         registered = registered_models().get(str(model))
         if registered is not None:
             return registered
+        if isinstance(model, str) and Path(model).suffix != ".npz" and not Path(model).exists():
+            raise UNetCellsError(
+                f"No model file or model of this session is called {model!r} (a session "
+                f"keeps the {MAX_SESSION_MODELS} newest); choose its model file (.npz) instead, "
+                "e.g. the one the Fine-tune dock saved."
+            )
         return load_model(model)
     raise UNetCellsError(
         f"model must be a CellModel, a model file path or None, got {type(model).__name__}."
