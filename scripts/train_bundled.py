@@ -18,7 +18,6 @@ Uses a GPU when one is available (``--device auto``), else the CPU.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import sys
@@ -36,8 +35,7 @@ from napari_unet_cells.core.config import (
     config_to_dict,
 )
 from napari_unet_cells.core.data import as_samples
-from napari_unet_cells.core.instances import probabilities_to_labels
-from napari_unet_cells.core.metrics import match
+from napari_unet_cells.core.instances import tune_instances
 from napari_unet_cells.core.predict import predict
 from napari_unet_cells.core.synthetic import random_config, synthetic_cells
 from napari_unet_cells.core.train import train_iter
@@ -59,37 +57,13 @@ def make_images(seed: int, stream: int, index: int, n: int, size: int):
     return pairs
 
 
-def tune_instances(model, pairs) -> tuple[InstanceConfig, dict[str, float]]:
-    """The post-processing (threshold, hysteresis seeds, min size, min confidence) with the
-    best pooled AP50.
-
-    The network runs once per image; every setting re-uses its probabilities.
-    """
+def tune_post_processing(model, pairs) -> tuple[InstanceConfig, dict[str, float]]:
+    """The post-processing with the best pooled AP50 on ``pairs`` (core.instances.
+    tune_instances); the network runs once per image."""
     probabilities = [
         predict(image, model, device="auto", return_probabilities=True)[1] for image, _ in pairs
     ]
-    scores: dict[str, float] = {}
-    best, best_ap = InstanceConfig(), -1.0
-    grid = itertools.product((0.4, 0.5, 0.6), (None, 0.7, 0.8, 0.9), (10, 20, 30), (0, 0.7, 0.8))
-    for threshold, seed_threshold, min_size, min_confidence in grid:
-        if seed_threshold is not None and seed_threshold <= threshold:
-            continue
-        if min_confidence and min_confidence <= threshold:
-            continue
-        config = InstanceConfig(
-            threshold=threshold,
-            seed_threshold=seed_threshold,
-            min_size=min_size,
-            min_confidence=min_confidence,
-        )
-        tp = fp = fn = 0
-        for probs, (_, labels) in zip(probabilities, pairs, strict=True):
-            [m] = match(labels, probabilities_to_labels(probs, config), 0.5)
-            tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
-        ap = tp / max(1, tp + fp + fn)
-        scores[f"t{threshold}_seed{seed_threshold}_s{min_size}_c{min_confidence}"] = round(ap, 4)
-        if ap > best_ap + 1e-9:
-            best, best_ap = config, ap
+    best, _, scores = tune_instances(probabilities, [labels for _, labels in pairs])
     return best, scores
 
 
@@ -141,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=None,
             augment=AugmentConfig(),
             seed=args.seed * 1000 + round_index,
+            tune_post_processing=False,  # tuned once, at the end, on separate images
         )
         started = time.perf_counter()
         result = None
@@ -184,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     # provenance names rounds by file name only: no machine paths in the shipped file
     final.provenance["trained_from"] = Path(final.provenance.get("trained_from", "")).name
     tuning = make_images(args.seed, VAL_STREAM, 1, 8, args.size)
-    best, scores = tune_instances(final, tuning)
+    best, scores = tune_post_processing(final, tuning)
     final.extra["instances"] = config_to_dict(best)
     final.provenance["instance_tuning"] = {
         "data": "8 synthetic images from the validation seed stream (not test, not training)",

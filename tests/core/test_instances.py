@@ -140,3 +140,15 @@ def test_flood_seeds_equals_one_watershed_over_the_plane(connectivity, seed):
         len(np.unique(seeds[(regions == r) & (seeds > 0)])) for r in range(1, regions.max() + 1)
     ]
     assert 1 in seeds_per_region and max(seeds_per_region) > 1 and count > 3
+
+
+def test_tune_instances_finds_better_settings_and_keeps_a_good_start():
+    from napari_unet_cells.core.instances import tune_instances
+
+    _, truth = synthetic_cells((128, 128), seed=5)
+    probs = perfect_probabilities(truth)
+    bad = InstanceConfig(min_size=5000)  # removes every cell: AP50 0
+    config, ap, scores = tune_instances([probs], [truth], start=bad)
+    assert scores["start"] == 0.0 and ap > 0.9 and config.min_size < 5000
+    again, ap_again, _ = tune_instances([probs], [truth], start=config)
+    assert again == config and ap_again == ap  # nothing better: the start is kept

@@ -49,7 +49,9 @@ def test_events_provenance_and_the_callers_model_is_untouched(samples, tiny_conf
     before = _weights(start.net)
     events = list(_drain(T.train_iter(samples, start, _fast(), device="cpu")))
     kinds = [e.kind for e in events]
-    assert kinds == ["start", "step", "step", "validation", "step", "step", "validation", "done"]
+    assert kinds == [
+        "start", "step", "step", "validation", "step", "step", "validation", "tuning", "done"
+    ]  # fmt: skip
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps] == [1, 2, 3, 4]
     assert all(np.isfinite(e.loss) and e.lr > 0 for e in steps)
@@ -61,8 +63,14 @@ def test_events_provenance_and_the_callers_model_is_untouched(samples, tiny_conf
     assert all(torch.equal(before[k], v) for k, v in _weights(start.net).items())
     model = result.model
     assert next(model.net.parameters()).device.type == "cpu" and not model.net.training
-    assert model.extra == {"instances": {"threshold": 0.4}}
+    assert start.extra == {"instances": {"threshold": 0.4}}  # the caller's, untouched
     prov = model.provenance
+    # the post-processing chosen on the validation data, starting from the model's own
+    tuning = prov["instance_tuning"]
+    assert model.extra["instances"] == tuning["chosen"]
+    assert tuning["ap50"] >= tuning["ap50_before"]
+    if tuning["ap50"] == tuning["ap50_before"]:
+        assert tuning["chosen"]["threshold"] == 0.4  # nothing better: the model's kept
     assert prov["trained_from"] == "a model in memory"
     assert prov["training"]["steps"] == 4 and prov["training"]["stopped_by"] == "steps"
     assert prov["training"]["config"]["batch_size"] == 2

@@ -343,6 +343,9 @@ class TrainConfig:
     augment: the augmentation recipe; augment_strength scales it (0: only flips/turns).
     weight_map: the loss weight map (paper eq. 2).
     seed: seeds initialisation, patch sampling, augmentation and dropout.
+    tune_post_processing: after training, choose the instance step's settings (threshold,
+        seeds, minimum size and confidence) with the best AP50 on the validation data and
+        store them in the model (``core.instances.tune_instances``); skipped after Stop.
     """
 
     steps: int | None = 500
@@ -363,6 +366,7 @@ class TrainConfig:
     augment_strength: float = 1.0
     weight_map: WeightMapConfig = WeightMapConfig()
     seed: int = 0
+    tune_post_processing: bool = True
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:

@@ -32,6 +32,7 @@ an overlap and joins cells cut by chunk borders, so labels stay unique and seque
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -237,6 +238,68 @@ def instance_defaults(model) -> InstanceConfig:
 
     stored = getattr(model, "extra", {}).get("instances")
     return config_from_dict(InstanceConfig, stored) if stored else InstanceConfig()
+
+
+def tune_instances(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    ignore: Sequence[np.ndarray | None] | None = None,
+    start: InstanceConfig | None = None,
+) -> tuple[InstanceConfig, float, dict[str, float]]:
+    """The post-processing with the best pooled AP50 on annotated images.
+
+    probabilities: (Y, X) float32 cell probabilities per image; labels: their instance
+    labels; ignore: bool masks of unannotated pixels (or None). Searches threshold, seed
+    threshold, minimum size (including a quarter of the median annotated cell area) and
+    minimum confidence, re-using the probabilities (the network is not run). ``start``
+    (default: InstanceConfig()) is kept unless a setting scores higher. Returns
+    (config, its AP50, AP50 by setting name).
+    """
+    import dataclasses
+    import itertools
+
+    from .metrics import match
+
+    ignore = list(ignore) if ignore is not None else [None] * len(labels)
+    start = start or InstanceConfig()
+    areas = np.concatenate(
+        [np.bincount(np.asarray(lab).ravel())[1:] for lab in labels if np.asarray(lab).max()]
+        or [np.zeros(0, np.int64)]
+    )
+    areas = areas[areas > 0]
+    sizes = {10, 20, 30, start.min_size}
+    if areas.size:
+        sizes.add(round(0.25 * float(np.median(areas))))
+
+    def pooled_ap(config: InstanceConfig) -> float:
+        tp = fp = fn = 0
+        for probs, truth, mask in zip(probabilities, labels, ignore, strict=True):
+            [m] = match(truth, probabilities_to_labels(probs, config), 0.5, ignore=mask)
+            tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+        return tp / max(1, tp + fp + fn)
+
+    best, best_ap = start, pooled_ap(start)
+    scores = {"start": round(best_ap, 4)}
+    grid = itertools.product(
+        (0.4, 0.5, 0.6), (None, 0.7, 0.8, 0.9), sorted(sizes), (0.0, 0.7, 0.8)
+    )
+    for threshold, seed_threshold, min_size, min_confidence in grid:
+        if seed_threshold is not None and seed_threshold <= threshold:
+            continue
+        if min_confidence and min_confidence <= threshold:
+            continue
+        config = dataclasses.replace(
+            start,
+            threshold=threshold,
+            seed_threshold=seed_threshold,
+            min_size=min_size,
+            min_confidence=min_confidence,
+        )
+        ap = pooled_ap(config)
+        scores[f"t{threshold}_seed{seed_threshold}_s{min_size}_c{min_confidence}"] = round(ap, 4)
+        if ap > best_ap + 1e-9:
+            best, best_ap = config, ap
+    return best, best_ap, scores
 
 
 # --------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ and the device's cached memory is released when the generator ends, is closed, o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 import logging
 import math
@@ -65,7 +66,7 @@ from .data import (
 )
 from .device import autocast, inference_dtype, release_memory, resolve_device
 from .errors import UNetCellsError
-from .instances import instance_defaults, probabilities_to_labels
+from .instances import instance_defaults, probabilities_to_labels, tune_instances
 from .metrics import match
 from .predict import (
     TorchPredictor,
@@ -225,25 +226,14 @@ def validate(
     from the summed TP/FP/FN), or None if stopped. Leaves ``net`` in eval mode.
     """
     instances = instances or InstanceConfig()
-    predictor = TorchPredictor(net, device)
-    cell_model = CellModel(net=net)  # type: ignore[arg-type]
-    tile, batch = auto_tile_and_batch(cell_model, predictor.device)
-    cfg = net.config  # type: ignore[attr-defined]
+    probabilities = region_probabilities(net, regions, device, stop=stop)
+    if probabilities is None:
+        return None
     tp = fp = fn = 0
     inter = union = 0
     loss_sum = weight_sum = 0.0
     n_true = n_pred = 0
-    for region in regions:
-        grid = plan_tiles(region.image.shape, tile, cfg.depth, cfg.padding)
-        out = np.empty(region.image.shape, np.float32)
-        for _ in predict_tiles(
-            region.image[..., None], grid, predictor, out, channel=1, batch_size=batch, stop=stop
-        ):
-            pass
-        if stop_requested(stop):
-            return None
-        y0, y1, x0, x1 = region.core
-        prob = out[y0:y1, x0:x1]
+    for region, prob in zip(regions, probabilities, strict=True):
         p_true = np.where(region.target > 0, prob, 1.0 - prob)
         ce = -np.log(np.clip(p_true, 1e-7, 1.0))
         loss_sum += float((ce * region.weight).sum())
@@ -264,6 +254,34 @@ def validate(
         "n_true": float(n_true),
         "n_pred": float(n_pred),
     }
+
+
+def region_probabilities(
+    net: nn.Module,
+    regions: Sequence[ValidationRegion],
+    device: torch.device,
+    *,
+    stop: StopFlag = None,
+) -> list[np.ndarray] | None:
+    """Cell probabilities (float32, the evaluated core of each region), predicted tile by
+    tile with the regions' real context; None if stopped. Leaves ``net`` in eval mode."""
+    predictor = TorchPredictor(net, device)
+    cell_model = CellModel(net=net)  # type: ignore[arg-type]
+    tile, batch = auto_tile_and_batch(cell_model, predictor.device)
+    cfg = net.config  # type: ignore[attr-defined]
+    probabilities = []
+    for region in regions:
+        grid = plan_tiles(region.image.shape, tile, cfg.depth, cfg.padding)
+        out = np.empty(region.image.shape, np.float32)
+        for _ in predict_tiles(
+            region.image[..., None], grid, predictor, out, channel=1, batch_size=batch, stop=stop
+        ):
+            pass
+        if stop_requested(stop):
+            return None
+        y0, y1, x0, x1 = region.core
+        probabilities.append(out[y0:y1, x0:x1])
+    return probabilities
 
 
 def _better(new: dict[str, float], best: dict[str, float] | None) -> bool:
@@ -467,6 +485,25 @@ def train_iter(
             net.load_state_dict(best_state)
         else:
             best_step = step
+        extra = copy.deepcopy(start_model.extra)
+        tuning = None
+        if regions and config.tune_post_processing and stopped_by != "user":
+            yield event("tuning", message="choosing the post-processing on the validation data")
+            probabilities = region_probabilities(net, regions, torch_device, stop=stop)
+            if probabilities is not None:  # None: stopped meanwhile, keep the model's
+                tuned, tuned_ap, scores = tune_instances(
+                    probabilities,
+                    [r.labels for r in regions],
+                    [r.ignore for r in regions],
+                    start=post,
+                )
+                extra["instances"] = dataclasses.asdict(tuned)
+                tuning = {
+                    "data": "the validation regions",
+                    "ap50_before": scores["start"],
+                    "ap50": round(tuned_ap, 4),
+                    "chosen": dataclasses.asdict(tuned),
+                }
         net.dropout = original_dropout
         net.to("cpu").eval()
         elapsed = time.perf_counter() - start_wall
@@ -486,6 +523,7 @@ def train_iter(
                 "validation_data": _data_summary(val_samples) if val_samples else "held out",
             },
             "validation": best_metrics,
+            "instance_tuning": tuning,
             "history": [{k: round(float(v), 5) for k, v in h.items()} for h in history[-200:]],
         }
         result_model = CellModel(
@@ -493,7 +531,7 @@ def train_iter(
             normalization=start_model.normalization,
             classes=start_model.classes,
             provenance=provenance,
-            extra=start_model.extra,
+            extra=extra,
         )
         result = TrainResult(
             model=result_model,
@@ -535,6 +573,14 @@ def _summary(result: TrainResult) -> str:
         text += (
             f"; best at step {result.best_step}: validation AP50 {m['ap50']:.3f}, "
             f"foreground IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}"
+        )
+    tuning = result.model.provenance.get("instance_tuning")
+    if tuning and tuning["ap50"] > tuning["ap50_before"]:
+        chosen = tuning["chosen"]
+        text += (
+            f"; post-processing tuned (AP50 {tuning['ap50_before']:.3f} -> "
+            f"{tuning['ap50']:.3f}: threshold {chosen['threshold']}, seeds "
+            f"{chosen['seed_threshold']}, min size {chosen['min_size']} px)"
         )
     if result.saved_to is not None:
         text += f"; saved to {result.saved_to}"
