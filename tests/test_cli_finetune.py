@@ -31,6 +31,7 @@ def test_finetune_writes_a_loadable_model_with_a_summary(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "step 3/3" in captured.err  # the progress bar
     assert "validation (best, step 3): AP50" in captured.out and "wrote" in captured.out
+    assert "post-processing chosen on the validation data: threshold" in captured.out
     model = load_model(out)
     assert model.config.base == 4
     training = model.provenance["training"]

@@ -420,6 +420,14 @@ def _run_finetune(args: argparse.Namespace) -> int:
         )
     else:
         print("validation: none (no held-out region; give --val-image for one)")
+    tuning = result.model.provenance.get("instance_tuning")
+    if tuning:
+        c = tuning["chosen"]
+        print(
+            f"post-processing chosen on the validation data: threshold {c['threshold']}, "
+            f"seeds {c['seed_threshold']}, min size {c['min_size']} px, min confidence "
+            f"{c['min_confidence']} (AP50 {tuning['ap50_before']:.3f} -> {tuning['ap50']:.3f})"
+        )
     print(f"wrote {out}")
     return 0
 

@@ -585,7 +585,7 @@ class FinetuneWidget(QWidget):
 
     def _on_event(self, event: TrainEvent) -> None:
         self.progress.setValue(int(1000 * event.progress))
-        if event.kind == "start":
+        if event.kind in ("start", "tuning"):
             self.status.setText(event.message)
             return
         if event.kind == "step" and event.loss is not None:
@@ -616,10 +616,14 @@ class FinetuneWidget(QWidget):
         self._refresh_models()
         self.run_button.setEnabled(True)
         ap = result.best_metrics["ap50"] if result.best_metrics else None
+        tuning = result.model.provenance.get("instance_tuning") or {}
+        if tuning.get("ap50", 0) > tuning.get("ap50_before", 1):
+            ap = tuning["ap50"]  # with the post-processing chosen for these images
         show_info(
             f"Fine-tuning done ({result.stopped_by.replace('_', ' ')}): "
             + (f"validation AP50 {ap:.3f}; " if ap is not None else "")
-            + f"saved to {result.saved_to}; available in Predict as '{name}'."
+            + f"saved to {result.saved_to}; available in Predict as '{name}' (choosing it "
+            "sets Predict's sliders to its post-processing)."
         )
 
     def _on_error(self, err: Exception) -> None:
