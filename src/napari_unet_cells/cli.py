@@ -22,7 +22,7 @@ logger = logging.getLogger("napari_unet_cells")
 
 # -- demo --------------------------------------------------------------------------------
 
-DEMO_DOCKS = ("Weight Map", "Fine-tune", "Predict")
+DEMO_DOCKS = ("Annotate", "Weight Map", "Fine-tune", "Predict")  # tabs; the last in front
 
 
 def _add_demo(sub) -> None:
@@ -48,8 +48,12 @@ def _run_demo(args: argparse.Namespace) -> int:
             'pip install "napari[pyqt6]", then run unet-cells demo again.'
         ) from None
     viewer.open_sample("napari-unet-cells", "synthetic_nuclei")
-    for dock in DEMO_DOCKS:
-        viewer.window.add_plugin_dock_widget("napari-unet-cells", dock)
+    viewer.layers["synthetic nuclei ground truth"].visible = False  # the image first
+    docks = [
+        viewer.window.add_plugin_dock_widget("napari-unet-cells", name, tabify=True)[0]
+        for name in DEMO_DOCKS
+    ]
+    docks[-1].raise_()  # Predict in front: one click of Run segments the sample
     napari.run()
     return 0
 

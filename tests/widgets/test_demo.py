@@ -19,6 +19,8 @@ def test_demo_opens_sample_data_and_docks(make_napari_viewer, monkeypatch):
     docks = " | ".join(viewer.window.dock_widgets)
     for name in DEMO_DOCKS:
         assert name in docks, docks
+    assert len(DEMO_DOCKS) == 4  # all four docks, as tabs
+    assert not viewer.layers["synthetic nuclei ground truth"].visible  # the image first
 
 
 def test_readme_tour_one_click_of_run_segments_the_sample(make_napari_viewer, monkeypatch, qtbot):
