@@ -50,7 +50,8 @@ def test_events_provenance_and_the_callers_model_is_untouched(samples, tiny_conf
     events = list(_drain(T.train_iter(samples, start, _fast(), device="cpu")))
     kinds = [e.kind for e in events]
     assert kinds == [
-        "start", "step", "step", "validation", "step", "step", "validation", "tuning", "done"
+        "start", "tuning", "step", "step", "validation", "step", "step", "validation",
+        "tuning", "done",
     ]  # fmt: skip
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps] == [1, 2, 3, 4]

@@ -343,9 +343,10 @@ class TrainConfig:
     augment: the augmentation recipe; augment_strength scales it (0: only flips/turns).
     weight_map: the loss weight map (paper eq. 2).
     seed: seeds initialisation, patch sampling, augmentation and dropout.
-    tune_post_processing: after training, choose the instance step's settings (threshold,
-        seeds, minimum size and confidence) with the best AP50 on the validation data and
-        store them in the model (``core.instances.tune_instances``); skipped after Stop.
+    tune_post_processing: choose the instance step's settings (threshold, seeds, minimum
+        size and confidence) with the best AP50 on the validation data
+        (``core.instances.tune_instances``): before training, to validate with them, and
+        after (skipped after Stop), to store them in the model.
     """
 
     steps: int | None = 500

@@ -434,6 +434,19 @@ def train_iter(
                 f"{config.optimizer}, device {torch_device}"
             ),
         )
+        if regions and config.tune_post_processing:
+            # validate with post-processing that suits these cells, so that the best step
+            # is chosen for the network, not for how well the model's settings fit them
+            yield event("tuning", message="choosing the post-processing for validation")
+            probabilities = region_probabilities(net, regions, torch_device, stop=stop)
+            net.train()
+            if probabilities is not None:
+                post = tune_instances(
+                    probabilities,
+                    [r.labels for r in regions],
+                    [r.ignore for r in regions],
+                    start=post,
+                )[0]
         while True:
             if stop_requested(stop):
                 stopped_by = "user"
