@@ -30,6 +30,19 @@ def test_info_prints_the_header(tmp_path, capsys, tiny_config):
     assert "base 4, depth 2" in out and "device:     auto -> " in out
 
 
+def test_info_on_a_fine_tuned_model_without_validation(tmp_path, capsys, tiny_config):
+    provenance = {
+        "saved": "2026-11-26T07:00:00+00:00",
+        "trained_from": "nuclei_unet.npz",
+        "training": {"data": [{"name": "a.tif", "cells": 12}, {"name": "b.tif", "cells": 30}]},
+        "validation": None,  # small images: nothing was validated
+    }
+    save_model(CellModel.new(tiny_config, provenance=provenance), tmp_path / "m.npz")
+    assert main(["info", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "2 image(s), 42 cells (a.tif, b.tif)" in out and "validation:" not in out
+
+
 def test_info_without_a_model_describes_the_bundled_one(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out

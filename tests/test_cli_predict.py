@@ -146,6 +146,16 @@ def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, capsys
     assert sorted(p.name for p in out_dir.iterdir()) == ["taken.tif"]
 
 
+def test_several_images_into_a_zarr_store_are_refused(files, tmp_path, capsys):
+    folder, _, _ = files
+    store = tmp_path / "results.zarr"
+    store.mkdir()
+    argv = _args(folder, folder / "image.tif", folder / "image.zarr", "-o", store)
+    assert main(argv) == 2
+    assert "not a .zarr store" in capsys.readouterr().err
+    assert not any(store.iterdir())
+
+
 def test_post_processing_options_reach_the_instance_step(files, tmp_path):
     import dataclasses
 
@@ -156,6 +166,7 @@ def test_post_processing_options_reach_the_instance_step(files, tmp_path):
     results = []
     for option, value, field in (
         ("--seed-threshold", "none", {"seed_threshold": None}),
+        ("--seed-threshold", "0", {"seed_threshold": None}),  # as the dock: 0 = no seeds
         ("--seed-threshold", "0.8", {"seed_threshold": 0.8}),
         ("--min-confidence", "0.6", {"min_confidence": 0.6}),
     ):

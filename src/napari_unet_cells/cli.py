@@ -163,7 +163,13 @@ def _model_summary(path: Path, meta: dict, bundled: bool) -> str:
         lines.append(f"saved:      {prov['saved']}{origin}")
     if prov.get("data"):
         lines.append(f"data:       {prov['data']}")
-    ap50 = prov.get("validation", {}).get("ap50")
+    images = (prov.get("training") or {}).get("data")
+    if isinstance(images, list) and images:  # a fine-tuned model: its training images
+        cells = sum(int(item.get("cells", 0)) for item in images)
+        names = ", ".join(str(item.get("name", "?")) for item in images[:3])
+        more = f" and {len(images) - 3} more" if len(images) > 3 else ""
+        lines.append(f"data:       {len(images)} image(s), {cells} cells ({names}{more})")
+    ap50 = (prov.get("validation") or {}).get("ap50")  # None when nothing was validated
     if ap50 is not None:
         lines.append(f"validation: AP50 {ap50:.3f} on its validation images")
     lines.append("(all of the header: unet-cells info --json)")
@@ -404,8 +410,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
         if not is_out_of_memory(err):
             raise
+        first_line = (str(err).splitlines() or ["out of memory"])[0]
         raise UNetCellsError(
-            f"Training ran out of memory ({str(err).splitlines()[0]}); nothing was saved. "
+            f"Training ran out of memory ({first_line}); nothing was saved. "
             "Lower --batch-size or --tile, or use --device cpu, then train again."
         ) from None
     finally:
@@ -480,10 +487,11 @@ class _ProgressBar:
 
 
 def _probability_or_none(text: str) -> float | None:
+    """A probability, or None for 'none' and 0 (as the dock's slider: 0 = no seeds)."""
     if text.strip().lower() == "none":
         return None
     try:
-        return float(text)
+        return float(text) or None
     except ValueError:
         raise argparse.ArgumentTypeError(f"a probability (0..1) or 'none', got {text!r}") from None
 
@@ -524,7 +532,7 @@ def _add_predict(sub) -> None:
         default=False,
         metavar="P|none",
         help="cells grow from seeds above this probability (separates touching cells); "
-        "'none': plain threshold; default: model's",
+        "'none' or 0: plain threshold; default: model's",
     )
     p.add_argument(
         "--min-confidence",
@@ -570,8 +578,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     # check everything before writing anything
     jobs = []
     # an existing .zarr output is a finished result (a folder on disk), not a destination
-    output_is_folder = args.output.is_dir() and args.output.suffix.lower() != ".zarr"
+    is_zarr = args.output.suffix.lower() == ".zarr"
+    output_is_folder = args.output.is_dir() and not is_zarr
     as_folder = len(args.images) > 1 or output_is_folder
+    if as_folder and is_zarr:
+        raise UNetCellsError(
+            f"With several images, -o must be a folder for the results, not a .zarr store "
+            f"({args.output}); give a plain folder."
+        )
     if as_folder and not args.output.is_dir():
         raise UNetCellsError(
             f"With several images, -o must be an existing folder; {args.output} is not: "

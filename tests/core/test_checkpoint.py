@@ -66,6 +66,14 @@ def test_saved_file_has_normal_permissions(model, tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
+def test_replacing_a_file_keeps_its_permissions(tmp_path):
+    path = tmp_path / "private.tif"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    fileio.atomic_write(path, lambda handle: handle.write(b"new"))
+    assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_failed_save_keeps_previous_file(model, tmp_path, monkeypatch):
     path = C.save_model(model, tmp_path / "m.npz")
     before = path.read_bytes()

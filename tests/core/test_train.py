@@ -108,6 +108,9 @@ def test_stop_request_returns_the_best_model_so_far(samples, tiny_config, monkey
     assert result.stopped_by == "user" and result.steps == 5
     assert result.best_step == 4 and result.best_metrics["ap50"] == 0.6
     assert all(torch.equal(seen[0.6][k], v) for k, v in _weights(result.model.net).items())
+    # no tuning after a Stop; the model keeps the settings validation used (chosen before)
+    assert result.model.provenance["instance_tuning"] is None
+    assert set(result.model.extra["instances"]) >= {"threshold", "seed_threshold", "min_size"}
 
 
 def test_early_stopping_after_patience(samples, tiny_config, monkeypatch):

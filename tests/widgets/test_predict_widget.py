@@ -160,3 +160,17 @@ def test_close_workers_stops_and_detaches_a_running_prediction(dock, qtbot):
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
     qtbot.wait(50)  # a queued signal would reach the widget now
     assert len(viewer.layers) == n_layers and widget.inference_runs == 0
+
+
+def test_a_stopped_run_on_another_image_leaves_the_kept_result_with_its_image(dock, qtbot):
+    viewer, widget, _ = dock
+    _run(widget, qtbot)
+    viewer.layers.remove("synthetic nuclei cells")
+    other = viewer.add_image(np.zeros((50, 60), np.float32), name="B", scale=(7, 7))
+    widget.image_combo.value = other
+    widget.run()
+    widget.stop()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    widget.threshold.value = 0.3  # re-labels the kept probabilities, of the first image
+    assert "B cells" not in viewer.layers
+    assert viewer.layers["synthetic nuclei cells"].data.shape == widget.probabilities.shape

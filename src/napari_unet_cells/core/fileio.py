@@ -20,8 +20,13 @@ def _fsync_dir(folder: Path) -> None:
 
 @functools.cache
 def _default_file_mode() -> int:
-    """The permissions ``open()`` would give a new file: 0o666 minus the umask (read once:
-    reading the umask means setting it, which is not thread-safe)."""
+    """The permissions ``open()`` would give a new file: 0o666 minus the umask. Read from
+    /proc on Linux; elsewhere once, by setting it (which is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
@@ -30,14 +35,17 @@ def _default_file_mode() -> int:
 def atomic_write(path: Path, write) -> None:
     """Write a file atomically: ``write(file_object)`` into a temporary sibling, flush and
     fsync it, then ``os.replace`` it over ``path``. On any error the temporary file is
-    removed and ``path`` keeps its previous content. The file gets the permissions a plain
-    ``open()`` would give it (``mkstemp`` alone would make it private to the user)."""
+    removed and ``path`` keeps its previous content. A new file gets the permissions a plain
+    ``open()`` would give it (``mkstemp`` alone would make it private to the user); a
+    replaced file keeps its own."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with contextlib.suppress(OSError):  # e.g. file systems without POSIX modes
-            os.chmod(tmp, _default_file_mode())
+            # a replaced file keeps its permissions; a new one gets open()'s
+            mode = os.stat(path).st_mode & 0o7777 if path.exists() else _default_file_mode()
+            os.chmod(tmp, mode)
         with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()

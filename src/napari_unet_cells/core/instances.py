@@ -113,9 +113,10 @@ def flood_seeds(probability: np.ndarray, seeds: np.ndarray, config: InstanceConf
     """Hysteresis: seeds flooded by a watershed on ``-probability`` over the pixels above
     ``config.threshold``; regions there without a seed become 0. Same dtype as ``seeds``.
 
-    Equal to one ``skimage.segmentation.watershed`` over the whole plane, but faster: a
-    region above the threshold holding one seed simply becomes that cell, so the
-    watershed runs only in the bounding boxes of regions holding several seeds.
+    Equal to one ``skimage.segmentation.watershed`` over the whole plane (up to how pixels
+    of exactly equal probability are ordered on plateaus), but faster: a region above the
+    threshold holding one seed simply becomes that cell, so the watershed runs only in
+    the bounding boxes of regions holding several seeds.
     """
     from skimage.segmentation import watershed
 

@@ -367,6 +367,7 @@ def train_iter(
     dropout_gen = torch.Generator(device=torch_device).manual_seed(config.seed)
 
     post = instance_defaults(start_model)  # the model's recommended post-processing
+    tuned_before = False  # post chosen on the validation data before training
     net = start_model.net
     original_dropout = net.dropout
     net.dropout = SeededDropout(original_dropout.p, dropout_gen)
@@ -447,6 +448,7 @@ def train_iter(
                     [r.ignore for r in regions],
                     start=post,
                 )[0]
+                tuned_before = True
         while True:
             if stop_requested(stop):
                 stopped_by = "user"
@@ -499,6 +501,8 @@ def train_iter(
         else:
             best_step = step
         extra = copy.deepcopy(start_model.extra)
+        if tuned_before:  # what validation used; refined below unless stopped
+            extra["instances"] = dataclasses.asdict(post)
         tuning = None
         if regions and config.tune_post_processing and stopped_by != "user":
             yield event("tuning", message="choosing the post-processing on the validation data")
@@ -513,6 +517,7 @@ def train_iter(
                 extra["instances"] = dataclasses.asdict(tuned)
                 tuning = {
                     "data": "the validation regions",
+                    "before": dataclasses.asdict(post),  # the settings validation used
                     "ap50_before": scores["start"],
                     "ap50": round(tuned_ap, 4),
                     "chosen": dataclasses.asdict(tuned),

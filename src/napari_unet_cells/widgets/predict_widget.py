@@ -75,7 +75,8 @@ class PredictWidget(Container):
         self.inference_runs = 0
         self.relabel_worker = None
         self._pending_relabel: InstanceConfig | None = None
-        self._source: Image | None = None
+        self._source: Image | None = None  # the image ``probabilities`` belong to
+        self._running_source: Image | None = None
         self._edited = False
         self._writing = False
         self._stop = threading.Event()
@@ -379,7 +380,8 @@ class PredictWidget(Container):
 
         data = np.asarray(layer.data)  # read only: never modified
         self._stop.clear()
-        self._source = layer
+        self._pending_relabel = None  # re-labelling old probabilities is moot now
+        self._running_source = layer  # becomes ``_source`` with its result, not before
         self.progress.value = 0
         self.status.value = "Loading the model…"
         self.run_button.enabled = False
@@ -437,6 +439,7 @@ class PredictWidget(Container):
             self.status.value = "Stopped: no layer written."
             return
         self.inference_runs += 1
+        self._source = self._running_source  # the probabilities and their image, together
         self.probabilities = result.probabilities
         self._write_labels(result.labels, new_run=True)
         if self.show_probabilities.value:
