@@ -396,7 +396,8 @@ def figure_dock_annotate(out_dir: Path, quick: bool = False) -> list[Path]:
         widget.radius_spin.setValue(5.0)
         widget.points_button.click()
         # 3. Check, with the prediction chosen: the audit marks the pair it merged
-        widget.check_button.click()
+        widget.check_button.click()  # runs in the background
+        _wait(lambda: widget.check_worker is None, 60, "the check")
         errors.check()
         viewer.layers.selection.active = annotation
         prediction.visible = False

@@ -101,7 +101,7 @@ def test_start_from_prediction_edits_undo_and_check(make_napari_viewer, qtbot):
     report = widget.check()
     assert report.count("merged_by_prediction") >= 1
     assert any(p.ids == (a, b) for p in report.problems if p.kind == "merged_by_prediction")
-    assert widget.problem_list.count() == len(report.problems)
+    assert widget.problem_list.count() == len(report.problems) + 1  # + the folded notes
     check_layer = viewer.layers[f"{layer.name} check"]
     assert (check_layer.data == report.mask).all()
     assert (check_layer.data == A.CHECK_CODES["border"]).any()
@@ -241,3 +241,34 @@ def test_autosave_saves_only_changes_and_survives_a_failed_save(
     assert widget.save_now() == 1  # retried: the edit is saved now
     (key,) = A.AnnotationProject(tmp_path, create=False).entries
     assert A.AnnotationProject(tmp_path, create=False).load(key)["labels"][0, 0] == 99
+
+
+def test_check_runs_in_background_real_problems_first(make_napari_viewer, qtbot):
+    """Issue 16.1: Check ran on the GUI thread (minutes on big images) and listed
+    thousands of touching pairs before the one real problem."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    widget, _, gt = _dock(viewer, shape=(256, 256))
+    layer = widget.new_annotation()
+    labels = gt.astype(np.int32)
+    labels[2:5, 2:5] = labels.max()  # the largest id used twice: a split id
+    layer.data_setitem(np.nonzero(labels), labels[labels > 0])
+    qtbot.mouseClick(widget.check_button, Qt.MouseButton.LeftButton)
+    worker = widget.check_worker
+    assert worker is not None and not widget.check_button.isEnabled()  # not done inline
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: widget.check_button.isEnabled())
+    report = widget.report
+    assert [p.kind for p in report.problems] == ["split_id"]
+    assert len(report.notes) == report.n_touching_pairs > 10
+    assert widget.problem_list.count() == 2  # the problem, then one line for the notes
+    assert widget.problem_list.item(0).text().startswith(f"id {labels.max()} is used")
+    assert "touching pair" in widget.problem_list.item(1).text()
+    assert "problems: 1 split id" in widget.check_summary.text()
+    widget.problem_list.setCurrentRow(1)  # click the folded line: the notes are listed
+    assert widget.problem_list.count() == 1 + len(report.notes)
+    widget.problem_list.setCurrentRow(2)
+    centre = np.array(viewer.scene.camera.center[-2:])
+    assert np.allclose(centre, layer.data_to_world(report.notes[1].position))

@@ -13,6 +13,7 @@ and the training-set list are saved automatically (debounced, atomic writes) and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 _NONE = "(none)"
+_NOTES = object()  # the list entry standing for the folded notes of a check
 AUTOSAVE_DELAY_MS = 1500  # a crash loses at most the edits of the last ~2 seconds
 
 # colours of the check layer, by CHECK_CODES value
@@ -128,6 +131,8 @@ class AnnotateWidget(QWidget):
         self.links: list[AnnotationLink] = []
         self.project: A.AnnotationProject | None = None
         self.report: A.CheckReport | None = None
+        self._findings: list[Any] = []  # what each row of the problem list shows
+        self.check_worker = None
         self.last_save_error: str | None = None
         self.saves = 0
         self._finetune = None
@@ -203,6 +208,9 @@ class AnnotateWidget(QWidget):
         crow.addWidget(self.min_size)
         crow.addWidget(self.check_button)
         check_layout.addLayout(crow)
+        self.check_progress = QProgressBar()
+        self.check_progress.hide()
+        check_layout.addWidget(self.check_progress)
         self.check_summary = QLabel("")
         self.check_summary.setWordWrap(True)
         self.problem_list = QListWidget()
@@ -252,7 +260,7 @@ class AnnotateWidget(QWidget):
         self.line_button.clicked.connect(lambda: self._guard(self.split_by_line))
         self.watershed_button.clicked.connect(lambda: self._guard(self.split_watershed))
         self.points_button.clicked.connect(lambda: self._guard(self.points_to_cells))
-        self.check_button.clicked.connect(lambda: self._guard(self.check))
+        self.check_button.clicked.connect(lambda: self._guard(self.start_check))
         self.problem_list.currentRowChanged.connect(self.show_problem)
         self.add_button.clicked.connect(lambda: self._guard(self.add_to_training_set))
         self.folder_button.clicked.connect(self._browse_folder)
@@ -306,7 +314,9 @@ class AnnotateWidget(QWidget):
             "separate pieces, specks, cells cut by the ignore mask, and the border carved "
             "between touching cells; with a prediction chosen, also cells it merged or split. "
             "Problems are listed below and shown in a '<annotation> check' layer.",
-            self.problem_list: "Problems found by Check; click one to centre the view on it.",
+            self.problem_list: "Problems found by Check, most urgent first; click one to centre "
+            "the view on it. The touching pairs (information, nothing to fix) are folded into "
+            "the last line: click it to list them.",
             self.add_button: "Add (image, annotation, ignore mask) to the training set of the "
             "Fine-tune dock (opened if needed).",
             self.folder: "The project folder: annotations, ignore masks and the training-set "
@@ -608,19 +618,69 @@ class AnnotateWidget(QWidget):
 
     # -- check -----------------------------------------------------------------------------
 
-    def check(self) -> A.CheckReport:
-        """Run the check, list the problems and show them in a '<annotation> check' layer."""
+    def _check_inputs(self) -> tuple[AnnotationLink, dict[str, Any]]:
+        """The annotation to check and the arguments of the core check."""
         link = self.link_for()
         pred = self.prediction_combo.currentData()
         prediction = None
         if isinstance(pred, Labels) and tuple(pred.data.shape) == link.annotation.data.shape:
             prediction = np.asarray(pred.data)
-        report = A.check_annotation(
-            np.asarray(link.annotation.data),
-            None if link.ignore is None else np.asarray(link.ignore.data),
-            min_size=self.min_size.value(),
-            prediction=prediction,
-        )
+        kwargs = {
+            "labels": np.array(link.annotation.data, copy=True),  # painting may go on
+            "ignore": None if link.ignore is None else np.array(link.ignore.data, copy=True),
+            "min_size": self.min_size.value(),
+            "prediction": prediction,
+        }
+        return link, kwargs
+
+    def check(self) -> A.CheckReport:
+        """Run the check here and now (scripts); the Check button runs it in the background
+        (:meth:`start_check`). Lists the problems and shows them in a '<annotation> check'
+        layer."""
+        link, kwargs = self._check_inputs()
+        report = A.check_annotation(**kwargs)
+        self._show_report(link, report)
+        return report
+
+    def start_check(self):
+        """Run the check in a thread worker with progress (Check button); returns it. The
+        window stays responsive; the result is shown when it arrives."""
+        from napari.qt.threading import thread_worker
+
+        if self.check_worker is not None:
+            return self.check_worker
+        link, kwargs = self._check_inputs()
+
+        @thread_worker
+        def work():
+            return (yield from A.iter_check_annotation(**kwargs))
+
+        worker = work()
+        worker.yielded.connect(self._on_check_progress)
+        worker.returned.connect(lambda report: self._show_report(link, report))
+        worker.errored.connect(lambda err: show_error(f"Check failed: {err}"))
+        worker.finished.connect(self._on_check_finished)
+        self.check_worker = worker
+        self.check_button.setEnabled(False)
+        self.check_progress.setValue(0)
+        self.check_progress.show()
+        self.check_summary.setText("checking ...")
+        worker.start()
+        return worker
+
+    def _on_check_progress(self, event: A.CheckProgress) -> None:
+        self.check_progress.setMaximum(event.total)
+        self.check_progress.setValue(event.done)
+
+    def _on_check_finished(self) -> None:
+        self.check_worker = None
+        with contextlib.suppress(RuntimeError):  # the dock was closed meanwhile
+            self.check_button.setEnabled(True)
+            self.check_progress.hide()
+
+    def _show_report(self, link: AnnotationLink, report: A.CheckReport | None) -> None:
+        if report is None or link.annotation not in self.viewer.layers:
+            return
         self.report = report
         name = f"{link.annotation.name} check"
         if name in self.viewer.layers and isinstance(self.viewer.layers[name], Labels):
@@ -637,21 +697,40 @@ class AnnotateWidget(QWidget):
             layer.colormap = _CHECK_COLOURS
             layer.editable = False
         self.check_summary.setText(report.summary())
-        self.problem_list.clear()
-        self.problem_list.addItems(
-            [
-                (f"[{', '.join(map(str, p.plane))}] " if p.plane else "") + p.message
-                for p in report.problems
-            ]
-        )
+        self._list_findings(show_notes=False)
         self.viewer.layers.selection.active = link.annotation
-        return report
+
+    def _list_findings(self, show_notes: bool) -> None:
+        """Problems first; the notes folded into one line, listed when it is clicked."""
+        report = self.report
+        self._findings = list(report.problems)
+        items = [self._finding_text(p) for p in report.problems]
+        if report.notes and show_notes:
+            self._findings += report.notes
+            items += [self._finding_text(p) for p in report.notes]
+        elif report.notes:
+            self._findings.append(_NOTES)
+            items.append(f"▸ {report.notes_summary()}: click to list them")
+        self.problem_list.blockSignals(True)
+        self.problem_list.clear()
+        self.problem_list.addItems(items)
+        self.problem_list.blockSignals(False)
+
+    @staticmethod
+    def _finding_text(problem: A.Problem) -> str:
+        return (f"[{', '.join(map(str, problem.plane))}] " if problem.plane else "") + (
+            problem.message
+        )
 
     def show_problem(self, row: int) -> None:
-        """Centre the view on problem ``row`` of the last check."""
-        if self.report is None or not 0 <= row < len(self.report.problems):
+        """Centre the view on finding ``row`` of the list (the folded notes line: list
+        the notes)."""
+        if self.report is None or not 0 <= row < len(self._findings):
             return
-        problem = self.report.problems[row]
+        problem = self._findings[row]
+        if problem is _NOTES:
+            self._list_findings(show_notes=True)
+            return
         layer = self.link_for().annotation
         world = layer.data_to_world((*problem.plane, *problem.position))
         if layer.ndim > 2:
@@ -846,6 +925,8 @@ class AnnotateWidget(QWidget):
         return None
 
     def closeEvent(self, event) -> None:
+        if self.check_worker is not None:
+            self.check_worker.quit()
         if self.autosave_timer.isActive():
             self.save_now()
         super().closeEvent(event)
