@@ -132,9 +132,14 @@ def read_model_info(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON header of a model file (config, normalisation, classes, provenance).
 
     Checks that the file is a model file of a supported format; does not verify the
-    weights (``load_model`` does) and does not import torch.
+    weights (``load_model`` does) and does not import torch. A bioimage.io package
+    exported by this plugin gives the header stored in it.
     """
     path = Path(path)
+    if _is_bioimageio_package(path):
+        from .interop.bioimageio import read_bioimageio_info
+
+        return read_bioimageio_info(path)
     with _open_archive(path) as archive:
         return _read_meta(archive, path)
 
@@ -143,7 +148,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     """Load a model file, verify its integrity and rebuild the network on ``device``.
 
     Raises UNetCellsError naming the file if it is missing, foreign, truncated, damaged
-    or from a newer format. The network is returned in eval mode.
+    or from a newer format. The network is returned in eval mode. ``path`` may also be a
+    bioimage.io package (.zip) exported by this plugin (``unet-cells export``); one from
+    another architecture raises UNetCellsError saying so.
     """
     import torch
 
@@ -151,6 +158,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     from .unet import UNet
 
     path = Path(path)
+    if _is_bioimageio_package(path):
+        from .interop.bioimageio import load_bioimageio
+
+        return load_bioimageio(path, device)
     with _open_archive(path) as archive:
         meta = _read_meta(archive, path)
         try:
@@ -180,6 +191,15 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
 
 
 # --------------------------------------------------------------------------------------
+
+
+def _is_bioimageio_package(path: Path) -> bool:
+    """A bioimage.io package (zip or folder with rdf.yaml) rather than an .npz model file."""
+    if path.suffix.lower() == ".npz" or not path.exists():
+        return False
+    from .interop.bioimageio import is_bioimageio_package
+
+    return is_bioimageio_package(path)
 
 
 def _open_archive(path: Path):
