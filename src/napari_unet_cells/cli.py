@@ -511,10 +511,11 @@ def _add_predict(sub) -> None:
         "-o",
         "--output",
         type=Path,
-        required=True,
+        default=None,
         metavar="OUT",
         help="labels file (.tif/.tiff/.zarr) for one image, or an existing folder "
-        "(<name>_cells.<ext> per image)",
+        "(<name>_cells.<ext> per image); a new .ome.zarr: OME-Zarr with the image and its "
+        "labels",
     )
     p.add_argument("--model", type=Path, default=None, help="model file (.npz); default: bundled")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
@@ -553,6 +554,16 @@ def _add_predict(sub) -> None:
         metavar="ADDRESS",
         help="zarr: run on an existing dask.distributed scheduler, e.g. tcp://host:8786",
     )
+    p.add_argument(
+        "--ome-labels",
+        action="store_true",
+        help="OME-Zarr inputs: write the labels into each input's labels/<name> group "
+        "(NGFF metadata; the image arrays are not touched) instead of -o",
+    )
+    p.add_argument("--labels-name", default="cells", help="OME-Zarr labels name (default cells)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an OME-Zarr labels group of that name"
+    )
     p.set_defaults(run=_run_predict)
 
 
@@ -577,10 +588,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     config = PredictConfig(device=args.device, tile=tile, batch_size=args.batch_size, tta=args.tta)
     # check everything before writing anything
     jobs = []
+    ome = _ome_mode(args)  # None, or OME-Zarr labels "into" the inputs / a "new" store
     # an existing .zarr output is a finished result (a folder on disk), not a destination
-    is_zarr = args.output.suffix.lower() == ".zarr"
-    output_is_folder = args.output.is_dir() and not is_zarr
-    as_folder = len(args.images) > 1 or output_is_folder
+    is_zarr = ome is None and args.output.suffix.lower() == ".zarr"
+    output_is_folder = ome is None and args.output.is_dir() and not is_zarr
+    as_folder = ome is None and (len(args.images) > 1 or output_is_folder)
     if as_folder and is_zarr:
         raise UNetCellsError(
             f"With several images, -o must be a folder for the results, not a .zarr store "
@@ -593,6 +605,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         )
     for image in args.images:
         open_image(image)  # existence, format, readable, not empty
+        if ome is not None:
+            jobs.append((image, _ome_target(image, args, ome), None))
+            continue
         if as_folder:
             suffix = ".zarr" if file_kind(image) == "zarr" else ".tif"
             out = args.output / f"{image.name.split('.')[0]}_cells{suffix}"
@@ -631,16 +646,140 @@ def _run_predict(args: argparse.Namespace) -> int:
             ) from None
     with client:
         for image, out, probs in jobs:
-            summary = predict_file(
+            summary = (predict_file if ome is None else _ome_writer(args, ome))(
                 image, out, model, config, instances, probabilities=probs, chunk=args.chunk
             )
             print(f"{image} -> {out}: {summary['cells']} cells")
     return 0
 
 
+def _ome_mode(args: argparse.Namespace) -> str | None:
+    """How predict writes OME-Zarr: "into" each input's labels group (--ome-labels), a
+    "new" store (-o NAME.ome.zarr), or None (plain files)."""
+    new = args.output is not None and args.output.name.lower().endswith(".ome.zarr")
+    if args.ome_labels and args.output is not None:
+        raise UNetCellsError(
+            "--ome-labels writes into each OME-Zarr input's labels/ group: leave out -o (or "
+            "drop --ome-labels and give -o cells.ome.zarr for a new store)."
+        )
+    if not args.ome_labels and args.output is None:
+        raise UNetCellsError(
+            "Give -o OUT (a labels file, a folder, or a new .ome.zarr), or --ome-labels to "
+            "write into the OME-Zarr inputs."
+        )
+    if not (args.ome_labels or new):
+        if args.overwrite:
+            raise UNetCellsError(
+                "--overwrite only replaces an OME-Zarr labels group (with --ome-labels); other "
+                "outputs are never overwritten: choose a new output name."
+            )
+        return None
+    if new and len(args.images) > 1:
+        raise UNetCellsError(
+            f"-o {args.output} takes one image; for several OME-Zarr images use --ome-labels, "
+            "or give a folder as -o."
+        )
+    if args.probabilities:
+        raise UNetCellsError(
+            "--probabilities is not written to OME-Zarr; leave it out, or write TIFF/zarr."
+        )
+    return "into" if args.ome_labels else "new"
+
+
+def _ome_target(image: Path, args: argparse.Namespace, mode: str) -> Path:
+    from .core.interop.omezarr import check_new_store, labels_target
+
+    if mode == "into":
+        return labels_target(image, args.labels_name, args.overwrite)
+    return check_new_store(args.output)
+
+
+def _ome_writer(args: argparse.Namespace, mode: str):
+    """A function with predict_file's signature that writes OME-Zarr labels."""
+    from .core.interop.omezarr import predict_to_ome_zarr
+
+    def write(image, out, model, config, instances, probabilities=None, **kwargs):
+        output = out if mode == "new" else None
+        return predict_to_ome_zarr(
+            image,
+            output,
+            model,
+            config,
+            instances,
+            name=args.labels_name,
+            overwrite=args.overwrite,
+            **kwargs,
+        )
+
+    return write
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model as a bioimage.io package (.zip) for Fiji, ilastik, QuPath, ...",
+        description=(
+            "Export a model file as a bioimage.io model package: the network as torch "
+            "source + weights (and TorchScript), its normalisation, tile-size rule, a test "
+            "image and its expected output, a cover and the model card. The package is "
+            "tested with bioimageio.core before it is written. Needs the interop extra: "
+            "pip install 'napari-unet-cells[interop]'."
+        ),
+    )
+    p.add_argument(
+        "model", type=Path, nargs="?", help="model file (.npz); default: the bundled model"
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="package to write (.zip)")
+    p.add_argument("--name", help="the package's name (default from the file name)")
+    p.add_argument("--author", action="append", help="author's name (repeat for several)")
+    p.add_argument("--description", help="one or two sentences about the model")
+    p.add_argument("--license", default="CC-BY-4.0", help="SPDX licence id (default CC-BY-4.0)")
+    p.add_argument(
+        "--test-image", type=Path, help="image (.tif) for the package's test; default synthetic"
+    )
+    p.add_argument("--no-torchscript", action="store_true", help="only pytorch_state_dict")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .core.interop.bioimageio import export_bioimageio, read_bioimageio_weights
+    from .core.predict import bundled_model_path
+
+    model = args.model or bundled_model_path()
+    test_image = None
+    if args.test_image is not None:
+        (test_image,) = _read_tiffs([args.test_image], "--test-image")
+    path = export_bioimageio(
+        model,
+        args.output,
+        name=args.name,
+        description=args.description,
+        authors=args.author,
+        license=args.license,
+        test_image=test_image,
+        torchscript=not args.no_torchscript,
+        overwrite=args.overwrite,
+    )
+    formats = ", ".join(read_bioimageio_weights(path))
+    print(f"{model} -> {path}: bioimage.io model package, test passed ({formats})")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 
-_SUBCOMMANDS = (_add_demo, _add_synthetic, _add_info, _add_weightmap, _add_finetune, _add_predict)
+_SUBCOMMANDS = (
+    _add_demo,
+    _add_synthetic,
+    _add_info,
+    _add_weightmap,
+    _add_finetune,
+    _add_predict,
+    _add_export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -450,6 +450,10 @@ def _describe(
         "classes": list(cell_model.classes),
         "provenance": json.loads(json.dumps(cell_model.provenance)),
         "extra": json.loads(json.dumps(cell_model.extra)),
+        "tensors": {
+            k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)}
+            for k, v in _state_dict_cpu(cell_model).items()
+        },
     }
     n_classes = config.n_classes
     return bio.ModelDescr(
@@ -709,6 +713,15 @@ def read_bioimageio_info(path: str | os.PathLike) -> dict[str, Any]:
         package.close()
 
 
+def read_bioimageio_weights(path: str | os.PathLike) -> list[str]:
+    """The weight formats a package holds, e.g. ["pytorch_state_dict", "torchscript"]."""
+    package = _Package(Path(path))
+    try:
+        return sorted((package.rdf().get("weights") or {}).keys())
+    finally:
+        package.close()
+
+
 def load_bioimageio(path: str | os.PathLike, device: str | torch.device = "cpu") -> CellModel:
     """Load a bioimage.io package exported by this plugin as a CellModel (eval mode).
 
@@ -810,6 +823,7 @@ __all__ = [
     "is_bioimageio_package",
     "load_bioimageio",
     "read_bioimageio_info",
+    "read_bioimageio_weights",
     "test_package",
     "tile_constraints",
 ]

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -384,6 +383,25 @@ def read_labels(store: str | os.PathLike, name: str = "cells") -> dict[str, Any]
     }
 
 
+def check_new_store(path: str | os.PathLike) -> Path:
+    """Check that a new OME-Zarr store can be written at ``path`` (.zarr, new, folder
+    exists, ome-zarr installed); returns it as a Path."""
+    require("ome_zarr.writer", "Writing OME-Zarr")
+    path = Path(path)
+    if path.suffix.lower() != ".zarr":
+        raise UNetCellsError(
+            f"{path}: an OME-Zarr output needs a name ending in .zarr, e.g. cells.ome.zarr."
+        )
+    if path.exists():
+        raise UNetCellsError(
+            f"{path} already exists; choose another output name (existing files are never "
+            "overwritten). To add labels to an existing OME-Zarr image, use --ome-labels."
+        )
+    if not path.parent.is_dir():
+        raise UNetCellsError(f"The folder {path.parent} does not exist; create it first.")
+    return path
+
+
 def predict_to_ome_zarr(
     source: str | os.PathLike,
     output: str | os.PathLike | None = None,
@@ -393,38 +411,27 @@ def predict_to_ome_zarr(
     *,
     name: str = "cells",
     overwrite: bool = False,
-    chunk: int | None = None,
-    progress: Callable[[Any], None] | None = None,
+    **predict_kwargs: Any,
 ) -> dict[str, Any]:
     """Segment ``source`` and write the labels as OME-Zarr.
 
     output None: into ``source``'s ``labels/<name>`` (``source`` must be an OME-Zarr
     image; an existing labels image of that name is refused unless ``overwrite``).
     output a new ``.zarr`` path (e.g. cells.ome.zarr): a new store with the image and
-    its labels. Prediction runs as ``predict_file`` (zarr inputs chunk by chunk); the
-    targets are checked before any work. Returns {"input", "output", "cells"}.
+    its labels. Prediction runs as ``predict_file`` (zarr inputs chunk by chunk), with
+    ``predict_kwargs`` (e.g. chunk, progress) passed on; the target is checked before any
+    work. Returns ``predict_file``'s summary with "output" the labels image's path.
     """
     from ..predict_large import open_image, predict_file
 
     require("ome_zarr.writer", "Writing OME-Zarr")
     source = Path(source)
     if output is None:
-        labels_target(source, name, overwrite)
-        destination, parent = source / "labels" / name, source.parent
+        destination = labels_target(source, name, overwrite)
+        parent = source.parent
     else:
-        output = Path(output)
-        if output.suffix.lower() != ".zarr":
-            raise UNetCellsError(
-                f"{output}: an OME-Zarr output needs a name ending in .zarr, e.g. cells.ome.zarr."
-            )
-        if output.exists():
-            raise UNetCellsError(
-                f"{output} already exists; choose another output name (existing files are never "
-                "overwritten). To add labels to an existing OME-Zarr image, use --ome-labels."
-            )
-        if not output.parent.is_dir():
-            raise UNetCellsError(f"The folder {output.parent} does not exist; create it first.")
-        destination, parent = output, output.parent
+        destination = output = check_new_store(output)
+        parent = output.parent
     open_image(source)  # readable, not empty
     from ... import __version__
 
@@ -433,13 +440,10 @@ def predict_to_ome_zarr(
         import dask.array as da
 
         labels_path = Path(work) / "labels.zarr"
-        kwargs = {"chunk": chunk} if chunk is not None else {}
-        if progress is not None:
-            kwargs["progress"] = progress
-        summary = predict_file(source, labels_path, model, config, instances, **kwargs)
+        summary = predict_file(source, labels_path, model, config, instances, **predict_kwargs)
         labels = da.from_zarr(str(labels_path))
         if output is None:
             write_labels_into(source, labels, name, overwrite=overwrite, attributes=attributes)
         else:
             write_ome_zarr(output, open_image(source), labels, name, attributes=attributes)
-    return {"input": str(source), "output": str(destination), "cells": summary["cells"]}
+    return {**summary, "input": str(source), "output": str(destination)}
