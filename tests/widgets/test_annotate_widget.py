@@ -272,3 +272,50 @@ def test_check_runs_in_background_real_problems_first(make_napari_viewer, qtbot)
     widget.problem_list.setCurrentRow(2)
     centre = np.array(viewer.scene.camera.center[-2:])
     assert np.allclose(centre, layer.data_to_world(report.notes[1].position))
+
+
+def test_defaults_after_predict_point_at_a_copy_not_the_prediction(make_napari_viewer, qtbot):
+    """Issue 16.9: after Predict, Annotation was the prediction itself and Prediction
+    (none), so 'Start from prediction' failed and Delete/Merge edited the prediction."""
+    from napari_unet_cells.core.checkpoint import CellModel
+    from napari_unet_cells.core.config import ModelConfig
+    from napari_unet_cells.core.predict import register_model, unregister_model
+
+    register_model("tiny", CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=0))
+    try:
+        _defaults_after_predict(make_napari_viewer(), qtbot)
+    finally:
+        unregister_model("tiny")
+
+
+def _defaults_after_predict(viewer, qtbot) -> None:
+    from napari_unet_cells.core.errors import UNetCellsError
+
+    image, _ = synthetic_cells((96, 96), seed=1)
+    image_layer = viewer.add_image(image, name="cells")
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
+    _, annotate = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Annotate")
+    predict.refresh_models()
+    predict.model_combo.value = "tiny"
+    predict.device.value = "cpu"
+    predict.threshold.value = 0.01  # an untrained net: make sure some cells come out
+    predict.run()
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=60_000)
+    prediction = viewer.layers["cells cells"]
+    before = np.array(prediction.data, copy=True)
+    assert annotate.prediction_combo.currentData() is prediction
+    assert all(
+        annotate.annotation_combo.itemData(i) is not prediction
+        for i in range(annotate.annotation_combo.count())
+    )
+    with pytest.raises(UNetCellsError, match="Start from prediction"):
+        annotate.link_for(prediction)
+    select(annotate.image_combo, image_layer)
+    copy = annotate.new_annotation(from_prediction=True)  # the button's default works
+    assert copy is not prediction and (copy.data == before).all()
+    assert annotate.annotation_combo.currentData() is copy
+    cell = int(before.max())
+    if cell:
+        annotate.delete(cell)
+        assert not (copy.data == cell).any()
+    assert (prediction.data == before).all()  # the prediction is left alone

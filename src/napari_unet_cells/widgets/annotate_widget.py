@@ -89,6 +89,16 @@ class AnnotationLink:
         )
 
 
+def _role(layer: Any) -> str | None:
+    """What this plugin made a layer for ("prediction", "check"), from its metadata."""
+    metadata = getattr(layer, "metadata", None)
+    return metadata.get("unet_cells_role") if isinstance(metadata, dict) else None
+
+
+def _is_prediction(layer: Any) -> bool:
+    return isinstance(layer, Labels) and _role(layer) == "prediction"
+
+
 def _image_plane_shape(image: Image) -> tuple[int, ...]:
     data = image.data[0] if image.multiscale else image.data
     return tuple(data.shape[:-1] if image.rgb else data.shape)
@@ -343,13 +353,15 @@ class AnnotateWidget(QWidget):
         images = [x for x in layers if isinstance(x, Image)]
         labels = [x for x in layers if isinstance(x, Labels)]
         ours = {id(link.annotation) for link in self.links}
-        check_layers = {id(x) for x in labels if x.metadata.get("unet_cells_role") == "check"}
-        annotations = [x for x in labels if id(x) not in check_layers]
+        check_layers = {id(x) for x in labels if _role(x) == "check"}
+        # predictions are never edited: they are offered as Prediction, not Annotation
+        annotations = [x for x in labels if id(x) not in check_layers and not _is_prediction(x)]
         annotations.sort(key=lambda x: id(x) not in ours)  # this dock's layers first
+        predictions = [x for x in labels if id(x) not in ours and id(x) not in check_layers]
         for combo, items, optional in (
             (self.image_combo, images, False),
             (self.annotation_combo, annotations, False),
-            (self.prediction_combo, [x for x in labels if id(x) not in ours], True),
+            (self.prediction_combo, predictions, True),
         ):
             current = combo.currentData()
             combo.blockSignals(True)
@@ -362,6 +374,7 @@ class AnnotateWidget(QWidget):
             if index >= 0:
                 combo.setCurrentIndex(index)
             combo.blockSignals(False)
+        self._default_prediction(event)
         alive = {id(x) for x in layers}
         self.links = [
             link for link in self.links if id(link.annotation) in alive and id(link.image) in alive
@@ -369,6 +382,15 @@ class AnnotateWidget(QWidget):
         for link in self.links:
             if link.ignore is not None and id(link.ignore) not in alive:
                 link.ignore = None
+
+    def _default_prediction(self, event=None) -> None:
+        """Prediction = the newest prediction: when one is added, or when none is chosen."""
+        added = _unwrap(getattr(event, "value", None)) if event is not None else None
+        newest = [x for x in self.viewer.layers if _is_prediction(x)]
+        if not newest:
+            return
+        if _is_prediction(added) or self.prediction_combo.currentData() is None:
+            select(self.prediction_combo, added if _is_prediction(added) else newest[-1])
 
     def _annotation_changed(self, index: int = 0) -> None:
         layer = self.annotation_combo.currentData()
@@ -380,6 +402,11 @@ class AnnotateWidget(QWidget):
         layer = _unwrap(layer) if layer is not None else self.annotation_combo.currentData()
         if not isinstance(layer, Labels):
             raise UNetCellsError("Choose an annotation (Labels) layer, or click 'New annotation'.")
+        if _is_prediction(layer):
+            raise UNetCellsError(
+                f"'{layer.name}' is a prediction and is never edited: click 'Start from "
+                "prediction' to correct a copy of it."
+            )
         for link in self.links:
             if link.annotation is layer:
                 return link

@@ -494,7 +494,10 @@ class PredictWidget(Container):
         self._writing = True
         try:
             if layer is None:
-                layer = self.viewer.add_labels(labels, name=name, **self._geometry())
+                role = {"unet_cells_role": "prediction"}  # Annotate offers it, never edits it
+                layer = self.viewer.add_labels(
+                    labels, name=name, metadata=role, **self._geometry()
+                )
                 layer.events.paint.connect(self._on_user_edit)
                 layer.events.set_data.connect(self._on_user_edit)
                 self.labels_layer = layer
