@@ -51,6 +51,7 @@ from ..core.config import WEIGHT_MAP_PRESETS, TrainConfig, WeightMapConfig
 from ..core.data import as_samples
 from ..core.device import available_devices
 from ..core.errors import UNetCellsError
+from ..core.labels import mask_to_instances
 from ..core.predict import (
     bundled_model_path,
     is_out_of_memory,
@@ -252,7 +253,12 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.plot, 1)
         self.run_button = QPushButton("Run the new model on the current image")
         self.run_button.setEnabled(False)
-        layout.addWidget(self.run_button)
+        self.export_button = QPushButton("Export...")
+        self.export_button.setEnabled(False)
+        after = QHBoxLayout()
+        after.addWidget(self.run_button, 1)
+        after.addWidget(self.export_button)
+        layout.addLayout(after)
 
         self._set_tooltips()
 
@@ -267,6 +273,7 @@ class FinetuneWidget(QWidget):
         self.stop_button.clicked.connect(lambda: self.stop_training())
         self.preview_button.clicked.connect(lambda: self.preview_augmentation())
         self.run_button.clicked.connect(lambda: self.run_in_predict())
+        self.export_button.clicked.connect(lambda: self.export_bioimageio())
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.reordered):
             emitter.connect(self._refresh_layers)
@@ -294,7 +301,8 @@ class FinetuneWidget(QWidget):
             self.base_combo: "The network training starts from: the bundled model (trained on "
             "synthetic nuclei; the usual choice), a new random network (needs many more "
             "steps), a model trained in this session, or a model file.",
-            self.base_browse: "Start from a model file (.npz) saved by this plugin.",
+            self.base_browse: "Start from a model file (.npz) saved by this plugin, or a "
+            "bioimage.io package (.zip) it exported.",
             self.budget: "How long to train, in the unit on the right (default 500 steps). "
             "Stop ends training early and keeps the best model so far.",
             self.budget_unit: "steps: optimiser steps (one batch of tiles each); minutes: "
@@ -335,6 +343,9 @@ class FinetuneWidget(QWidget):
             "as layers, exactly as the network sees them.",
             self.run_button: "Open the Predict dock with the new model and run it on the "
             "selected image layer (or the first training image).",
+            self.export_button: "Export the new model as a bioimage.io package (.zip) for Fiji "
+            "(deepImageJ), ilastik, QuPath or other napari plugins; it is tested before it is "
+            "written. Needs: pip install 'napari-unet-cells[interop]'.",
         }
         for widget, text in tips.items():
             tip(widget, text)
@@ -452,7 +463,7 @@ class FinetuneWidget(QWidget):
         self.base_combo.setCurrentIndex(self.base_combo.findData(str(model)))
 
     def _browse_base(self) -> None:
-        name, _ = QFileDialog.getOpenFileName(self, "Base model", "", "U-Net models (*.npz)")
+        name, _ = QFileDialog.getOpenFileName(self, "Base model", "", "U-Net models (*.npz *.zip)")
         if name:
             self.set_base_model(name)
 
@@ -514,9 +525,17 @@ class FinetuneWidget(QWidget):
                 "The training set is empty: choose an Image and a Labels layer and click "
                 "'Add pair'."
             )
+        labels = []
+        for pair in self.pairs:  # 0/1 or 0/255 masks: numbered, with a notice
+            array, notice = mask_to_instances(
+                _layer_array(pair.labels, "Labels"), f"'{pair.labels.name}'"
+            )
+            if notice:
+                show_info(notice)
+            labels.append(array)
         return as_samples(
             [_layer_array(p.image, "Image") for p in self.pairs],
-            [_layer_array(p.labels, "Labels") for p in self.pairs],
+            labels,
             [None if p.ignore is None else _layer_array(p.ignore, "Ignore") for p in self.pairs],
             names=[p.image.name for p in self.pairs],
         )
@@ -563,6 +582,7 @@ class FinetuneWidget(QWidget):
         self.train_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.run_button.setEnabled(False)
+        self.export_button.setEnabled(False)
 
         def run():
             return (yield from gen)
@@ -615,6 +635,7 @@ class FinetuneWidget(QWidget):
         register_model(name, result.model)
         self._refresh_models()
         self.run_button.setEnabled(True)
+        self.export_button.setEnabled(True)
         ap = result.best_metrics["ap50"] if result.best_metrics else None
         tuning = result.model.provenance.get("instance_tuning") or {}
         if tuning.get("ap50", 0) > tuning.get("ap50_before", 1):
@@ -716,6 +737,28 @@ class FinetuneWidget(QWidget):
         widget.image_combo.value = image
         widget.run()
         return widget
+
+    def export_bioimageio(self, path: str | Path | None = None) -> Any:
+        """Export the new model as a bioimage.io package (``core.interop.bioimageio``) in
+        the background; asks for the file name when ``path`` is None. Returns the worker."""
+        from ..core.interop.bioimageio import export_bioimageio
+
+        if self.result is None:
+            show_error("Train a model first.")
+            return None
+        if path is None:  # the dialog has the user confirm replacing an existing file
+            path, _ = QFileDialog.getSaveFileName(self, "Export", "", "bioimage.io (*.zip)")
+            if not path:
+                return None
+        path = Path(path) if Path(path).suffix == ".zip" else Path(f"{path}.zip")
+        worker = create_worker(
+            export_bioimageio, self.result.model, path, overwrite=True, _start_thread=False
+        )
+        worker.returned.connect(lambda p: show_info(f"Exported the model to {p} (tested)."))
+        worker.errored.connect(lambda err: show_error(str(err)))
+        self.export_worker = worker
+        worker.start()
+        return worker
 
     # -- closing ---------------------------------------------------------------------------
 

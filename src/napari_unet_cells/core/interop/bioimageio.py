@@ -333,8 +333,8 @@ def _write_files(
     probs = _test_output(cell_model, net, raw)
     np.save(folder / "test_input.npy", raw)
     np.save(folder / "test_output.npy", probs)
-    tifffile.imwrite(folder / "sample_input.tif", raw[0])
-    tifffile.imwrite(folder / "sample_output.tif", probs[0])
+    tifffile.imwrite(folder / "sample_input.tif", raw[0], photometric="minisblack")
+    tifffile.imwrite(folder / "sample_output.tif", probs[0], photometric="minisblack")
     _write_cover(folder / "cover.png", cell_model, raw, probs)
     (folder / "README.md").write_text(
         model_card(cell_model, name=name, authors=authors, license=license), encoding="utf-8"
