@@ -86,3 +86,15 @@ def test_weightmap_3d_stack(tmp_path):
     written = tifffile.imread(tmp_path / "w.tif")
     assert written.shape == stack.shape
     np.testing.assert_array_equal(written[1], weight_map(stack[1]))
+
+
+def test_weightmap_numbers_a_fiji_mask_and_says_so(tmp_path, capsys):
+    """Issue 16.3: a 0/255 mask was weighted as one cell, without a word."""
+    labels = _labels(2)
+    tifffile.imwrite(tmp_path / "mask.tif", np.where(labels > 0, 255, 0).astype(np.uint8))
+    assert main(["weightmap", str(tmp_path / "mask.tif"), "-o", str(tmp_path / "w.tif")]) == 0
+    assert "binary mask (values 0 and 255)" in capsys.readouterr().err
+    from napari_unet_cells.core.labels import mask_to_instances
+
+    numbered = mask_to_instances(labels > 0)[0]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "w.tif"), weight_map(numbered))

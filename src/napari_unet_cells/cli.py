@@ -256,7 +256,7 @@ def _run_weightmap(args: argparse.Namespace) -> int:
     }
     config = WeightMapConfig.preset(args.preset)
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    labels = read(args.labels, "labels")
+    labels = _numbered(read(args.labels, "labels"), args.labels.name)
     ignore = read(args.ignore, "ignore mask") if args.ignore else None
     gen = iter_weight_map(labels, ignore, config)
     while True:
@@ -335,6 +335,16 @@ def _read_tiffs(paths: list[Path] | None, what: str) -> list:
     return out
 
 
+def _numbered(labels, name: str):
+    """Labels as read, or a 0/1 or 0/255 mask numbered by connected components, saying so."""
+    from .core.labels import mask_to_instances
+
+    labels, notice = mask_to_instances(labels, name)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
+    return labels
+
+
 def _run_finetune(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
@@ -376,9 +386,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, steps=args.steps, minutes=args.minutes)
     if args.preset:
         config = dataclasses.replace(config, weight_map=WeightMapConfig.preset(args.preset))
+    labels = _read_tiffs(args.labels, "labels")
     samples = as_samples(
         _read_tiffs(args.image, "image"),
-        _read_tiffs(args.labels, "labels"),
+        [_numbered(a, p.name) for a, p in zip(labels, args.labels, strict=True)],
         _read_tiffs(args.ignore, "ignore mask") or None,
         names=[p.name for p in args.image],
     )

@@ -70,3 +70,36 @@ def test_dask_normalisation_mapping_ignores_nan():
     low, scale, _, _ = normalization_affine(values, NormalizationConfig())
     assert scale > 0 and scale == pytest.approx(clean[1], rel=1e-2)  # was 0 before the fix
     assert low == pytest.approx(clean[0], abs=1.0)
+
+
+@pytest.mark.parametrize("on", [1, 255])
+def test_binary_masks_are_numbered_with_a_notice(on, caplog):
+    """Issue 16.3: a 0/1 or Fiji 0/255 mask was trained and weighted as one giant cell."""
+    from napari_unet_cells.core.data import as_samples
+    from napari_unet_cells.core.labels import binary_mask_values, mask_to_instances
+    from napari_unet_cells.core.synthetic import synthetic_cells
+    from napari_unet_cells.core.weightmap import weight_map
+
+    image, labels = synthetic_cells((160, 160), seed=0)
+    mask = np.where(labels > 0, on, 0).astype(np.uint8)
+    assert binary_mask_values(mask) == (0, on)
+    assert binary_mask_values(labels) is None  # instance labels pass unchanged
+    one_cell = np.zeros((20, 20), np.uint8)
+    one_cell[5:9, 5:9] = on
+    assert binary_mask_values(one_cell) is None  # a single cell is not a mask
+    numbered, notice = mask_to_instances(mask, "m.tif")
+    objects = ndi_label_count(labels > 0)
+    assert numbered.max() == objects > 3 and "binary mask" in notice and "merged" in notice
+    with caplog.at_level("WARNING"):
+        [sample] = as_samples(image, mask, names=["m.tif"])
+    assert len(np.unique(sample.labels[sample.labels > 0])) == objects
+    assert "binary mask" in caplog.text
+    np.testing.assert_array_equal(weight_map(mask), weight_map(numbered))
+    bool_numbered, _ = mask_to_instances(labels > 0)
+    np.testing.assert_array_equal(bool_numbered, numbered)
+
+
+def ndi_label_count(mask):
+    from scipy import ndimage as ndi
+
+    return ndi.label(mask, structure=np.ones((3, 3), bool))[1]

@@ -351,7 +351,7 @@ def test_incremental_update_in_a_stack_and_its_errors():
     [
         (np.zeros((8, 8), np.float32), None, "integer"),
         (np.full((8, 8), -1, np.int32), None, "negative"),
-        (np.zeros((8, 8), bool), None, "binary"),
+        (np.zeros((8, 8), np.uint8), np.zeros((8, 8, 2), bool), "shape"),
         (np.zeros(8, np.int32), None, "2D"),
         (np.zeros((8, 8), np.int32), np.zeros((8, 9), bool), "shape"),
         (np.zeros((8, 8), np.int32), np.full((8, 8), "x"), "ignore mask"),

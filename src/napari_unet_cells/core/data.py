@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import ModelConfig, NormalizationConfig, TrainConfig, WeightMapConfig
 from .errors import UNetCellsError
-from .labels import check_labels
+from .labels import check_labels, mask_to_instances
 from .normalize import normalize
 from .tiling import reflect_indices
 from .unet import context_margin, input_size_for_output, nearest_valid_input_size, output_size
@@ -92,6 +92,9 @@ def as_samples(
     samples: list[TrainingSample] = []
     for image, lab, ign, name in zip(image_list, label_list, ignore_list, names, strict=False):
         lab = check_labels(lab, f"labels of {name}")
+        lab, notice = mask_to_instances(lab, f"The labels of {name}")
+        if notice:  # 0/1 or 0/255 masks: numbered, never trained as one giant cell
+            logger.warning(notice)
         if image.ndim == 3 and image.shape[-1] in (3, 4) and lab.ndim == 2:
             raise UNetCellsError(
                 f"{name} looks like an RGB image {image.shape}; training reads greyscale "

@@ -47,3 +47,56 @@ def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
             hi = np.maximum(a[differ], b[differ])
             pairs.update(zip(lo.tolist(), hi.tolist(), strict=True))
     return pairs
+
+
+def binary_mask_values(labels: np.ndarray) -> tuple[int, int] | None:
+    """(0, v) if ``labels`` is a binary mask rather than instance labels, else None.
+
+    A mask: bool, or integers whose only positive value ``v`` (0/1, Fiji's 0/255) covers
+    two or more separate (8-connected) objects in some (Y, X) plane, which instance labels
+    would number 1, 2, ... An image with a single cell is not a mask.
+    """
+    from scipy import ndimage as ndi
+
+    array = np.asarray(labels)
+    if array.dtype == bool:
+        return (0, 1)
+    if not np.issubdtype(array.dtype, np.integer) or array.ndim < 2 or not array.any():
+        return None
+    top = int(array.max())
+    if int(array.min()) < 0 or np.any((array != 0) & (array != top)):
+        return None
+    planes = array.reshape((-1, *array.shape[-2:]))
+    eight = np.ones((3, 3), bool)
+    if any(ndi.label(plane == top, structure=eight)[1] > 1 for plane in planes):
+        return (0, top)
+    return None
+
+
+def mask_to_instances(labels: np.ndarray, name: str = "labels") -> tuple[np.ndarray, str]:
+    """Instance labels from a binary mask, with a notice; other labels pass unchanged.
+
+    labels: (..., Y, X). If :func:`binary_mask_values` finds a mask, its separate
+    (8-connected) objects become cells 1..N (int32, numbered across the planes) and the
+    notice says so; otherwise returns (``labels``, ""). Touching cells are one object in a
+    mask, so they stay merged: the notice says that too.
+    """
+    from scipy import ndimage as ndi
+
+    values = binary_mask_values(labels)
+    if values is None:
+        return labels, ""
+    array = np.asarray(labels)
+    out = np.zeros(array.shape, np.int32)
+    planes, flat = array.reshape((-1, *array.shape[-2:])), out.reshape((-1, *array.shape[-2:]))
+    n = 0
+    for plane, target in zip(planes, flat, strict=True):
+        objects, k = ndi.label(plane != 0, structure=np.ones((3, 3), bool))
+        target[...] = np.where(objects > 0, objects + n, 0)
+        n += k
+    notice = (
+        f"{name}: a binary mask (values {values[0]} and {values[1]}), not instance labels: "
+        f"its {n} separate objects are used as {n} cells; touching cells stay merged into one "
+        "unless each is painted with its own number."
+    )
+    return out, notice

@@ -48,7 +48,7 @@ from scipy import ndimage as ndi
 
 from .config import WeightMapConfig
 from .errors import UNetCellsError
-from .labels import check_labels
+from .labels import check_labels, mask_to_instances
 from .progress import run
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def iter_weight_map(
     ``should_stop()`` became true between two steps. Closing the generator also stops it.
     """
     config = config or WeightMapConfig()
-    labels = _check_input(labels, planewise=planewise)
+    labels = _check_input(_numbered(labels), planewise=planewise)
     ignore = _check_ignore(ignore, labels.shape)
     shape = labels.shape
     state = WeightMapState(
@@ -293,6 +293,15 @@ def distance_margin(config: WeightMapConfig) -> float:
 
 
 # -- checks --------------------------------------------------------------------------------
+
+
+def _numbered(labels: np.ndarray) -> np.ndarray:
+    """Instance labels; a 0/1 or 0/255 mask is numbered by connected components (with a
+    logged notice) instead of being weighted as one giant cell."""
+    labels, notice = mask_to_instances(labels, "The labels")
+    if notice:
+        logger.warning(notice)
+    return labels
 
 
 def _check_input(labels: np.ndarray, planewise: bool = True) -> np.ndarray:

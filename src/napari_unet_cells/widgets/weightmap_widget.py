@@ -31,6 +31,7 @@ from qtpy.QtCore import QTimer
 
 from ..core.config import WEIGHT_MAP_PRESETS, WeightMapConfig
 from ..core.errors import UNetCellsError
+from ..core.labels import binary_mask_values
 from ..core.weightmap import WeightMapState, iter_weight_map, update_weight_map
 from ._tips import tip
 
@@ -42,6 +43,18 @@ logger = logging.getLogger(__name__)
 _NO_MASK = "(none)"
 PAINT_DEBOUNCE_MS = 120
 SETTINGS_DEBOUNCE_MS = 300
+
+
+def _refuse_mask(name: str, labels: np.ndarray) -> None:
+    """A 0/1 or 0/255 mask would be weighted as one giant cell, and the live updates
+    follow the layer's own numbers: ask for instance labels instead."""
+    values = binary_mask_values(labels)
+    if values is not None:
+        raise UNetCellsError(
+            f"'{name}' is a binary mask (values {values[0]} and {values[1]}), not one number "
+            "per cell: number its objects first (e.g. skimage.measure.label; `unet-cells "
+            "weightmap` and Fine-tune do it for you), or paint each cell its own number."
+        )
 
 
 class WeightMapWidget(Container):
@@ -242,6 +255,7 @@ class WeightMapWidget(Container):
             return
         try:
             layer, mask_layer, labels, ignore = self._inputs()
+            _refuse_mask(layer.name, labels)
             config = self.config()
             # the first step checks and copies the inputs, here on the GUI thread: mistakes
             # show at once and painting during the computation cannot tear the copy
