@@ -37,6 +37,7 @@ _LAZY = {
     "finetune": ".core.train",
     "check_annotation": ".core.annotation",
     "AnnotationProject": ".core.annotation",
+    "export_bioimageio": ".core.interop.bioimageio",
 }
 
 __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
@@ -62,6 +63,7 @@ __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
     "finetune",
     "check_annotation",
     "AnnotationProject",
+    "export_bioimageio",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover
         WeightMapConfig,
     )
     from .core.errors import UNetCellsError
+    from .core.interop.bioimageio import export_bioimageio
     from .core.predict import predict
     from .core.synthetic import SyntheticConfig, synthetic_cells
     from .core.train import finetune

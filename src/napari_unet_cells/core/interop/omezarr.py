@@ -52,18 +52,18 @@ def _open_image_group(store: Path):
             "image.ome.zarr)."
         )
     try:
-        group = zarr.open_group(str(store), mode="r")
+        group = zarr.open(str(store), mode="r")
     except Exception as err:  # zarr raises several types for foreign folders
         raise UNetCellsError(
             f"{store}: cannot open it as an OME-Zarr image ({err}); give the folder of an "
             "OME-Zarr image."
         ) from None
-    multiscales = _ome_attrs(group).get("multiscales")
+    multiscales = _ome_attrs(group).get("multiscales") if isinstance(group, zarr.Group) else None
     if not multiscales:
         raise UNetCellsError(
-            f"{store} is a zarr store without OME-Zarr 'multiscales' metadata, so it has no "
-            "labels group to write into; write the labels to a new file instead "
-            "(-o cells.ome.zarr)."
+            f"{store} is not an OME-Zarr image (a zarr store without 'multiscales' metadata), "
+            "so it has no labels group to write into; write the labels to a new file "
+            "instead (-o cells.ome.zarr)."
         )
     return group, multiscales[0]
 
