@@ -41,3 +41,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder no file can be created in, like a read-only share. As root, permissions
+    do not stop writes: /sys (the kernel refuses new files there) stands in."""
+    from pathlib import Path
+
+    if os.geteuid() == 0:
+        yield Path("/sys")
+        return
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)

@@ -31,7 +31,9 @@ def test_finetune_writes_a_loadable_model_with_a_summary(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "step 3/3" in captured.err  # the progress bar
     assert "validation (best, step 3): AP50" in captured.out and "wrote" in captured.out
-    assert "post-processing chosen on the validation data: threshold" in captured.out
+    assert "post-processing chosen on the validation data (and used above): threshold" in (
+        captured.out
+    )
     model = load_model(out)
     assert model.config.base == 4
     training = model.provenance["training"]
@@ -96,3 +98,46 @@ def test_out_of_memory_is_one_line_and_saves_nothing(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "ran out of memory" in err and "--batch-size" in err
     assert not out.exists()
+
+
+def test_unwritable_outputs_fail_at_once_in_one_line(tmp_path, capsys, unwritable_dir):
+    """Issue 16.2/16.10: finetune trained to the end, then a traceback; predict and
+    weightmap gave tracebacks for an unwritable folder."""
+    image, labels = _write_pair(tmp_path, "a", 1)
+    runs = [
+        ["finetune", "--image", str(image), "--labels", str(labels), "--steps", "1"],
+        ["predict", str(image)],
+        ["weightmap", str(labels)],
+    ]
+    for argv in runs:
+        assert main([*argv, "-o", str(unwritable_dir / "out.tif")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Cannot write" in err and "Traceback" not in err
+
+
+def test_failed_save_after_training_rescues_the_model(tmp_path, capsys, monkeypatch):
+    import napari_unet_cells.core.train as T
+
+    calls = []
+    real = T.save_model
+
+    def fails_once(model, path):
+        calls.append(path)
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(T, "save_model", fails_once)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    start = tmp_path / "start.npz"
+    real(CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=0), start)
+    image, labels = _write_pair(tmp_path, "a", 1)
+    argv = ["finetune", "--image", str(image), "--labels", str(labels), "--model", str(start)]
+    argv += ["-o", str(tmp_path / "tuned.npz"), "--steps", "1", "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Operation not permitted" in err and "saved to" in err
+    [rescued] = (tmp_path / "tmp").glob("tuned-*.npz")
+    assert load_model(rescued).provenance["training"]["steps"] == 1

@@ -177,3 +177,43 @@ def test_post_processing_options_reach_the_instance_step(files, tmp_path):
         np.testing.assert_array_equal(labels, probabilities_to_labels(probs, expected))
         results.append(labels.max())
     assert len(set(results)) > 1  # the options change the result
+
+
+def test_same_named_inputs_are_refused_before_anything_is_written(tmp_path, capsys):
+    """Issue 16.10: a/img.tif b/img.tif -o dir wrote the first, then failed on its own
+    output ("already exists")."""
+    import tifffile
+
+    from napari_unet_cells.core.synthetic import synthetic_cells
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "img.tif", synthetic_cells((48, 48), seed=1)[0])
+    (tmp_path / "out").mkdir()
+    argv = ["predict", str(tmp_path / "a" / "img.tif"), str(tmp_path / "b" / "img.tif")]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Several images would be written to" in err and err.count("\n") == 1
+    assert list((tmp_path / "out").iterdir()) == []  # nothing written
+
+
+def test_info_says_no_seeds(tmp_path, capsys):
+    from napari_unet_cells.core.checkpoint import CellModel, save_model
+    from napari_unet_cells.core.config import ModelConfig
+
+    model = CellModel.new(
+        ModelConfig(base=4, depth=2),
+        seed=0,
+        extra={
+            "instances": {
+                "threshold": 0.5,
+                "seed_threshold": None,
+                "min_size": 10,
+                "min_confidence": 0.0,
+            }
+        },
+    )
+    save_model(model, tmp_path / "m.npz")
+    assert main(["info", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "no seeds" in out and "seeds at None" not in out

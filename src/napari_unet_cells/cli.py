@@ -8,6 +8,7 @@ one line and give exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -154,8 +155,8 @@ def _model_summary(path: Path, meta: dict, bundled: bool) -> str:
     rec = meta.get("extra", {}).get("instances")
     if rec:
         lines.append(
-            f"cells:      threshold {rec.get('threshold')}, seeds at "
-            f"{rec.get('seed_threshold')}, min size {rec.get('min_size')} px, "
+            f"cells:      threshold {rec.get('threshold')}, "
+            f"{_seeds(rec.get('seed_threshold'))}, min size {rec.get('min_size')} px, "
             f"min confidence {rec.get('min_confidence')} (the model's recommendation)"
         )
     if prov.get("saved"):
@@ -174,6 +175,10 @@ def _model_summary(path: Path, meta: dict, bundled: bool) -> str:
         lines.append(f"validation: AP50 {ap50:.3f} on its validation images")
     lines.append("(all of the header: unet-cells info --json)")
     return "\n".join(lines)
+
+
+def _seeds(seed_threshold) -> str:
+    return "no seeds" if seed_threshold is None else f"seeds at {seed_threshold}"
 
 
 def _device_summary() -> str:
@@ -224,6 +229,7 @@ def _run_weightmap(args: argparse.Namespace) -> int:
     import tifffile
 
     from .core.config import WeightMapConfig
+    from .core.fileio import check_writable
     from .core.weightmap import iter_weight_map
 
     def read(path: Path, what: str):
@@ -248,6 +254,7 @@ def _run_weightmap(args: argparse.Namespace) -> int:
             raise UNetCellsError(
                 f"{out} already exists; choose another name or pass --overwrite to replace it."
             )
+        check_writable(out, "the weight map")
     overrides = {
         "w0": args.w0,
         "sigma": args.sigma,
@@ -268,9 +275,11 @@ def _run_weightmap(args: argparse.Namespace) -> int:
         logger.info("%s", event.message)
     from .core.fileio import atomic_write
 
-    atomic_write(args.output, lambda handle: tifffile.imwrite(handle, state.weights))
+    with _write_errors(args.output):
+        atomic_write(args.output, lambda handle: tifffile.imwrite(handle, state.weights))
     if args.target:
-        atomic_write(args.target, lambda handle: tifffile.imwrite(handle, state.target))
+        with _write_errors(args.target):
+            atomic_write(args.target, lambda handle: tifffile.imwrite(handle, state.target))
     weights = state.weights
     print(
         f"wrote {args.output} ({'x'.join(map(str, weights.shape))} float32, weights "
@@ -350,7 +359,6 @@ def _run_finetune(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .core.checkpoint import save_model
     from .core.config import TrainConfig, WeightMapConfig
     from .core.data import as_samples
     from .core.train import run, train_iter
@@ -412,10 +420,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
     bar = _ProgressBar()
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = run(
-            train_iter(samples, model, config, val_samples=val, device=args.device, stop=stop),
-            bar.update,
+        gen = train_iter(
+            samples, model, config, val_samples=val, device=args.device, stop=stop, save_to=out
         )
+        result = run(gen, bar.update)
     except Exception as err:
         from .core.predict import is_out_of_memory
 
@@ -429,7 +437,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-    save_model(result.model, out)
+    _saved_or_rescued(result, out)
     print(
         f"training: {result.steps} steps in {result.elapsed_s:.0f} s, ended by "
         f"{result.stopped_by.replace('_', ' ')}"
@@ -443,15 +451,44 @@ def _run_finetune(args: argparse.Namespace) -> int:
     else:
         print("validation: none (no held-out region; give --val-image for one)")
     tuning = result.model.provenance.get("instance_tuning")
-    if tuning:
+    if tuning:  # the AP50 above is the one with these settings
         c = tuning["chosen"]
         print(
-            f"post-processing chosen on the validation data: threshold {c['threshold']}, "
-            f"seeds {c['seed_threshold']}, min size {c['min_size']} px, min confidence "
-            f"{c['min_confidence']} (AP50 {tuning['ap50_before']:.3f} -> {tuning['ap50']:.3f})"
+            f"post-processing chosen on the validation data (and used above): threshold "
+            f"{c['threshold']}, seeds {c['seed_threshold'] or 'none'}, min size "
+            f"{c['min_size']} px, min confidence {c['min_confidence']}"
         )
     print(f"wrote {out}")
     return 0
+
+
+def _saved_or_rescued(result, out: Path) -> None:
+    """Nothing trained: an error. Saving failed at the end: save to a temporary folder
+    instead and say where (a trained model is never lost), then an error."""
+    import tempfile
+    import time
+
+    from .core.checkpoint import save_model
+
+    if not result.trained:
+        raise UNetCellsError(
+            f"No training step was made ({result.stopped_by.replace('_', ' ')} before the "
+            "first step); nothing was written: give more --minutes or --steps."
+        )
+    if result.save_error is None:
+        return
+    rescue = Path(tempfile.gettempdir()) / f"{out.stem}-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    try:
+        save_model(result.model, rescue)
+    except OSError as err:
+        raise UNetCellsError(
+            f"Could not save the trained model ({result.save_error}; {rescue}: "
+            f"{err.strerror}); free some disk space and train again."
+        ) from None
+    raise UNetCellsError(
+        f"Could not write {out} ({result.save_error}); the trained model was saved to "
+        f"{rescue} instead: move it where you want it."
+    )
 
 
 class _ProgressBar:
@@ -629,6 +666,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         if args.probabilities:
             check_output(probs)
         jobs.append((image, out, probs if args.probabilities else None))
+    if ome is None:
+        _check_outputs([p for _, out, probs in jobs for p in (out, probs) if p is not None])
     model = resolve_model(args.model)
     chosen = {
         "threshold": args.threshold,
@@ -657,11 +696,48 @@ def _run_predict(args: argparse.Namespace) -> int:
             ) from None
     with client:
         for image, out, probs in jobs:
-            summary = (predict_file if ome is None else _ome_writer(args, ome))(
-                image, out, model, config, instances, probabilities=probs, chunk=args.chunk
-            )
+            with _write_errors(out):
+                summary = (predict_file if ome is None else _ome_writer(args, ome))(
+                    image,
+                    out,
+                    model,
+                    config,
+                    instances,
+                    probabilities=probs,
+                    chunk=args.chunk,
+                )
+            for message in summary.get("messages", ()):
+                print(f"{image}: {message}")
             print(f"{image} -> {out}: {summary['cells']} cells")
     return 0
+
+
+def _check_outputs(paths: list[Path]) -> None:
+    """Before any work: no two jobs write the same file, and every folder is writable."""
+    from collections import Counter
+
+    from .core.fileio import check_writable
+
+    twice = [str(p) for p, n in Counter(p.resolve() for p in paths).items() if n > 1]
+    if twice:
+        raise UNetCellsError(
+            f"Several images would be written to {twice[0]} (inputs with the same name in "
+            "different folders?); predict them into different -o folders, or rename them."
+        )
+    for path in paths:
+        check_writable(path, "the result")
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path):
+    """An OS error while writing ``path`` (permissions, a full disk) as one clear line."""
+    try:
+        yield
+    except OSError as err:
+        raise UNetCellsError(
+            f"Cannot write {path} ({err.strerror or err}); nothing was left half-written: free "
+            "some space or choose a folder you can write to, then run again."
+        ) from None
 
 
 def _ome_mode(args: argparse.Namespace) -> str | None:

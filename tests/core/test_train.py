@@ -50,8 +50,8 @@ def test_events_provenance_and_the_callers_model_is_untouched(samples, tiny_conf
     events = list(_drain(T.train_iter(samples, start, _fast(), device="cpu")))
     kinds = [e.kind for e in events]
     assert kinds == [
-        "start", "tuning", "step", "step", "validation", "step", "step", "validation",
-        "tuning", "done",
+        "start", "tuning", "tuning", "step", "step", "validation", "step", "step",
+        "validation", "tuning", "done",
     ]  # fmt: skip
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps] == [1, 2, 3, 4]
@@ -203,3 +203,65 @@ def test_preview_shows_tiles_as_taught_and_save_to(samples, tiny_config, tmp_pat
     assert result.saved_to == path and load_model(path).provenance["training"]["steps"] == 1
     with pytest.raises(UNetCellsError, match="already exists"):
         next(T.train_iter(samples, tiny_config, _fast(steps=1), save_to=path))
+
+
+def test_unwritable_output_fails_before_any_work(samples, tiny_config, unwritable_dir):
+    """Issue 16.2: a read-only 'Save to' failed only after the whole training run."""
+    gen = T.train_iter(
+        samples, tiny_config, _fast(), device="cpu", save_to=unwritable_dir / "m" / "x.npz"
+    )
+    with pytest.raises(UNetCellsError, match=r"Cannot write the model to .*choose a folder"):
+        next(gen)  # the first event: nothing trained yet
+
+
+def test_a_failed_save_keeps_the_trained_model(samples, tiny_config, tmp_path, monkeypatch):
+    """Issue 16.2: if saving fails at the end, the model is kept, never lost."""
+
+    def read_only(model, path):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(T, "save_model", read_only)
+    events = list(
+        T.train_iter(samples, tiny_config, _fast(), device="cpu", save_to=tmp_path / "m.npz")
+    )
+    result = events[-1].result
+    assert result.trained and result.saved_to is None
+    assert "Read-only file system" in result.save_error
+    assert "NOT SAVED" in events[-1].message and "kept" in events[-1].message
+    monkeypatch.setattr(T, "logger", __import__("logging").getLogger("t"))
+    model = T.finetune(
+        samples[0].image,
+        samples[0].labels,
+        model=tiny_config,
+        steps=1,
+        output=tmp_path / "api.npz",
+        device="cpu",
+    )
+    assert model.provenance["training"]["steps"] == 1  # returned although not saved
+
+
+def test_no_step_no_model_and_budgeted_tuning(samples, tiny_config, tmp_path, monkeypatch):
+    """Issue 16.8: tuning ate short budgets before the first step, a Stop then saved a
+    'fine-tuned' model with 0 steps, and the reported AP50 was not the model's."""
+    out = tmp_path / "m.npz"
+    gen = T.train_iter(samples, tiny_config, _fast(), device="cpu", stop=lambda: True, save_to=out)
+    result = T.run(gen)
+    assert not result.trained and result.steps == 0 and not out.exists()
+    calls = []
+    real = T.tune_instances
+
+    def spy(probabilities, labels, ignore, **kw):
+        calls.append((sum(p.size for p in probabilities), kw["time_limit_s"]))
+        return real(probabilities, labels, ignore, **kw)
+
+    monkeypatch.setattr(T, "tune_instances", spy)
+    monkeypatch.setattr(T, "TUNE_PIXELS", 400)
+    config = _fast(steps=None, minutes=0.05)  # 3 s: tuning may take 1 s of it at most
+    result = T.run(T.train_iter(samples, tiny_config, config, device="cpu"))
+    (before_px, before_s), (after_px, after_s) = calls
+    assert before_px <= 400 and before_s <= 1.0 and after_px <= 1600 and after_s <= T.TUNE_SECONDS
+    assert result.trained
+    tuning = result.model.provenance["instance_tuning"]
+    assert result.best_metrics["ap50"] == tuning["ap50"]  # one number: the kept settings'
+    assert result.model.provenance["validation"]["ap50"] == tuning["ap50"]
+    assert result.model.extra["instances"] == tuning["chosen"]

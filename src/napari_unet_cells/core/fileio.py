@@ -56,3 +56,28 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def check_writable(path: Path, what: str = "the output") -> None:
+    """Raise UNetCellsError unless a file can be created at ``path``: probed by creating
+    (and removing) a temporary file in its folder, or in the nearest existing folder above
+    it when folders still have to be made. Call it before long work, so that a read-only
+    share fails at once, not after an hour of training."""
+    from .errors import UNetCellsError
+
+    path = Path(path).expanduser()
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is not a folder")
+        fd, tmp = tempfile.mkstemp(prefix=".unet-cells-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise UNetCellsError(
+            f"Cannot write {what} to {path} ({folder}: {reason}); choose a folder you can "
+            "write to."
+        ) from None

@@ -246,6 +246,7 @@ def tune_instances(
     labels: Sequence[np.ndarray],
     ignore: Sequence[np.ndarray | None] | None = None,
     start: InstanceConfig | None = None,
+    time_limit_s: float | None = None,
 ) -> tuple[InstanceConfig, float, dict[str, float]]:
     """The post-processing with the best pooled AP50 on annotated images.
 
@@ -254,10 +255,14 @@ def tune_instances(
     threshold, minimum size (including a quarter of the median annotated cell area) and
     minimum confidence, re-using the probabilities (the network is not run). ``start``
     (default: InstanceConfig()) is kept unless a setting scores higher. Returns
-    (config, its AP50, AP50 by setting name).
+    (config, its AP50, AP50 by setting name). ``time_limit_s``: stop searching after
+    this many seconds and keep the best setting found so far (``scores["timed_out"]`` 1).
     """
     import dataclasses
     import itertools
+    import time
+
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
 
     from .metrics import match
 
@@ -289,6 +294,9 @@ def tune_instances(
             continue
         if min_confidence and min_confidence <= threshold:
             continue
+        if deadline is not None and time.perf_counter() > deadline:
+            scores["timed_out"] = 1.0
+            break
         config = dataclasses.replace(
             start,
             threshold=threshold,

@@ -66,6 +66,7 @@ from .data import (
 )
 from .device import autocast, inference_dtype, release_memory, resolve_device
 from .errors import UNetCellsError
+from .fileio import check_writable
 from .instances import instance_defaults, probabilities_to_labels, tune_instances
 from .metrics import match
 from .predict import (
@@ -119,6 +120,8 @@ class TrainResult:
 
     model: the best model (CPU, eval mode) with provenance filled in.
     stopped_by: "steps", "time", "early_stopping" or "user".
+    saved_to / save_error: where the model was saved, or why it could not be (nothing is
+    saved when no step was made: ``trained`` is False).
     history: one dict per validation (step, elapsed_s, loss, ap50, fg_iou, ...).
     """
 
@@ -130,6 +133,12 @@ class TrainResult:
     elapsed_s: float
     history: list[dict[str, float]] = field(default_factory=list)
     saved_to: Path | None = None
+    save_error: str | None = None  # why saving failed (the model is still here)
+
+    @property
+    def trained(self) -> bool:
+        """False when no optimiser step was made: the model is the start model."""
+        return self.steps > 0
 
 
 # --------------------------------------------------------------------------------------
@@ -346,6 +355,7 @@ def train_iter(
             )
         if save_to.is_dir():
             raise UNetCellsError(f"{save_to} is a folder; give a file name for the model.")
+        check_writable(save_to, "the model")  # before any work: never lose a trained model
     start_wall = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     torch_device = resolve_device(device)
@@ -437,18 +447,28 @@ def train_iter(
         )
         if regions and config.tune_post_processing:
             # validate with post-processing that suits these cells, so that the best step
-            # is chosen for the network, not for how well the model's settings fit them
-            yield event("tuning", message="choosing the post-processing for validation")
+            # is chosen for the network, not for how well the model's settings fit them;
+            # on a subsample and within a share of the budget (it counts in the budget)
+            cap = tuning_time_cap(budget_s)
+            yield event(
+                "tuning",
+                message=f"choosing the post-processing for validation (at most {cap:.0f} s)",
+            )
+            began = time.perf_counter()
             probabilities = region_probabilities(net, regions, torch_device, stop=stop)
             net.train()
             if probabilities is not None:
                 post = tune_instances(
-                    probabilities,
-                    [r.labels for r in regions],
-                    [r.ignore for r in regions],
+                    *tuning_crops(probabilities, regions),
                     start=post,
+                    time_limit_s=max(0.0, cap - (time.perf_counter() - began)),
                 )[0]
                 tuned_before = True
+                yield event(
+                    "tuning",
+                    message=f"post-processing for validation chosen in "
+                    f"{time.perf_counter() - began:.0f} s; training ...",
+                )
         while True:
             if stop_requested(stop):
                 stopped_by = "user"
@@ -456,7 +476,7 @@ def train_iter(
             if config.steps is not None and step >= config.steps:
                 stopped_by = "steps"
                 break
-            if budget_s is not None and time.perf_counter() - start_wall >= budget_s:
+            if budget_s and step and time.perf_counter() - start_wall >= budget_s:  # 1 step
                 stopped_by = "time"
                 break
             batch = sampler.sample(rng, config.batch_size)
@@ -504,24 +524,17 @@ def train_iter(
         if tuned_before:  # what validation used; refined below unless stopped
             extra["instances"] = dataclasses.asdict(post)
         tuning = None
-        if regions and config.tune_post_processing and stopped_by != "user":
-            yield event("tuning", message="choosing the post-processing on the validation data")
-            probabilities = region_probabilities(net, regions, torch_device, stop=stop)
-            if probabilities is not None:  # None: stopped meanwhile, keep the model's
-                tuned, tuned_ap, scores = tune_instances(
-                    probabilities,
-                    [r.labels for r in regions],
-                    [r.ignore for r in regions],
-                    start=post,
-                )
-                extra["instances"] = dataclasses.asdict(tuned)
-                tuning = {
-                    "data": "the validation regions",
-                    "before": dataclasses.asdict(post),  # the settings validation used
-                    "ap50_before": scores["start"],
-                    "ap50": round(tuned_ap, 4),
-                    "chosen": dataclasses.asdict(tuned),
-                }
+        if regions and config.tune_post_processing and stopped_by != "user" and step > 0:
+            yield event(
+                "tuning",
+                message="choosing the post-processing on the validation data "
+                f"(at most {TUNE_SECONDS:.0f} s)",
+            )
+            tuning = _final_tuning(net, regions, torch_device, post, stop)
+            if tuning is not None:
+                extra["instances"] = tuning["chosen"]
+                if best_metrics is not None:  # one number: AP50 with the settings kept
+                    best_metrics = {**best_metrics, "ap50": tuning["ap50"]}
         net.dropout = original_dropout
         net.to("cpu").eval()
         elapsed = time.perf_counter() - start_wall
@@ -562,9 +575,8 @@ def train_iter(
         )
         finished = True
         _release(optimizer, torch_device)
-        if save_to is not None:
-            save_to.parent.mkdir(parents=True, exist_ok=True)
-            result.saved_to = save_model(result_model, save_to)
+        if save_to is not None and result.trained:
+            _save_or_keep(result, save_to)
         yield event(
             "done",
             metrics=best_metrics,
@@ -577,6 +589,85 @@ def train_iter(
             net.dropout = original_dropout
             net.to("cpu")
             _release(optimizer, torch_device)
+
+
+def _final_tuning(net, regions, device, post: InstanceConfig, stop: StopFlag):
+    """The post-processing for the trained network: searched on a subsample within
+    TUNE_SECONDS, then scored on all validation regions (the AP50 the model reports).
+    Returns the provenance dict, or None if stopped."""
+    began = time.perf_counter()
+    probabilities = region_probabilities(net, regions, device, stop=stop)
+    if probabilities is None:
+        return None
+    tuned, _, scores = tune_instances(
+        *tuning_crops(probabilities, regions, 4 * TUNE_PIXELS),
+        start=post,
+        time_limit_s=max(0.0, TUNE_SECONDS - (time.perf_counter() - began)),
+    )
+    before, after = (_pooled_ap50(probabilities, regions, c) for c in (post, tuned))
+    if after < before:  # the subsample misled the search: keep what validation used
+        tuned, after = post, before
+    return {
+        "data": "the validation regions",
+        "before": dataclasses.asdict(post),  # the settings validation used
+        "ap50_before": round(before, 4),
+        "ap50": round(after, 4),
+        "chosen": dataclasses.asdict(tuned),
+        "seconds": round(time.perf_counter() - began, 2),
+        "timed_out": bool(scores.get("timed_out")),
+    }
+
+
+def _pooled_ap50(probabilities, regions, config: InstanceConfig) -> float:
+    """AP at IoU 0.5 pooled over the validation regions with ``config``."""
+    tp = fp = fn = 0
+    for prob, region in zip(probabilities, regions, strict=True):
+        labels = probabilities_to_labels(prob, config)
+        [m] = match(region.labels, labels, 0.5, ignore=region.ignore)
+        tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+    return tp / max(1, tp + fp + fn)
+
+
+TUNE_PIXELS = 512 * 512  # validation pixels the pre-training tuning looks at, at most
+TUNE_SECONDS = 20.0  # the most it may take; 10 % of a shorter time budget
+
+
+def tuning_time_cap(budget_s: float | None) -> float:
+    """Seconds the post-processing search before training may take (part of the budget)."""
+    return TUNE_SECONDS if budget_s is None else min(TUNE_SECONDS, max(1.0, 0.1 * budget_s))
+
+
+def tuning_crops(
+    probabilities: Sequence[np.ndarray],
+    regions: Sequence[ValidationRegion],
+    max_pixels: int | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]:
+    """(probabilities, labels, ignore masks): central crops of the validation regions,
+    ``max_pixels`` (default TUNE_PIXELS) in all at most, the same share of each region
+    (whole below that)."""
+    max_pixels = TUNE_PIXELS if max_pixels is None else max_pixels
+    total = sum(p.size for p in probabilities)
+    share = min(1.0, math.sqrt(max_pixels / total)) if total else 1.0
+    out: tuple[list, list, list] = ([], [], [])
+    for prob, region in zip(probabilities, regions, strict=True):
+        h, w = prob.shape
+        ch, cw = max(1, round(h * share)), max(1, round(w * share))
+        box = np.s_[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+        out[0].append(prob[box])
+        out[1].append(region.labels[box])
+        out[2].append(None if region.ignore is None else region.ignore[box])
+    return out
+
+
+def _save_or_keep(result: TrainResult, path: Path) -> None:
+    """Save the trained model; if that fails (a share turned read-only, a full disk),
+    keep it in ``result`` with ``save_error`` set instead of losing it to an exception."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.saved_to = save_model(result.model, path)
+    except OSError as err:
+        result.save_error = f"{path}: {err.strerror or err}"
+        logger.warning("the trained model was not saved (%s); it is kept in memory", err)
 
 
 def _release(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -593,15 +684,21 @@ def _summary(result: TrainResult) -> str:
             f"foreground IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}"
         )
     tuning = result.model.provenance.get("instance_tuning")
-    if tuning and tuning["ap50"] > tuning["ap50_before"]:
+    if tuning:  # the AP50 above is the one with these settings
         chosen = tuning["chosen"]
         text += (
-            f"; post-processing tuned (AP50 {tuning['ap50_before']:.3f} -> "
-            f"{tuning['ap50']:.3f}: threshold {chosen['threshold']}, seeds "
-            f"{chosen['seed_threshold']}, min size {chosen['min_size']} px)"
+            f" with the post-processing chosen for it (threshold {chosen['threshold']}, "
+            f"seeds {chosen['seed_threshold'] or 'none'}, min size {chosen['min_size']} px)"
+        )
+    if not result.trained:
+        return (
+            f"no training step was made ({result.stopped_by.replace('_', ' ')} before the "
+            "first step): nothing saved, the start model is unchanged"
         )
     if result.saved_to is not None:
         text += f"; saved to {result.saved_to}"
+    if result.save_error is not None:
+        text += f"; NOT SAVED ({result.save_error}): the model is kept, save it elsewhere"
     return text
 
 
@@ -652,6 +749,7 @@ def finetune(
     val_ignore=None,
     device: str = "auto",
     output: str | Path | None = None,
+    overwrite: bool = False,
     progress: Callable[[TrainEvent], None] | None = None,
     stop: StopFlag = None,
 ) -> CellModel:
@@ -663,8 +761,10 @@ def finetune(
     ModelConfig (from scratch), "scratch", or None (bundled model, else scratch).
     config: a TrainConfig; ``steps`` / ``minutes`` override its budget (giving one alone
     makes it the only budget). val_*: separate validation images (else a held-out strip
-    of each image). output: save the model there (never overwrites: an existing file is
-    an error). progress: called with every TrainEvent. stop: see ``train_iter``.
+    of each image). output: save the model there; an existing file is an error unless
+    ``overwrite`` (its folder must be writable: checked before training; if saving still
+    fails at the end, the model is returned and the error logged, never lost).
+    progress: called with every TrainEvent. stop: see ``train_iter``.
 
     >>> import napari_unet_cells as uc
     >>> image, labels = uc.synthetic_cells((96, 96), seed=0)
@@ -680,16 +780,30 @@ def finetune(
         config = dataclasses.replace(config, steps=steps, minutes=minutes)
     if output is not None:
         output = Path(output)
-        if output.exists():
+        if output.exists() and not overwrite:
             raise UNetCellsError(
-                f"{output} already exists; choose another file name (models are never "
-                "overwritten)."
+                f"{output} already exists; choose another file name, or pass overwrite=True "
+                "to replace it."
             )
         if not output.parent.is_dir():
             raise UNetCellsError(f"The folder {output.parent} does not exist; create it first.")
     samples = as_samples(images, labels, ignore)
     val = as_samples(val_images, val_labels, val_ignore) if val_images is not None else None
     gen = train_iter(
-        samples, model, config, val_samples=val, device=device, stop=stop, save_to=output
+        samples,
+        model,
+        config,
+        val_samples=val,
+        device=device,
+        stop=stop,
+        save_to=output,
+        overwrite=overwrite,
     )
-    return run(gen, progress).model
+    result = run(gen, progress)
+    if result.save_error is not None:
+        logger.error(
+            "The fine-tuned model was not saved (%s); it is returned: save it with "
+            "napari_unet_cells.save_model(model, path).",
+            result.save_error,
+        )
+    return result.model

@@ -255,8 +255,11 @@ class FinetuneWidget(QWidget):
         self.run_button.setEnabled(False)
         self.export_button = QPushButton("Export...")
         self.export_button.setEnabled(False)
+        self.save_as_button = QPushButton("Save as...")
+        self.save_as_button.setEnabled(False)
         after = QHBoxLayout()
         after.addWidget(self.run_button, 1)
+        after.addWidget(self.save_as_button)
         after.addWidget(self.export_button)
         layout.addLayout(after)
 
@@ -274,6 +277,7 @@ class FinetuneWidget(QWidget):
         self.preview_button.clicked.connect(lambda: self.preview_augmentation())
         self.run_button.clicked.connect(lambda: self.run_in_predict())
         self.export_button.clicked.connect(lambda: self.export_bioimageio())
+        self.save_as_button.clicked.connect(lambda: self._guard(self.save_model_as))
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.reordered):
             emitter.connect(self._refresh_layers)
@@ -343,6 +347,8 @@ class FinetuneWidget(QWidget):
             "as layers, exactly as the network sees them.",
             self.run_button: "Open the Predict dock with the new model and run it on the "
             "selected image layer (or the first training image).",
+            self.save_as_button: "Save the new model to another file, e.g. when its 'Save to' "
+            "folder could not be written (the model stays available in Predict meanwhile).",
             self.export_button: "Export the new model as a bioimage.io package (.zip) for Fiji "
             "(deepImageJ), ilastik, QuPath or other napari plugins; it is tested before it is "
             "written. Needs: pip install 'napari-unet-cells[interop]'.",
@@ -601,7 +607,10 @@ class FinetuneWidget(QWidget):
         if self.worker is not None:
             self._stop.set()
             self.stop_button.setEnabled(False)
-            self.status.setText("stopping: finishing the step, validating, saving ...")
+            self.status.setText(
+                "stopping after the current step: the best model validated so far is kept "
+                "and saved ..."
+            )
 
     def _on_event(self, event: TrainEvent) -> None:
         self.progress.setValue(int(1000 * event.progress))
@@ -613,6 +622,7 @@ class FinetuneWidget(QWidget):
         if event.kind == "validation" and event.metrics:
             self.plot.add_ap(event.step, event.metrics["ap50"])
         if event.kind == "done":
+            self.progress.setValue(1000)
             self.status.setText(event.message)
             return
         total = f"/{event.total_steps}" if event.total_steps else ""
@@ -628,24 +638,65 @@ class FinetuneWidget(QWidget):
     def _on_result(self, result: TrainResult | None) -> None:
         if result is None:
             return
+        if not result.trained:  # the start model, unchanged: never offered as fine-tuned
+            show_info(
+                f"Fine-tuning made no training step ({result.stopped_by.replace('_', ' ')} "
+                "before the first step): no new model, nothing saved. Give a larger budget."
+            )
+            return
         self.result = result
         stamp = time.strftime("%H:%M:%S")
         name = result.saved_to.stem if result.saved_to is not None else f"fine-tuned {stamp}"
         self.model_name = name
-        register_model(name, result.model)
+        register_model(name, result.model)  # usable in Predict even if saving failed
         self._refresh_models()
-        self.run_button.setEnabled(True)
-        self.export_button.setEnabled(True)
-        ap = result.best_metrics["ap50"] if result.best_metrics else None
-        tuning = result.model.provenance.get("instance_tuning") or {}
-        if tuning.get("ap50", 0) > tuning.get("ap50_before", 1):
-            ap = tuning["ap50"]  # with the post-processing chosen for these images
-        show_info(
+        for button in (self.run_button, self.export_button, self.save_as_button):
+            button.setEnabled(True)
+        ap = result.best_metrics["ap50"] if result.best_metrics else None  # its settings'
+        text = (
             f"Fine-tuning done ({result.stopped_by.replace('_', ' ')}): "
             + (f"validation AP50 {ap:.3f}; " if ap is not None else "")
-            + f"saved to {result.saved_to}; available in Predict as '{name}' (choosing it "
-            "sets Predict's sliders to its post-processing)."
+            + "{saved}; available in Predict as "
+            f"'{name}' (choosing it sets Predict's sliders to its post-processing)."
         )
+        if result.save_error is None:
+            show_info(text.format(saved=f"saved to {result.saved_to}"))
+            return
+        show_error(
+            text.format(
+                saved=f"NOT SAVED ({result.save_error}): click 'Save as...' to save it elsewhere"
+            )
+        )
+
+    def save_model_as(self, path: str | Path | None = None) -> Path | None:
+        """Save the last trained model to ``path`` (default: ask with a file dialog)."""
+        from ..core.checkpoint import save_model
+        from ..core.fileio import check_writable
+
+        if self.result is None:
+            raise UNetCellsError("Train a model first.")
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model", "", "Model (*.npz)")
+            if not path:
+                return None
+        path = Path(path).expanduser()
+        check_writable(path, "the model")
+        try:
+            self.result.saved_to = save_model(self.result.model, path)
+        except OSError as err:
+            raise UNetCellsError(
+                f"Cannot save the model to {path} ({err.strerror}); choose another folder."
+            ) from None
+        self.result.save_error = None
+        self.status.setText(f"saved to {path}")
+        return path
+
+    def _guard(self, fn, *args, **kwargs) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UNetCellsError as err:
+            show_error(str(err))
+            return None
 
     def _on_error(self, err: Exception) -> None:
         if isinstance(err, UNetCellsError):
