@@ -186,3 +186,54 @@ def test_closing_napari_stops_training(make_napari_viewer, qtbot, tmp_path, tiny
     assert widget._stop.is_set()
     with qtbot.waitSignal(worker.finished, timeout=10_000, raising=False):
         pass
+
+
+def test_unwritable_save_to_fails_first_a_failed_save_keeps_the_model(
+    make_napari_viewer, qtbot, tmp_path, tiny_model_file, unwritable_dir, monkeypatch
+):
+    """Issue 16.2: on a read-only share training ran to the end and the model was lost."""
+    import napari_unet_cells.core.train as T
+    import napari_unet_cells.widgets.finetune_widget as fw
+
+    errors, infos = [], []
+    monkeypatch.setattr(fw, "show_error", errors.append)
+    monkeypatch.setattr(fw, "show_info", infos.append)
+    viewer = make_napari_viewer()
+    widget, _, _ = _dock(viewer, tmp_path, tiny_model_file)
+    widget.budget.setValue(2)
+    widget.output.setText(str(unwritable_dir / "models" / "tuned.npz"))
+    assert widget.start_training() is None and widget.worker is None  # at once
+    assert "Cannot write the model" in errors[-1]
+    # the share goes read-only during training: the model stays usable, Save as... saves it
+    monkeypatch.setattr(T, "save_model", lambda *a: (_ for _ in ()).throw(OSError(30, "RO")))
+    widget.output.setText(str(tmp_path / "share" / "tuned.npz"))
+    with qtbot.waitSignal(widget.start_training().finished, timeout=60_000):
+        pass
+    assert "NOT SAVED" in errors[-1] and "Save as" in errors[-1]
+    assert widget.model_name in registered_models() and widget.save_as_button.isEnabled()
+    path = widget.save_model_as(tmp_path / "elsewhere.npz")
+    assert load_model(path).provenance["training"]["steps"] == 2
+    unregister_model(widget.model_name)
+
+
+def test_a_stop_before_the_first_step_offers_no_model(
+    make_napari_viewer, qtbot, tmp_path, tiny_model_file, monkeypatch
+):
+    """Issue 16.8: Stop during the tuning saved and offered a 'fine-tuned' model with 0
+    steps; the status claimed it was validating; the bar stayed part-way."""
+    import napari_unet_cells.widgets.finetune_widget as fw
+
+    infos = []
+    monkeypatch.setattr(fw, "show_info", infos.append)
+    viewer = make_napari_viewer()
+    widget, _, _ = _dock(viewer, tmp_path, tiny_model_file)
+    before = set(registered_models())
+    widget._stop.set()  # as if Stop came before the first step
+    monkeypatch.setattr(widget._stop, "clear", lambda: None)
+    with qtbot.waitSignal(widget.start_training().finished, timeout=60_000):
+        widget.stop_training()
+        assert "validating" not in widget.status.text()
+    assert widget.result is None and set(registered_models()) == before
+    assert not (tmp_path / "out" / "tuned.npz").exists()
+    assert "no training step" in infos[-1] and not widget.run_button.isEnabled()
+    assert widget.progress.value() == 1000

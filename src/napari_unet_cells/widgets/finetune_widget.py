@@ -51,6 +51,7 @@ from ..core.config import WEIGHT_MAP_PRESETS, TrainConfig, WeightMapConfig
 from ..core.data import as_samples
 from ..core.device import available_devices
 from ..core.errors import UNetCellsError
+from ..core.fileio import check_writable
 from ..core.labels import mask_to_instances
 from ..core.predict import (
     bundled_model_path,
@@ -558,6 +559,7 @@ class FinetuneWidget(QWidget):
             config = self.train_config()
             self._auto_output = not self.output.text().strip()
             path = self.output_path()
+            check_writable(path, "the model")  # now, not after the training run
             overwrite = False
             if path.exists():
                 answer = QMessageBox.question(
@@ -671,7 +673,6 @@ class FinetuneWidget(QWidget):
     def save_model_as(self, path: str | Path | None = None) -> Path | None:
         """Save the last trained model to ``path`` (default: ask with a file dialog)."""
         from ..core.checkpoint import save_model
-        from ..core.fileio import check_writable
 
         if self.result is None:
             raise UNetCellsError("Train a model first.")
