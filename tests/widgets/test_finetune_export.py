@@ -33,6 +33,8 @@ def test_export_button_after_training(
         saved_to=tmp_path / "tuned.npz",
         best_metrics={"ap50": 0.5},
         stopped_by="steps",
+        trained=True,
+        save_error=None,
     )
     widget._on_result(result)  # what a finished training run calls
     assert widget.export_button.isEnabled() and widget.export_button.toolTip()

@@ -65,6 +65,7 @@ PAPER_DOI = "10.1007/978-3-319-24574-4_28"
 PAPER_URL = "https://arxiv.org/abs/1505.04597"
 PACKAGE_URL = "https://github.com/napari-unet-cells/napari-unet-cells"
 DEFAULT_LICENSE = "CC-BY-4.0"
+_OUR_URLS = (PAPER_URL, PACKAGE_URL, f"https://doi.org/{PAPER_DOI}")
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_+\- ()]+")
 
@@ -130,13 +131,15 @@ def export_bioimageio(
         with _offline_context(_folder_hashes(folder)):
             descr = _describe(cell_model, folder, name, description, authors, license)
             package = folder / "package.zip"
-            spec.save_bioimageio_package(descr, output_path=package)
-            summary = test_package(package) if test else None
-        if summary is not None and summary.status != "passed":
+            with open(package, "wb") as stream:
+                spec.save_bioimageio_package_to_stream(descr, output_stream=stream)
+        # the written zip, validated as a consumer loads it, and (test) run on test tensors
+        summary = test_package(package) if test else _load_package(package).validation_summary
+        if summary.status not in ("passed", "valid-format"):
             raise UNetCellsError(
-                f"The bioimage.io package for {path.name} failed bioimage.io's model test, so "
-                f"it was not written: {_summary_errors(summary)}. Please report this at "
-                f"{PACKAGE_URL}/issues."
+                f"The bioimage.io package for {path.name} failed bioimage.io's "
+                f"{'model test' if test else 'validation'}, so it was not written: "
+                f"{_summary_errors(summary)}. Please report this at {PACKAGE_URL}/issues."
             )
         from ..fileio import atomic_write
 
@@ -150,13 +153,26 @@ def test_package(source: str | os.PathLike, weight_format: str | None = None):
     """Run ``bioimageio.core.test_model`` on a package (all weight formats by default),
     offline, on the CPU; returns its ``ValidationSummary`` (``.status == "passed"``)."""
     core = require("bioimageio.core", "Testing a bioimage.io package")
-    source = Path(source)
-    files = _member_hashes(source) if zipfile.is_zipfile(source) else None
-    with _offline_context(files):
-        return core.test_model(str(source), weight_format=weight_format, devices=["cpu"])
+    descr = _load_package(Path(source))
+    if not hasattr(descr, "weights"):  # InvalidDescr: not even valid against the spec
+        return descr.validation_summary
+    with _offline_context():
+        return core.test_model(descr, weight_format=weight_format, devices=["cpu"])
 
 
 test_package.__test__ = False  # not a pytest test
+
+
+def _load_package(package: Path):
+    """``bioimageio.spec.load_description`` of a zip, with full io checks but offline: the
+    zip's files (by SHA-256) and this plugin's URLs are declared known, so nothing is
+    fetched (loading a zip otherwise forgets the known files and checks URLs online)."""
+    from bioimageio.spec import load_description
+
+    known = _member_hashes(package) if zipfile.is_zipfile(package) else {}
+    known.update(dict.fromkeys(_OUR_URLS))
+    with _offline_context(known):
+        return load_description(package, perform_io_checks=True, known_files=known)
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
@@ -193,7 +209,7 @@ def _offline_context(files: dict[str, str | None] | None = None):
     from bioimageio.spec import get_validation_context
 
     known = dict(get_validation_context().known_files)
-    known.update(dict.fromkeys((PAPER_URL, PACKAGE_URL, f"https://doi.org/{PAPER_DOI}")))
+    known.update(dict.fromkeys(_OUR_URLS))
     known.update(files or {})
     with get_validation_context().replace(known_files=known):
         yield
