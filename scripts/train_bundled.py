@@ -12,12 +12,21 @@ last finished round. The final model is copied to ``--out`` (atomically) and eva
 on held-out images drawn from a seed stream that training never uses
 (``scripts/evaluate_model.py`` repeats that evaluation on its own).
 
+Cell size: every training image's typical nucleus diameter is drawn from
+[diameter / 1.5, diameter * 1.5] (``--diameter``, 20 px) and tiles are zoomed by up to
+1.5x either way (``--scale-aug``); the model records ``extra["diameter"]`` and
+``predict`` rescales images so that their nuclei appear at that size
+(core/scale.py). ``--classes 3`` trains the boundary-aware variant (background, cell,
+boundary); ``--init`` continues from an earlier model (a 2-class head is widened to 3
+classes, the boundary row starting as the mean of the other two).
+
 Uses a GPU when one is available (``--device auto``), else the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -25,8 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from napari_unet_cells.core.checkpoint import load_model, save_model
+from napari_unet_cells.core.checkpoint import CellModel, default_classes, load_model, save_model
 from napari_unet_cells.core.config import (
     AugmentConfig,
     InstanceConfig,
@@ -47,14 +57,42 @@ DEFAULT_OUT = ROOT / "src/napari_unet_cells/core/models/nuclei_unet.npz"
 TRAIN_STREAM, VAL_STREAM = 1, 2
 
 
-def make_images(seed: int, stream: int, index: int, n: int, size: int):
-    """``n`` synthetic (image, labels) pairs of size x size px from one seed stream."""
+def make_images(seed: int, stream: int, index: int, n: int, size: int, diameter: float):
+    """``n`` synthetic (image, labels) pairs of size x size px from one seed stream, with
+    typical nucleus diameters in [diameter / 1.5, diameter * 1.5] px."""
     rng = np.random.default_rng([seed, stream, index])
     pairs = []
     for _ in range(n):
-        config = random_config(rng)
+        config = random_config(rng, diameter=(diameter / 1.5, diameter * 1.5))
         pairs.append(synthetic_cells((size, size), seed=rng, config=config))
     return pairs
+
+
+def initial_model(path: Path, n_classes: int) -> CellModel:
+    """The model in ``path`` with its output head widened to ``n_classes`` if needed
+    (new rows start as the mean of the existing ones: the same backbone for both)."""
+    model = load_model(path)
+    if model.config.n_classes == n_classes:
+        return model
+    config = dataclasses.replace(model.config, n_classes=n_classes)
+    wider = CellModel.new(config, classes=default_classes(n_classes))
+    state = model.net.state_dict()
+    for name in ("head.weight", "head.bias"):
+        old = state[name]
+        extra = old.mean(dim=0, keepdim=True).repeat(
+            n_classes - old.shape[0], *[1] * (old.dim() - 1)
+        )
+        state[name] = torch.cat([old, extra])
+    wider.net.load_state_dict(state)
+    wider.normalization, wider.extra = model.normalization, dict(model.extra)
+    # seeds in the interiors (score ~1), cells flooded over their outlines (score ~0.5)
+    wider.extra["instances"] = {
+        **model.extra.get("instances", {}),
+        "threshold": 0.4,
+        "seed_threshold": 0.8,
+        "min_confidence": 0.6,
+    }
+    return wider
 
 
 def tune_post_processing(model, pairs) -> tuple[InstanceConfig, dict[str, float]]:
@@ -80,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--lr-half-life", type=float, default=7.0, help="rounds over which the rate halves"
     )
+    p.add_argument("--classes", type=int, default=3, choices=(2, 3), help="output classes")
+    p.add_argument("--diameter", type=float, default=20.0, help="typical nucleus size, px")
+    p.add_argument("--scale-aug", type=float, default=0.5, help="tile zoom range 1/(1+s)..1+s")
+    p.add_argument("--init", type=Path, default=None, help="continue from this model file")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--work", type=Path, default=ROOT / ".train_bundled")
@@ -89,18 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("train_bundled")
 
     args.work.mkdir(parents=True, exist_ok=True)
-    model_config = ModelConfig(base=args.base, depth=args.depth, dropout=0.1)
-    val_pairs = make_images(args.seed, VAL_STREAM, 0, 6, args.size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_config = ModelConfig(
+        n_classes=args.classes, base=args.base, depth=args.depth, dropout=0.1
+    )
+    val_pairs = make_images(args.seed, VAL_STREAM, 0, 6, args.size, args.diameter)
     val = as_samples([im for im, _ in val_pairs], [lb for _, lb in val_pairs])
 
-    model = model_config
+    model = model_config if args.init is None else initial_model(args.init, args.classes)
     for round_index in range(args.rounds):
         path = args.work / f"round_{round_index:02d}.npz"
         if path.exists():
             log.info("round %d: done before, resuming from %s", round_index, path)
             model = path
             continue
-        pairs = make_images(args.seed, TRAIN_STREAM, round_index, args.images, args.size)
+        pairs = make_images(
+            args.seed, TRAIN_STREAM, round_index, args.images, args.size, args.diameter
+        )
         samples = as_samples(
             [im for im, _ in pairs],
             [lb for _, lb in pairs],
@@ -113,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup_steps=20 if round_index == 0 else 5,
             validate_every=60,
             patience=None,
-            augment=AugmentConfig(),
+            augment=AugmentConfig(scale=args.scale_aug),
             seed=args.seed * 1000 + round_index,
             tune_post_processing=False,  # tuned once, at the end, on separate images
         )
@@ -140,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             "args": {
                 k: str(v) if isinstance(v, Path) else v
                 for k, v in vars(args).items()
-                if k not in ("work", "out")
+                if k not in ("work", "out", "init")
             },
             "round": round_index,
         }
@@ -158,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     final = load_model(model)
     # provenance names rounds by file name only: no machine paths in the shipped file
     final.provenance["trained_from"] = Path(final.provenance.get("trained_from", "")).name
-    tuning = make_images(args.seed, VAL_STREAM, 1, 8, args.size)
+    final.extra["diameter"] = args.diameter
+    tuning = make_images(args.seed, VAL_STREAM, 1, 8, args.size, args.diameter)
     best, scores = tune_post_processing(final, tuning)
     final.extra["instances"] = config_to_dict(best)
     final.provenance["instance_tuning"] = {

@@ -591,6 +591,13 @@ def _add_predict(sub) -> None:
     )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     p.add_argument(
+        "--diameter",
+        default="auto",
+        metavar="auto|PX|none",
+        help="typical cell diameter in px; auto (default): estimated from each image, which is "
+        "resampled so its cells appear at the model's size; none: never resample",
+    )
+    p.add_argument(
         "--probabilities",
         action="store_true",
         help="also write the cell probability (float32) as <labels>_probabilities.<ext>",
@@ -623,6 +630,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .core.instances import instance_defaults
     from .core.predict import resolve_model
     from .core.predict_large import check_output, file_kind, open_image, predict_file
+    from .core.scale import parse_diameter
 
     if args.tile == "auto":
         tile = None
@@ -634,6 +642,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                 f"--tile must be a number of pixels or 'auto', got {args.tile!r}."
             ) from None
     config = PredictConfig(device=args.device, tile=tile, batch_size=args.batch_size, tta=args.tta)
+    diameter = parse_diameter(args.diameter)
     # check everything before writing anything
     jobs = []
     ome = _ome_mode(args)  # None, or OME-Zarr labels "into" the inputs / a "new" store
@@ -705,6 +714,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                     instances,
                     probabilities=probs,
                     chunk=args.chunk,
+                    diameter=diameter,
                 )
             for message in summary.get("messages", ()):
                 print(f"{image}: {message}")

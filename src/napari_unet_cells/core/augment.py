@@ -45,9 +45,11 @@ class AugmentParams:
     flip_y, flip_x: flips of the rows / columns.
     gain, offset: image -> image * gain + offset (normalised intensities).
     noise_std: std of added Gaussian noise; noise_seed seeds its torch generator.
+    zoom: magnification about the tile centre (> 1 enlarges cells, < 1 shrinks them).
     """
 
     displacement: np.ndarray
+    zoom: float = 1.0
     rot90: int = 0
     flip_y: bool = False
     flip_x: bool = False
@@ -78,9 +80,14 @@ def draw_params(
         offset = rng.uniform(-config.offset, config.offset)
         noise = rng.uniform(0.0, config.noise)
         seed = int(rng.integers(2**62))
+        zoom = 1.0
+        if config.scale > 0:  # (drawn only when enabled: the same streams as before)
+            reach = np.log1p(config.scale)
+            zoom = float(np.exp(rng.uniform(-reach, reach)))
         out.append(
             AugmentParams(
                 displacement=displacement,
+                zoom=zoom,
                 rot90=rot if config.rotate90 else 0,
                 flip_y=bool(flips[0]) and config.flip,
                 flip_x=bool(flips[1]) and config.flip,
@@ -228,10 +235,11 @@ def augment_batch(
         ntype = np.float32
     nearest = torch.from_numpy(np.stack(nearest_np, axis=1).astype(ntype, copy=False))
     smooth, nearest = smooth.to(device), nearest.to(device)
-    if any(p.displacement.any() for p in params):
+    if any(p.displacement.any() or p.zoom != 1.0 for p in params):
         coarse = np.stack([_orient_np(p.displacement, p) for p in params]).astype(np.float32)
         field = displacement_field(torch.from_numpy(coarse).to(device), (h, w))
-        theta = torch.from_numpy(np.stack([_orientation_theta(p) for p in params])).to(device)
+        thetas = [_orientation_theta(p) / np.float32(p.zoom) for p in params]
+        theta = torch.from_numpy(np.stack(thetas)).to(device)
         base = F.affine_grid(theta, [n, 1, h, w], align_corners=True)  # (N, H, W, 2) x, y
         scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=device)
         grid = base + field.flip(1).permute(0, 2, 3, 1) * scale

@@ -70,7 +70,19 @@ class CellModel:
 
         net = UNet(config)
         net.reset_parameters(torch.Generator().manual_seed(seed))
+        kwargs.setdefault("classes", default_classes(net.config.n_classes))
         return cls(net=net, **kwargs)
+
+
+def default_classes(n_classes: int) -> tuple[str, ...]:
+    """Class names for a new network: ("background", "cell") as in the paper; with 3
+    classes ("background", "cell", "boundary"), the boundary class being each cell's 1 px
+    outline, seams between touching cells included (core/data.py ``class_target``)."""
+    if n_classes == 2:
+        return ("background", "cell")
+    if n_classes == 3:
+        return ("background", "cell", "boundary")
+    return ("background", "cell", *(f"class {k}" for k in range(2, n_classes)))
 
 
 def save_model(model: CellModel | UNet, path: str | os.PathLike) -> Path:

@@ -199,6 +199,9 @@ class AugmentConfig:
     gain: intensity scale drawn from [1 - gain, 1 + gain] (on the normalised image).
     offset: intensity offset drawn from [-offset, offset] (normalised units).
     noise: std of added Gaussian noise, drawn per sample from [0, noise] (normalised).
+    scale: zoom drawn log-uniformly from [1 / (1 + scale), 1 + scale] (0: none); cells
+        appear up to (1 + scale) times larger or smaller. The loss window stays inside
+        real image content for zooms down to about 0.55.
     """
 
     elastic_sigma: float = 10.0
@@ -208,8 +211,13 @@ class AugmentConfig:
     gain: float = 0.1
     offset: float = 0.1
     noise: float = 0.02
+    scale: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.scale <= 0.8:
+            raise UNetCellsError(
+                f"AugmentConfig.scale must be in [0, 0.8] (0.5: zoom 0.67-1.5), got {self.scale}."
+            )
         if self.elastic_sigma < 0 or self.gain < 0 or self.offset < 0 or self.noise < 0:
             raise UNetCellsError(
                 "AugmentConfig: elastic_sigma, gain, offset and noise must be >= 0, got "

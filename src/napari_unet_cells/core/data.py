@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .config import ModelConfig, NormalizationConfig, TrainConfig, WeightMapConfig
 from .errors import UNetCellsError
@@ -91,10 +92,10 @@ def as_samples(
     names = list(names) if names is not None else [f"image {i}" for i in range(len(image_list))]
     samples: list[TrainingSample] = []
     for image, lab, ign, name in zip(image_list, label_list, ignore_list, names, strict=False):
-        lab = check_labels(lab, f"labels of {name}")
         lab, notice = mask_to_instances(lab, f"The labels of {name}")
         if notice:  # 0/1 or 0/255 masks: numbered, never trained as one giant cell
             logger.warning(notice)
+        lab = check_labels(lab, f"labels of {name}")
         if image.ndim == 3 and image.shape[-1] in (3, 4) and lab.ndim == 2:
             raise UNetCellsError(
                 f"{name} looks like an RGB image {image.shape}; training reads greyscale "
@@ -157,8 +158,9 @@ def as_samples(
 class PreparedSample:
     """A sample ready for training; all arrays (Y, X).
 
-    image: float32 normalised. labels: int32 ids. target: uint8 class (0 background
-    including the carved separation borders, 1 cell). weight: float32 loss weight, 0 in
+    image: float32 normalised. labels: int32 ids. target: uint8 class (``class_target``:
+    0 background including the carved separation borders, 1 cell; 2 boundary with 3
+    classes). weight: float32 loss weight, 0 in
     the ignore mask and in the held-out validation region.
     """
 
@@ -191,18 +193,49 @@ class PreparedSample:
         return self._weighted_cdf
 
 
+def class_target(
+    labels: np.ndarray, n_classes: int = 2, weight_config: WeightMapConfig | None = None
+) -> np.ndarray:
+    """The per-pixel training class of a (Y, X) label plane: uint8 (Y, X).
+
+    2 classes (the paper): 1 = cell, 0 = background and the separation borders carved
+    between touching cells (``weightmap.separation_target``). 3 classes: 0 background,
+    2 boundary = every cell pixel with a 4- or 8-neighbour outside the cell (its 1 px
+    outline, so the carved seams between touching cells too), 1 = the cell's interior.
+    """
+    from .weightmap import separation_target
+
+    if n_classes == 2:
+        return separation_target(labels, config=weight_config)
+    if n_classes != 3:
+        raise UNetCellsError(
+            f"Training targets exist for 2 classes (background, cell) or 3 (background, "
+            f"cell, boundary), not {n_classes}: start from a 2- or 3-class model."
+        )
+    labels = np.asarray(labels)
+    highest = ndi.maximum_filter(labels, size=3, mode="nearest")
+    lowest = ndi.minimum_filter(labels, size=3, mode="nearest")
+    outline = (labels > 0) & ((highest != labels) | (lowest != labels))
+    return np.where(labels > 0, np.where(outline, 2, 1), 0).astype(np.uint8)
+
+
 def prepare_sample(
     sample: TrainingSample,
     normalization: NormalizationConfig | None = None,
     weight_config: WeightMapConfig | None = None,
+    n_classes: int = 2,
 ) -> PreparedSample:
-    """Normalise the image and compute target and weight map of the whole plane."""
-    from .weightmap import separation_target, weight_map
+    """Normalise the image and compute target and weight map of the whole plane.
+
+    n_classes: 2 (paper) or 3 (with a boundary class), see ``class_target``. The loss
+    weight map is the paper's in both cases (its border term sits on the seams).
+    """
+    from .weightmap import weight_map
 
     labels = np.asarray(sample.labels).astype(np.int32, copy=False)
     image = normalize(sample.image, normalization)
     weight = weight_map(labels, ignore=sample.ignore, config=weight_config)
-    target = separation_target(labels, config=weight_config)
+    target = class_target(labels, n_classes, weight_config)
     if sample.ignore is not None:
         weight = np.where(sample.ignore, np.float32(0), weight).astype(np.float32)
     return PreparedSample(
@@ -261,11 +294,12 @@ def split_validation(
     """
     margin = context_margin(model_config.depth, model_config.padding)
     wcfg = config.weight_map
-    train = [prepare_sample(s, normalization, wcfg) for s in samples]
+    n_classes = model_config.n_classes
+    train = [prepare_sample(s, normalization, wcfg, n_classes) for s in samples]
     regions: list[ValidationRegion] = []
     if val_samples:
         for s in val_samples:
-            p = prepare_sample(s, normalization, wcfg)
+            p = prepare_sample(s, normalization, wcfg, n_classes)
             h, w = p.shape
             regions.append(_region(p, (0, h, 0, w), 0, s.ignore, s.name))
         return train, regions

@@ -72,25 +72,37 @@ def perfect_probabilities(labels: np.ndarray) -> np.ndarray:
 
 
 def probabilities_to_labels(
-    probabilities: np.ndarray, config: InstanceConfig | None = None
+    probabilities: np.ndarray,
+    config: InstanceConfig | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Instance labels from cell-class probabilities, plane by plane.
 
-    probabilities: float (..., Y, X) in [0, 1] (the cell class). Returns int32 (..., Y, X):
-    0 = background, 1..N one per cell, unique over all planes, sequential.
+    probabilities: float (..., Y, X) in [0, 1] (the cell score). shape: (Y0, X0) of the
+    image the probabilities were predicted for, when the network saw it resampled
+    (core/scale.py): the cells are found on the probabilities' grid, where the settings
+    apply, and the labels resampled onto ``shape`` (no cell lost). Returns int32
+    (..., Y0, X0) (or (..., Y, X)): 0 = background, 1..N one per cell, unique over all
+    planes, sequential.
     """
+    from .scale import labels_to_shape
+
     config = config or InstanceConfig()
     probs = np.asarray(probabilities)
     if probs.ndim < 2:
         raise UNetCellsError(f"Probabilities must be (..., Y, X), got shape {probs.shape}.")
+    shape = tuple(shape) if shape is not None else probs.shape[-2:]
     planes = probs.reshape(-1, *probs.shape[-2:])
-    out = np.zeros(planes.shape, np.int32)
+    out = np.zeros((planes.shape[0], *shape), np.int32)
     offset = 0
     for index, plane in enumerate(planes):
         labels, count = plane_labels(plane, config)
+        if labels.shape != shape:
+            labels = labels_to_shape(labels, shape)
+            count = int(labels.max(initial=0))
         out[index] = np.where(labels > 0, labels + offset, 0)
         offset += count
-    return out.reshape(probs.shape)
+    return out.reshape(*probs.shape[:-2], *shape)
 
 
 def plane_labels(probability: np.ndarray, config: InstanceConfig) -> tuple[np.ndarray, int]:

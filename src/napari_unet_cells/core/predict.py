@@ -30,7 +30,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,19 @@ from .config import InstanceConfig, PredictConfig
 from .errors import UNetCellsError
 from .normalize import normalize
 from .progress import StopFlag, run, stop_requested
+from .scale import (
+    ESTIMATE_CROP,
+    MAX_FACTOR,
+    MAX_PASSES,
+    TOLERANCE,
+    ScaleChoice,
+    factor_for,
+    model_diameter,
+    parse_diameter,
+    resize_plane,
+    scaled_shape,
+    typical_diameter,
+)
 from .tiling import TileGrid, plan_tiles, read_tile, smallest_tile, snap_tile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,6 +156,27 @@ def resolve_model(model: CellModel | UNet | str | Path | None) -> CellModel:
 def cell_class_index(model: CellModel) -> int:
     """Index of the "cell" class among the model's output classes (1 if not named)."""
     return model.classes.index("cell") if "cell" in model.classes else 1
+
+
+#: share of the "boundary" class's probability counted in the cell score
+BOUNDARY_SCORE = 0.5
+
+
+def cell_score_weights(model: CellModel) -> np.ndarray:
+    """float32 (K,): the cell score is ``sum_k weights[k] * p_k`` over the K classes.
+
+    Two classes (the paper: background, cell): the cell probability. Three classes
+    (background, cell, boundary: each cell's 1 px outline and the seams between touching
+    cells): p_cell + 0.5 p_boundary, about 1 inside cells, 0.5 on outlines and seams, 0
+    on background. The instance step (core/instances.py) then seeds cells in the
+    interiors (above the seed threshold) and floods them over outlines (above the
+    threshold), splitting touching cells along the seams.
+    """
+    weights = np.zeros(len(model.classes), np.float32)
+    weights[cell_class_index(model)] = 1.0
+    if "boundary" in model.classes:
+        weights[model.classes.index("boundary")] = BOUNDARY_SCORE
+    return weights
 
 
 # --------------------------------------------------------------------------------------
@@ -267,12 +301,16 @@ class TorchPredictor:
     """
 
     def __init__(self, net: torch.nn.Module, device: str | Any = "auto", *, tta: bool = False):
+        import torch
+
         from .device import inference_dtype, resolve_device
 
         self.device = resolve_device(device)
         self.dtype = inference_dtype(self.device)
         self.tta = tta
-        self.net = net.to(self.device).eval()
+        # channels-last runs the convolutions faster on CPUs and GPUs alike
+        # (benchmarks/bench_predict.py: memory_format); values are unchanged
+        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -280,6 +318,7 @@ class TorchPredictor:
         from .device import autocast
 
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.device, self.dtype):
             probs = torch.softmax(self.net(x).float(), dim=1)
             if self.tta:
@@ -396,13 +435,15 @@ def predict_tiles(
     predictor: Predictor,
     out: np.ndarray,
     *,
-    channel: int = 1,
+    channel: int | np.ndarray = 1,
     batch_size: int = 1,
     stop: StopFlag = None,
 ) -> Generator[int, None, bool]:
     """Run ``predictor`` over the tiles of ``grid`` and stitch class ``channel`` into ``out``.
 
     plane: (Y, X, C) float32 normalised; out: (Y, X) float32, preallocated on the CPU.
+    channel: a class index, or class weights (K,) (``cell_score_weights``): then the
+    weighted sum of the K class probabilities is stitched.
     Yields the index of each finished tile; returns False if stopped (``out`` is then
     incomplete), True when every write region has been filled.
     """
@@ -426,7 +467,11 @@ def predict_tiles(
         for i, tile in enumerate(batch):
             y0, y1, x0, x1 = tile.write
             cy0, cy1, cx0, cx1 = tile.crop
-            out[y0:y1, x0:x1] = probs[i, channel, cy0:cy1, cx0:cx1]
+            if np.ndim(channel) == 0:
+                out[y0:y1, x0:x1] = probs[i, channel, cy0:cy1, cx0:cx1]
+            else:
+                crop = probs[i, :, cy0:cy1, cx0:cx1]
+                out[y0:y1, x0:x1] = np.tensordot(channel, crop, axes=1)
             yield tile.index
     return True
 
@@ -441,13 +486,15 @@ def predict_probabilities_iter(
     rgb: bool | None = None,
     channel_axis: int | None = None,
     channel: int | None = None,
+    scale: float = 1.0,
 ) -> Generator[PredictProgress, None, np.ndarray | None]:
-    """Cell-class probabilities of ``image``, as a generator of progress events.
+    """Cell scores of ``image`` (``cell_score_weights``), as a generator of progress events.
 
-    image: see ``prepare_image`` ((Y, X), stacks (..., Y, X), channels). Returns (via
-    StopIteration.value) float32 probabilities of shape (..., Y, X) in [0, 1], or None if
-    stopped. ``predictor`` replaces the network call (tests, custom backends); it may have
-    an ``on_cpu()`` method used as out-of-memory fallback.
+    image: see ``prepare_image`` ((Y, X), stacks (..., Y, X), channels). scale: resample
+    each normalised plane by this factor first (core/scale.py). Returns (via
+    StopIteration.value) float32 scores in [0, 1] of shape (..., Y', X'), Y' = round(Y *
+    scale), or None if stopped. ``predictor`` replaces the network call (tests, custom
+    backends); it may have an ``on_cpu()`` method used as out-of-memory fallback.
     """
     config = config or PredictConfig()
     cell_model = resolve_model(model)
@@ -466,7 +513,7 @@ def predict_probabilities_iter(
 
         device = getattr(predictor, "device", None) or resolve_device("cpu")
     tile, batch_size = auto_tile_and_batch(cell_model, device, config.tile, config.batch_size)
-    class_index = cell_class_index(cell_model)
+    class_weights = cell_score_weights(cell_model)
     n_planes = prepared.planes.shape[0]
     logger.info(
         "predicting %d plane(s) of %s px on %s: tiles of up to %d px, batch %d",
@@ -476,7 +523,8 @@ def predict_probabilities_iter(
         tile,
         batch_size,
     )
-    out = np.empty((n_planes, *prepared.plane_shape), np.float32)
+    grid_shape = scaled_shape(prepared.plane_shape, scale)
+    out = np.empty((n_planes, *grid_shape), np.float32)
     if prepared.message:
         yield PredictProgress(0, 0, 0, n_planes, message=prepared.message)
     if net_config.padding != "valid":
@@ -490,8 +538,9 @@ def predict_probabilities_iter(
         net.eval()
         for index in range(n_planes):
             plane = normalize(prepared.planes[index], cell_model.normalization)
+            plane = resize_plane(plane, grid_shape)
             while True:
-                grid = plan_tiles(prepared.plane_shape, tile, net_config.depth, net_config.padding)
+                grid = plan_tiles(grid_shape, tile, net_config.depth, net_config.padding)
                 total = done + len(grid) * (n_planes - index)
                 count = 0
                 try:
@@ -500,7 +549,7 @@ def predict_probabilities_iter(
                         grid,
                         predictor,
                         out[index],
-                        channel=class_index,
+                        channel=class_weights,
                         batch_size=batch_size,
                         stop=stop,
                     )
@@ -530,7 +579,7 @@ def predict_probabilities_iter(
         done_with = getattr(predictor, "close" if own_predictor else "release", None)
         if done_with is not None:
             done_with()
-    return out.reshape(prepared.out_shape)
+    return out.reshape(*prepared.lead_shape, *grid_shape)
 
 
 def _shrink_after_oom(
@@ -568,14 +617,22 @@ def _shrink_after_oom(
 class PredictionResult:
     """What a prediction produced.
 
-    labels: int32 (..., Y, X), 0 = background, 1..N one per cell (unique over the stack).
-    probabilities: float32 (..., Y, X), the cell-class probability, for re-thresholding.
-    messages: notes for the user (channel handling, out-of-memory fallbacks).
+    labels: int32 (..., Y, X) on the input's grid, 0 = background, 1..N one per cell
+        (unique over the stack).
+    probabilities: float32 (..., Y', X'), the cell score (``cell_score_weights``) on the
+        grid the network saw: the input resampled by ``scale.factor`` (the input's own
+        grid when 1). Re-label with ``probabilities_to_labels(probabilities, config,
+        shape=image_shape)`` without running the network again.
+    messages: notes for the user (channels, cell size, out-of-memory fallbacks).
+    scale: how the input was resampled (core/scale.py ``ScaleChoice``).
+    image_shape: (Y, X) of the input's planes.
     """
 
     labels: np.ndarray
     probabilities: np.ndarray
     messages: tuple[str, ...] = ()
+    scale: ScaleChoice = field(default_factory=ScaleChoice)
+    image_shape: tuple[int, int] | None = None
 
 
 def predict_iter(
@@ -589,33 +646,176 @@ def predict_iter(
     rgb: bool | None = None,
     channel_axis: int | None = None,
     channel: int | None = None,
+    diameter: float | str | None = "auto",
 ) -> Generator[PredictProgress, None, PredictionResult | None]:
     """Probabilities and instance labels, as a generator of per-tile progress events.
 
+    diameter: the typical nucleus diameter in px, "auto" (estimated, ``estimate_diameter``)
+    or None (no rescaling); used only with models that record their own diameter.
     Returns (StopIteration.value) a PredictionResult, or None if stopped.
     """
     from .instances import instance_defaults, probabilities_to_labels
 
     model = resolve_model(model)
+    config = config or PredictConfig()
     instances = instances or instance_defaults(model)
     messages: list[str] = []
-    probs = yield from _collect_messages(
-        predict_probabilities_iter(
-            image,
-            model,
-            config,
-            predictor=predictor,
-            stop=stop,
-            rgb=rgb,
-            channel_axis=channel_axis,
-            channel=channel,
-        ),
-        messages,
+    wanted = parse_diameter(diameter)
+    reference = model_diameter(model)
+    prepared = prepare_image(
+        image, model.config.in_channels, rgb=rgb, channel_axis=channel_axis, channel=channel
     )
+    choice, probs = ScaleChoice(model_diameter=reference), None
+    own = None
+    try:
+        if isinstance(wanted, float) and reference is not None:
+            choice = _given_scale(wanted, reference)
+        elif wanted == "auto" and reference is not None:
+            if predictor is None:
+                predictor = own = TorchPredictor(model.net, config.device, tta=config.tta)
+            plane = normalize(prepared.planes[len(prepared.planes) // 2], model.normalization)
+            choice, scores = estimate_diameter(
+                plane, model, predictor, instances, tile=config.tile, stop=stop
+            )
+            if scores is not None and len(prepared.planes) == 1:
+                probs = scores.reshape(*prepared.lead_shape, *scores.shape)
+        if stop_requested(stop):
+            return None
+        if choice.message:
+            messages.append(choice.message)
+            yield PredictProgress(0, 0, 0, len(prepared.planes), message=choice.message)
+        if probs is None:
+            probs = yield from _collect_messages(
+                predict_probabilities_iter(
+                    image,
+                    model,
+                    config,
+                    predictor=predictor,
+                    stop=stop,
+                    rgb=rgb,
+                    channel_axis=channel_axis,
+                    channel=channel,
+                    scale=choice.factor,
+                ),
+                messages,
+            )
+    finally:
+        if own is not None:
+            own.close()
     if probs is None or stop_requested(stop):
         return None
-    labels = probabilities_to_labels(probs, instances)
-    return PredictionResult(labels=labels, probabilities=probs, messages=tuple(messages))
+    labels = probabilities_to_labels(probs, instances, shape=prepared.plane_shape)
+    return PredictionResult(
+        labels=labels,
+        probabilities=probs,
+        messages=tuple(messages),
+        scale=choice,
+        image_shape=prepared.plane_shape,
+    )
+
+
+def _given_scale(diameter: float, reference: float) -> ScaleChoice:
+    factor = factor_for(diameter, reference)
+    message = ""
+    if factor != 1.0:
+        message = (
+            f"Cells of {diameter:g} px (model: {reference:g} px): the image is resampled "
+            f"x{factor:.2f} for prediction; labels come back on the image's grid."
+        )
+    return ScaleChoice(factor, diameter, reference, estimated=False, message=message)
+
+
+def _score_plane(
+    plane: np.ndarray, model: CellModel, predictor: Predictor, tile: int | None, stop: StopFlag
+) -> np.ndarray | None:
+    """Cell scores of one normalised (Y, X, C) plane, float32 (Y, X); None if stopped."""
+    device = getattr(predictor, "device", None)
+    if device is None:
+        from .device import resolve_device
+
+        device = resolve_device("cpu")
+    size, batch = auto_tile_and_batch(model, device, tile)
+    cfg = model.config
+    grid = plan_tiles(plane.shape[:2], size, cfg.depth, cfg.padding)
+    out = np.empty(plane.shape[:2], np.float32)
+    weights = cell_score_weights(model)
+    tiles = predict_tiles(
+        plane, grid, predictor, out, channel=weights, batch_size=batch, stop=stop
+    )
+    for _ in tiles:
+        pass
+    return None if stop_requested(stop) else out
+
+
+def estimate_diameter(
+    plane: np.ndarray,
+    model: CellModel,
+    predictor: Predictor,
+    instances: InstanceConfig,
+    *,
+    tile: int | None = None,
+    stop: StopFlag = None,
+) -> tuple[ScaleChoice, np.ndarray | None]:
+    """The typical nucleus diameter of a normalised plane, by running the network.
+
+    plane: (Y, X) or (Y, X, C) float32, normalised. The network and the instance step run
+    on a central crop (up to ``ESTIMATE_CROP`` px on the model's grid), first at the
+    image's own scale; the median equivalent diameter of the objects found
+    (``typical_diameter``) gives the factor to the model's diameter; while that factor is
+    far from the current one, the crop is resampled and measured again (up to
+    ``MAX_PASSES`` passes), so the last measurement is made with nuclei near the model's
+    size. Returns (ScaleChoice, scores): scores are the last pass's cell scores when
+    that pass covered the whole plane at the chosen factor (to be re-used), else None.
+    """
+    from .instances import plane_labels
+
+    reference = model_diameter(model)
+    if reference is None:
+        return ScaleChoice(), None
+    plane = plane if plane.ndim == 3 else plane[..., None]
+    height, width = plane.shape[:2]
+    factor, measured, scores, whole = 1.0, None, None, False
+    for _ in range(MAX_PASSES):
+        side = max(1, int(ESTIMATE_CROP / factor))
+        ch, cw = min(side, height), min(side, width)
+        y0, x0 = (height - ch) // 2, (width - cw) // 2
+        crop = resize_plane(plane[y0 : y0 + ch, x0 : x0 + cw], scaled_shape((ch, cw), factor))
+        scores = _score_plane(crop, model, predictor, None, stop)
+        if scores is None:
+            return ScaleChoice(factor, measured, reference, True), None
+        whole = (ch, cw) == (height, width)
+        seen = typical_diameter(plane_labels(scores, instances)[0])
+        if seen is None:
+            break
+        measured = seen / factor
+        if 1 / TOLERANCE <= seen / reference <= TOLERANCE:
+            break
+        factor = factor_for(measured, reference)
+        scores = None
+    return _estimated_choice(factor, measured, reference), scores if whole else None
+
+
+def _estimated_choice(factor: float, measured: float | None, reference: float) -> ScaleChoice:
+    if measured is None:
+        message = (
+            "No cells found to estimate their size: predicted at the image's own scale. "
+            "If the image has cells, give their diameter in px."
+        )
+        return ScaleChoice(factor, None, reference, True, message)
+    low, high = reference / MAX_FACTOR, reference * MAX_FACTOR
+    if not low <= measured <= high:
+        message = (
+            f"Estimated cell diameter {measured:.0f} px is outside what this model covers by "
+            f"rescaling ({low:.0f}-{high:.0f} px): check the result, or give the diameter."
+        )
+    elif factor != 1.0:
+        message = (
+            f"Estimated cell diameter {measured:.0f} px (model: {reference:g} px): the image "
+            f"is resampled x{factor:.2f} for prediction; labels come back on its own grid."
+        )
+    else:
+        message = f"Estimated cell diameter {measured:.0f} px (model: {reference:g} px)."
+    return ScaleChoice(factor, measured, reference, True, message)
 
 
 def _collect_messages(gen, messages: list[str]):
@@ -649,6 +849,7 @@ def predict(
     rgb: bool | None = None,
     channel_axis: int | None = None,
     channel: int | None = None,
+    diameter: float | str | None = "auto",
     progress: Callable[[PredictProgress], None] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment cells: ``image`` (..., Y, X[, C]) -> int32 labels (..., Y, X), one per cell.
@@ -683,9 +884,20 @@ def predict(
             rgb=rgb,
             channel_axis=channel_axis,
             channel=channel,
+            diameter=diameter,
         ),
         progress,
     )
     if return_probabilities:
-        return result.labels, result.probabilities
+        return result.labels, probabilities_on_image_grid(result)
     return result.labels
+
+
+def probabilities_on_image_grid(result: PredictionResult) -> np.ndarray:
+    """``result.probabilities`` resampled (bilinear) onto the input's grid: (..., Y, X)."""
+    probs = result.probabilities
+    if result.image_shape is None or probs.shape[-2:] == tuple(result.image_shape):
+        return probs
+    planes = probs.reshape(-1, *probs.shape[-2:])
+    out = np.stack([resize_plane(p, result.image_shape) for p in planes])
+    return out.reshape(*probs.shape[:-2], *result.image_shape)

@@ -27,9 +27,11 @@ from .predict import (
     PredictProgress,
     TorchPredictor,
     auto_tile_and_batch,
-    cell_class_index,
+    cell_score_weights,
+    estimate_diameter,
     predict_iter,
     predict_tiles,
+    probabilities_on_image_grid,
     resolve_model,
 )
 from .progress import run
@@ -116,7 +118,7 @@ def _predict_block(
         grid,
         predictor,
         out,
-        channel=cell_class_index(model),
+        channel=cell_score_weights(model),
         batch_size=batch_size,
     ):
         pass
@@ -408,8 +410,14 @@ def predict_file(
     probabilities: str | Path | None = None,
     chunk: int | None = None,
     progress: Callable[[PredictProgress], None] | None = None,
+    diameter: float | str | None = "auto",
 ) -> dict[str, Any]:
     """Segment the image in ``source`` and write labels (int32) to ``output``.
+
+    diameter: typical cell diameter in px, "auto" or None (see ``core.predict.predict``).
+    TIFF (in memory) is resampled to the model's cell size; chunked zarr prediction does
+    not resample yet: a given diameter that needs it is an error, and an estimated one
+    that would need it is reported in the summary's "messages".
 
     TIFF in: in memory, any layout ``predict`` accepts. zarr in: chunk by chunk with
     ``dask.array.map_overlap`` (``predict_probabilities_dask`` and ``labels_dask``), in
@@ -431,9 +439,11 @@ def predict_file(
     image = open_image(source)
     cell_model = resolve_model(model)
     instances = instances or instance_defaults(cell_model)
+    messages: list[str] = []
     if hasattr(image, "compute"):
         import dask.array as da
 
+        messages = _chunked_scale_messages(image, cell_model, instances, config, diameter)
         with tempfile.TemporaryDirectory(prefix=".unet-cells-", dir=output.parent) as work:
             work = Path(work)
             probs = predict_probabilities_dask(image, cell_model, config, chunk=chunk)
@@ -445,10 +455,50 @@ def predict_file(
             labels = labels_dask_from(probs, instances, work)
             n_cells = _write_results(labels, output, probs, prob_path)
     else:
-        result = run(predict_iter(image, cell_model, config, instances), progress)
-        n_cells = _write_results(result.labels, output, result.probabilities, prob_path)
+        result = run(
+            predict_iter(image, cell_model, config, instances, diameter=diameter), progress
+        )
+        messages = [result.scale.message] if result.scale.message else []
+        probs = probabilities_on_image_grid(result) if prob_path is not None else None
+        n_cells = _write_results(result.labels, output, probs, prob_path)
     logger.info("%s -> %s: %d cells", source, output, n_cells)
-    return {"input": str(source), "output": str(output), "cells": n_cells}
+    return {"input": str(source), "output": str(output), "cells": n_cells, "messages": messages}
+
+
+def _chunked_scale_messages(image, model, instances, config, diameter) -> list[str]:
+    """Chunked prediction runs at the image's own scale: refuse a given diameter that would
+    need resampling; estimate on a central 1024 px crop and report if it would."""
+    from .scale import factor_for, model_diameter, parse_diameter
+
+    wanted, reference = parse_diameter(diameter), model_diameter(model)
+    if wanted is None or reference is None:
+        return []
+    if isinstance(wanted, float):
+        if factor_for(wanted, reference) != 1.0:
+            raise UNetCellsError(
+                f"Cells of {wanted:g} px need resampling to the model's {reference:g} px, which "
+                "chunked (zarr) prediction does not do yet: resample the image by "
+                f"{reference / wanted:.2f} first, or save it as TIFF, or give --diameter none."
+            )
+        return []
+    plane = image[tuple(n // 2 for n in image.shape[:-2])]  # the middle plane of a stack
+    h, w = plane.shape[-2:]
+    y0, x0 = max(0, h // 2 - 512), max(0, w // 2 - 512)
+    crop = np.asarray(plane[y0 : y0 + 1024, x0 : x0 + 1024])
+    predictor = TorchPredictor(model.net, config.device)
+    try:
+        choice, _ = estimate_diameter(
+            normalize(crop, model.normalization), model, predictor, instances
+        )
+    finally:
+        predictor.close()
+    if choice.factor == 1.0:
+        return [choice.message] if choice.message else []
+    return [
+        f"{choice.message} Chunked (zarr) prediction does not resample yet, so this image "
+        f"was predicted at its own scale: for better results resample it by "
+        f"{choice.factor:.2f} first, or save it as TIFF."
+    ]
 
 
 def labels_dask_from(probs, instances: InstanceConfig, workdir: Path):

@@ -45,7 +45,17 @@ class SyntheticConfig:
         relative to a typical cell.
     hot_pixels: fraction of camera pixels stuck bright.
     pattern_noise: row/column fixed-pattern noise, in units of the read noise.
-    dtype: "uint16" (camera counts over a 100 offset), "uint8" or "float32".
+    outlier_fraction: cells many times brighter than typical (5-20x: mitotic or
+        apoptotic nuclei) that saturate the camera; with enough of them, percentile
+        normalisation leaves the ordinary nuclei dim.
+    edge_softness: (lo, hi) share of the radius over which a nucleus fades to its
+        outline (0 = sharp edge), drawn per image; soft, low-contrast outlines.
+    nucleoli: mean number of dark nucleoli per nucleus (intensity x 0.3-0.7).
+    chromocenters: mean number of bright chromatin spots per nucleus.
+    brightness_spread: log-normal sigma of the cell-to-cell brightness (dim next to
+        bright nuclei).
+    dtype: "uint16" (camera counts over a 100 offset), "uint8", "float32", or
+        "uint16_8bit" (8-bit values, 0-255, stored in a 16-bit file).
     """
 
     diameter: tuple[float, float] = (10.0, 28.0)
@@ -68,7 +78,12 @@ class SyntheticConfig:
     background_texture: float = 0.0
     hot_pixels: float = 0.0
     pattern_noise: float = 0.0
-    dtype: Literal["uint16", "uint8", "float32"] = "uint16"
+    outlier_fraction: float = 0.0
+    edge_softness: tuple[float, float] = (0.0, 0.0)
+    nucleoli: float = 0.0
+    chromocenters: float = 0.0
+    brightness_spread: float = 0.3
+    dtype: Literal["uint16", "uint8", "float32", "uint16_8bit"] = "uint16"
 
     def __post_init__(self) -> None:
         lo, hi = self.diameter
@@ -78,9 +93,9 @@ class SyntheticConfig:
             )
         if not 0 < self.coverage <= 0.8:
             raise UNetCellsError(f"coverage must be in (0, 0.8], got {self.coverage}.")
-        if self.dtype not in ("uint16", "uint8", "float32"):
+        if self.dtype not in ("uint16", "uint8", "float32", "uint16_8bit"):
             raise UNetCellsError(
-                f"dtype must be 'uint16', 'uint8' or 'float32', got {self.dtype!r}."
+                f"dtype must be 'uint16', 'uint8', 'float32' or 'uint16_8bit', got {self.dtype!r}."
             )
 
 
@@ -294,7 +309,7 @@ def _render_cells(
 ) -> np.ndarray:
     """Noise-free fluorescence (typical cell ~ 1) from the final labels."""
     n = int(labels.max())
-    brightness = rng.lognormal(0.0, 0.3, n + 1).astype(np.float32)
+    brightness = rng.lognormal(0.0, config.brightness_spread, n + 1).astype(np.float32)
     kind = rng.random(n + 1)
     brightness[kind < config.dim_fraction] *= rng.uniform(0.3, 0.5)
     brightness[kind > 1 - config.bright_fraction] *= rng.uniform(2.5, 4.0)
@@ -302,11 +317,20 @@ def _render_cells(
     condensed = rng.random(n + 1) < config.condensed_fraction
     brightness[condensed] *= rng.uniform(2.0, 4.0)
     texture_amp[condensed] = 0.5
+    if config.outlier_fraction > 0:  # (random draws only when enabled: same old looks)
+        outliers = rng.random(n + 1) < config.outlier_fraction
+        brightness[outliers] *= rng.uniform(5.0, 20.0, int(outliers.sum()))
     brightness[0] = 0.0
     texture = _smooth_noise(labels.shape, rng.uniform(1.0, 2.5), rng)
     # brighter centre, darker rim; chromatin texture
     profile = (1.0 - 0.3 * radial**2) * (1.0 + texture_amp[labels] * texture)
-    signal = brightness[labels] * np.clip(profile, 0.2, None)
+    softness = rng.uniform(*config.edge_softness) if config.edge_softness[1] > 0 else 0.0
+    if softness > 0:  # the nucleus fades out over the outer share of its radius
+        profile *= np.clip((1.0 - radial) / softness, 0.15, 1.0) ** 0.7
+    signal = brightness[labels] * np.clip(profile, 0.15, None)
+    spots = _nuclear_spots(labels, config, rng)
+    if spots is not None:
+        signal *= spots
     # pressed neighbours: their shared border is often darker
     dip = rng.uniform(*config.border_dip)
     if dip < 1.0:
@@ -315,6 +339,35 @@ def _render_cells(
         shared = (labels > 0) & ((highest != labels) | (lowest != labels))
         signal[shared] *= dip
     return np.where(labels > 0, signal, 0.0).astype(np.float32)
+
+
+def _nuclear_spots(
+    labels: np.ndarray, config: SyntheticConfig, rng: np.random.Generator
+) -> np.ndarray | None:
+    """A multiplicative map of dark nucleoli and bright chromocentres inside nuclei, or
+    None when the config has neither. Spots are placed inside each nucleus's box."""
+    if config.nucleoli <= 0 and config.chromocenters <= 0:
+        return None
+    factor = np.ones(labels.shape, np.float32)
+    for index, region in enumerate(ndi.find_objects(labels), start=1):
+        if region is None:
+            continue
+        mask = labels[region] == index
+        ys, xs = np.nonzero(mask)
+        size = np.sqrt(ys.size)
+        n_dark = rng.poisson(config.nucleoli)
+        n_bright = rng.poisson(config.chromocenters)
+        if n_dark + n_bright == 0 or ys.size < 30:
+            continue
+        local = np.zeros(mask.shape, np.float32)
+        for k in range(n_dark + n_bright):
+            i = rng.integers(ys.size)
+            sigma = size * (rng.uniform(0.06, 0.13) if k < n_dark else rng.uniform(0.03, 0.07))
+            amplitude = -rng.uniform(0.3, 0.7) if k < n_dark else rng.uniform(0.5, 1.5)
+            _add_gaussian_spot(local, float(ys[i]), float(xs[i]), max(sigma, 0.7), amplitude)
+        window = factor[region]
+        window[mask] = np.clip(1.0 + local[mask], 0.25, None)
+    return factor
 
 
 def _optics_and_camera(
@@ -358,34 +411,55 @@ def _optics_and_camera(
     np.clip(counts, None, full_scale, out=counts)
     if config.dtype == "float32":
         return (counts / photons).astype(np.float32)
-    if config.dtype == "uint8":
-        # typical cells at ~150 of 255: the brightest saturate, as on many 8-bit cameras
-        scaled = counts / photons * 150.0 + 5.0
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if config.dtype in ("uint8", "uint16_8bit"):
+        # 8-bit range: full scale at 255, the brightest cells saturate
+        scaled = counts / full_scale * 250.0 + 5.0
+        if config.dtype == "uint8":
+            # typical cells at ~150 of 255, as on many 8-bit cameras
+            scaled = counts / photons * 150.0 + 5.0
+        out = np.clip(np.rint(scaled), 0, 255)
+        return out.astype(np.uint8 if config.dtype == "uint8" else np.uint16)
     gain = rng.uniform(1.0, 4.0)  # counts per photon
     scaled = counts * gain + 100.0
     return np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)
 
 
-def random_config(rng: np.random.Generator, dtype: str | None = None) -> SyntheticConfig:
+def random_config(
+    rng: np.random.Generator,
+    dtype: str | None = None,
+    diameter: tuple[float, float] | None = None,
+) -> SyntheticConfig:
     """A SyntheticConfig drawn from a wide range of looks, for training general models.
 
-    Nucleus diameter from ~8 to ~60 px, sparse to crowded, round to elongated, bright to
-    barely above noise, clean to dusty, 8-bit/16-bit/float. ``dtype`` fixes the output type.
+    Sparse to crowded, round to elongated, bright to barely above noise, sharp to soft
+    outlines, smooth to textured chromatin (dark nucleoli, bright chromocentres, which
+    must not split a nucleus), faint to no seams between touching nuclei, dim nuclei
+    beside bright ones and a few saturated outliers that leave ordinary nuclei dim after
+    percentile normalisation, clean to dusty, 8-bit/16-bit/float and 8-bit values in a
+    16-bit file. ``dtype`` fixes the output type.
+
+    diameter: (lo, hi) px: each image's typical nucleus diameter is drawn log-uniformly
+        from this range and its nuclei vary by +-25 % around it. None: the wide range
+        ~8-60 px of general models.
     """
-    low = float(np.exp(rng.uniform(np.log(8), np.log(40))))
-    high = min(60.0, low * rng.uniform(1.2, 2.0))
+    if diameter is None:
+        low = float(np.exp(rng.uniform(np.log(8), np.log(40))))
+        high = min(60.0, low * rng.uniform(1.2, 2.0))
+    else:
+        centre = float(np.exp(rng.uniform(np.log(diameter[0]), np.log(diameter[1]))))
+        low, high = centre / 1.25, centre * 1.25
+    outliers = rng.random() < 0.35
     return SyntheticConfig(
-        diameter=(low, high),
+        diameter=(max(3.0, low), max(3.0, high)),
         coverage=float(rng.uniform(0.05, 0.55)),
         cluster_fraction=float(rng.uniform(0.2, 0.95)),
         aspect=(1.0, float(rng.uniform(1.2, 2.6))),
         irregularity=float(rng.uniform(0.0, 0.15)),
         dim_fraction=float(rng.uniform(0.0, 0.3)),
         bright_fraction=float(rng.uniform(0.0, 0.15)),
-        border_dip=(float(rng.uniform(0.4, 0.9)), 1.0),
+        border_dip=(float(rng.uniform(0.4, 1.0)), 1.0),
         blur_sigma=(0.5, float(rng.uniform(0.8, 3.0))),
-        background=(0.0, float(rng.uniform(0.02, 0.2))),
+        background=(0.0, float(rng.uniform(0.02, 0.35))),
         gradient=(0.0, float(rng.uniform(0.0, 0.8))),
         photons=(float(rng.uniform(8, 100)), float(rng.uniform(150, 1500))),
         read_noise=(0.5, float(rng.uniform(1.0, 8.0))),
@@ -396,5 +470,10 @@ def random_config(rng: np.random.Generator, dtype: str | None = None) -> Synthet
         background_texture=float(rng.uniform(0.0, 0.15)),
         hot_pixels=float(rng.choice([0.0, 1e-4, 1e-3])),
         pattern_noise=float(rng.uniform(0.0, 1.5)),
-        dtype=dtype or str(rng.choice(["uint16", "uint16", "uint8", "float32"])),
+        outlier_fraction=float(rng.uniform(0.01, 0.08)) if outliers else 0.0,
+        edge_softness=(0.0, float(rng.uniform(0.0, 0.6))),
+        nucleoli=float(rng.uniform(0.5, 3.0)) if rng.random() < 0.4 else 0.0,
+        chromocenters=float(rng.uniform(1.0, 6.0)) if rng.random() < 0.3 else 0.0,
+        brightness_spread=float(rng.uniform(0.15, 0.6)),
+        dtype=dtype or str(rng.choice(["uint16", "uint16", "uint8", "float32", "uint16_8bit"])),
     )

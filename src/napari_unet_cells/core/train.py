@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import augment_batch, draw_params
-from .checkpoint import CellModel, save_model
+from .checkpoint import CellModel, default_classes, save_model
 from .config import InstanceConfig, ModelConfig, TrainConfig, config_to_dict
 from .data import (
     TileSampler,
@@ -73,6 +73,7 @@ from .predict import (
     TorchPredictor,
     auto_tile_and_batch,
     bundled_model_path,
+    cell_score_weights,
     predict_tiles,
     resolve_model,
 )
@@ -232,7 +233,9 @@ def validate(
     """Predict the validation regions tile by tile and score them.
 
     Returns {"loss", "ap50", "fg_iou", "n_true", "n_pred"}, pooled over the regions (AP
-    from the summed TP/FP/FN), or None if stopped. Leaves ``net`` in eval mode.
+    from the summed TP/FP/FN), or None if stopped. Leaves ``net`` in eval mode. The loss
+    is the weighted binary cross-entropy of the cell score (``cell_score_weights``)
+    against its ideal value: 0 background, 1 cell, 0.5 boundary (3-class models).
     """
     instances = instances or InstanceConfig()
     probabilities = region_probabilities(net, regions, device, stop=stop)
@@ -243,8 +246,10 @@ def validate(
     loss_sum = weight_sum = 0.0
     n_true = n_pred = 0
     for region, prob in zip(regions, probabilities, strict=True):
-        p_true = np.where(region.target > 0, prob, 1.0 - prob)
-        ce = -np.log(np.clip(p_true, 1e-7, 1.0))
+        # cross-entropy of the cell score against its ideal value per class
+        ideal = _IDEAL_SCORE[np.minimum(region.target, len(_IDEAL_SCORE) - 1)]
+        q = np.clip(prob, 1e-7, 1.0 - 1e-7)
+        ce = -(ideal * np.log(q) + (1.0 - ideal) * np.log(1.0 - q))
         loss_sum += float((ce * region.weight).sum())
         weight_sum += float(region.weight.sum())
         labels = probabilities_to_labels(prob, instances)
@@ -265,6 +270,9 @@ def validate(
     }
 
 
+_IDEAL_SCORE = np.array([0.0, 1.0, 0.5], np.float32)  # by target class
+
+
 def region_probabilities(
     net: nn.Module,
     regions: Sequence[ValidationRegion],
@@ -272,18 +280,26 @@ def region_probabilities(
     *,
     stop: StopFlag = None,
 ) -> list[np.ndarray] | None:
-    """Cell probabilities (float32, the evaluated core of each region), predicted tile by
-    tile with the regions' real context; None if stopped. Leaves ``net`` in eval mode."""
+    """Cell scores (float32, the evaluated core of each region, ``cell_score_weights``),
+    predicted tile by tile with the regions' real context; None if stopped. Leaves
+    ``net`` in eval mode."""
     predictor = TorchPredictor(net, device)
-    cell_model = CellModel(net=net)  # type: ignore[arg-type]
-    tile, batch = auto_tile_and_batch(cell_model, predictor.device)
     cfg = net.config  # type: ignore[attr-defined]
+    cell_model = CellModel(net=net, classes=default_classes(cfg.n_classes))  # type: ignore[arg-type]
+    weights = cell_score_weights(cell_model)
+    tile, batch = auto_tile_and_batch(cell_model, predictor.device)
     probabilities = []
     for region in regions:
         grid = plan_tiles(region.image.shape, tile, cfg.depth, cfg.padding)
         out = np.empty(region.image.shape, np.float32)
         for _ in predict_tiles(
-            region.image[..., None], grid, predictor, out, channel=1, batch_size=batch, stop=stop
+            region.image[..., None],
+            grid,
+            predictor,
+            out,
+            channel=weights,
+            batch_size=batch,
+            stop=stop,
         ):
             pass
         if stop_requested(stop):

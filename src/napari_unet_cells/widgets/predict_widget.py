@@ -28,6 +28,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSlider,
     Label,
+    LineEdit,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -81,12 +82,15 @@ class PredictWidget(Container):
         self._writing = False
         self._stop = threading.Event()
         self._last_tile: tuple[int, int] | None = None
+        self._image_shape: tuple[int, int] | None = None  # (Y, X) the labels go back to
 
         self.image_combo = ComboBox(label="Image", choices=self._image_choices)
         self.model_combo = ComboBox(label="Model", choices=self._model_choices)
         self.model_file = FileEdit(label="Model file", mode="r", filter="*.npz")
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
         self.tile = ComboBox(label="Tile (px)", choices=self._tile_choices, value=_AUTO)
+        self.diameter = LineEdit(label="Cell diameter (px)", value="auto")
+        self.diameter_from_line = PushButton(text="Diameter from drawn line")
         defaults = InstanceConfig()
         self.threshold = FloatSlider(
             label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold
@@ -110,6 +114,8 @@ class PredictWidget(Container):
                 self.model_file,
                 self.device,
                 self.tile,
+                self.diameter,
+                self.diameter_from_line,
                 self.threshold,
                 self.seed_threshold,
                 self.min_size,
@@ -152,6 +158,18 @@ class PredictWidget(Container):
                 "(smaller for small images). The cells do not depend on the tile size; smaller "
                 "tiles need less memory. After an out-of-memory error the tile is halved "
                 "automatically.",
+            ),
+            (
+                self.diameter,
+                "Typical cell (nucleus) diameter in pixels. auto: estimated from the image at "
+                "each run (shown below after Run). The image is resampled so its cells appear "
+                "at the size the model was trained around, and the labels come back on the "
+                "image's own grid. 'none': never resample.",
+            ),
+            (
+                self.diameter_from_line,
+                "Measure the diameter: draw a line across a typical cell in a Shapes layer "
+                "(line tool), select that layer, then click here.",
             ),
             (
                 self.threshold,
@@ -205,6 +223,7 @@ class PredictWidget(Container):
             tip(widget, text)
 
         self.run_button.changed.connect(self.run)
+        self.diameter_from_line.changed.connect(self.measure_diameter)
         self.stop_button.changed.connect(self.stop)
         self.threshold.changed.connect(self.update_labels)
         self.seed_threshold.changed.connect(self.update_labels)
@@ -338,6 +357,35 @@ class PredictWidget(Container):
         self.min_size.value = defaults.min_size
         self.min_confidence.value = defaults.min_confidence
 
+    def diameter_value(self) -> float | str | None:
+        """The diameter control as ``predict`` takes it: "auto", px, or None."""
+        from ..core.scale import parse_diameter
+
+        return parse_diameter(self.diameter.value)
+
+    def measure_diameter(self, _value=None) -> None:
+        """Set the diameter from the last line drawn in the selected Shapes layer (px of
+        the image's data grid)."""
+        layer = self.viewer.layers.selection.active
+        lines = []
+        if isinstance(layer, Shapes):
+            lines = [
+                np.asarray(d)
+                for d, t in zip(layer.data, layer.shape_type, strict=True)
+                if t in ("line", "path")
+            ]
+        if not lines:
+            show_error(
+                "Draw a line across a typical cell in a Shapes layer (line tool), select that "
+                "layer, then click 'Diameter from drawn line'."
+            )
+            return
+        ends = lines[-1][[0, -1], -2:] * np.asarray(layer.scale)[-2:]
+        pixel = np.asarray(self._image().scale)[-2:] if self.image_combo.value else (1, 1)
+        length = float(np.hypot(*((ends[1] - ends[0]) / pixel)))
+        self.diameter.value = f"{length:.0f}"
+        self.status.value = f"Cell diameter set to {length:.0f} px from the drawn line."
+
     def predict_config(self) -> PredictConfig:
         tile = None if self.tile.value in (None, _AUTO) else int(self.tile.value)
         return PredictConfig(device=self.device.value, tile=tile, tta=bool(self.tta.value))
@@ -373,6 +421,7 @@ class PredictWidget(Container):
             model = self._model_choice()
             config = self.predict_config()
             instances = self.instance_config()
+            diameter = self.diameter_value()
         except UNetCellsError as err:
             show_error(str(err))
             return
@@ -392,7 +441,13 @@ class PredictWidget(Container):
         def work():
             return (
                 yield from predict_iter(
-                    data, model, config, instances, stop=stop, rgb=bool(layer.rgb)
+                    data,
+                    model,
+                    config,
+                    instances,
+                    stop=stop,
+                    rgb=bool(layer.rgb),
+                    diameter=diameter,
                 )
             )
 
@@ -441,10 +496,11 @@ class PredictWidget(Container):
         self.inference_runs += 1
         self._source = self._running_source  # the probabilities and their image, together
         self.probabilities = result.probabilities
+        self._image_shape = result.image_shape
         self._write_labels(result.labels, new_run=True)
         if self.show_probabilities.value:
             self._write_probabilities()
-        self.status.value = f"{int(result.labels.max())} cells."
+        self.status.value = f"{int(result.labels.max())} cells. {_size_note(result.scale)}"
         if self.show_grid.value:
             self.update_grid()
 
@@ -518,12 +574,17 @@ class PredictWidget(Container):
     def _write_probabilities(self) -> None:
         if self.probabilities is None:
             return
+        from ..core.predict import PredictionResult, probabilities_on_image_grid
+
         name = f"{self._source.name} cell probability"
+        shown = probabilities_on_image_grid(
+            PredictionResult(np.empty(0), self.probabilities, image_shape=self._image_shape)
+        )
         if self.probability_layer is not None and self.probability_layer in self.viewer.layers:
-            self.probability_layer.data = self.probabilities
+            self.probability_layer.data = shown
         else:
             self.probability_layer = self.viewer.add_image(
-                self.probabilities,
+                shown,
                 name=name,
                 colormap="magma",
                 contrast_limits=(0.0, 1.0),
@@ -549,7 +610,9 @@ class PredictWidget(Container):
             show_error(str(err))
             return
         if self.probabilities.size <= self.background_relabel_px:
-            self._show_relabelled(probabilities_to_labels(self.probabilities, config))
+            self._show_relabelled(
+                probabilities_to_labels(self.probabilities, config, shape=self._image_shape)
+            )
             return
         self._pending_relabel = config
         if self.relabel_worker is None:
@@ -560,7 +623,9 @@ class PredictWidget(Container):
 
         config, self._pending_relabel = self._pending_relabel, None
         probabilities = self.probabilities
-        worker = thread_worker(probabilities_to_labels)(probabilities, config)
+        worker = thread_worker(probabilities_to_labels)(
+            probabilities, config, shape=self._image_shape
+        )
 
         def done(labels) -> None:
             if self.probabilities is probabilities and self.worker is None:  # still current
@@ -653,3 +718,16 @@ class PredictWidget(Container):
         rectangles.append(box(*middle.read))
         colors.append("dodgerblue")
         return rectangles, colors
+
+
+def _size_note(scale) -> str:
+    """One line on the cell size used, for the status (core/scale.py ScaleChoice)."""
+    if scale.diameter is None:
+        return ""
+    how = "estimated" if scale.estimated else "given"
+    text = f"Cell diameter {scale.diameter:.0f} px ({how}"
+    if scale.model_diameter:
+        text += f"; model {scale.model_diameter:g} px"
+    if scale.factor != 1.0:
+        text += f"; resampled x{scale.factor:.2f}"
+    return text + ")."

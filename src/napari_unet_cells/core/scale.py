@@ -1,0 +1,182 @@
+"""Cell size: the typical nucleus diameter of an image, and rescaling to a model's.
+
+Microscopes differ (10x to 100x objectives), so nuclei may be 8 or 150 px across. A model
+file records the nucleus diameter it was trained around (``extra["diameter"]``, px;
+``model_diameter``). Prediction rescales each image by ``factor = model diameter /
+image diameter`` so that its nuclei appear at the model's size, runs the network and the
+instance step on that grid, and maps the labels back onto the input's exact grid
+(``labels_to_shape``: nearest neighbour, no cell lost, labels 1..N).
+
+The image diameter is given by the user (px) or estimated ("auto",
+``core.predict.estimate_diameter``): the network runs on a crop, the typical diameter of
+the objects it finds is measured (``typical_diameter``) and, if that is far from the
+model's, the crop is rescaled and measured again (at most ``MAX_PASSES`` times), so that
+the final measurement is made where the network sees nuclei at its own size. Images
+whose diameter is within ``TOLERANCE`` of the model's are not resampled.
+
+This module is numpy/scipy/scikit-image only; the passes live in core/predict.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .errors import UNetCellsError
+
+#: no resampling when the image's diameter is within this factor of the model's
+TOLERANCE = 1.3
+#: the largest rescale either way (nuclei from D / 8 to 8 D px are brought to D)
+MAX_FACTOR = 8.0
+#: estimation passes (the first at the image's own scale)
+MAX_PASSES = 3
+#: side of the estimation crop on the model's grid, px
+ESTIMATE_CROP = 1024
+#: at least this many objects (not touching the crop's edge) for an estimate
+MIN_OBJECTS = 3
+
+
+@dataclass(frozen=True)
+class ScaleChoice:
+    """How an image is resampled for a model.
+
+    factor: model grid px per image px (> 1: the image is enlarged; 1: not resampled).
+    diameter: the image's typical nucleus diameter in image px (given or estimated),
+        None when unknown (the model records no diameter, or nothing was found).
+    model_diameter: the diameter the model was trained around, px (None: not recorded).
+    estimated: True when ``diameter`` was estimated ("auto").
+    message: a line for the user ("" when nothing is worth saying).
+    """
+
+    factor: float = 1.0
+    diameter: float | None = None
+    model_diameter: float | None = None
+    estimated: bool = False
+    message: str = ""
+
+
+def model_diameter(model) -> float | None:
+    """The nucleus diameter (px) a model was trained around, or None if not recorded."""
+    value = getattr(model, "extra", {}).get("diameter")
+    return float(value) if value else None
+
+
+def parse_diameter(value) -> float | str | None:
+    """A user's diameter: "auto" (estimate), None/0/"none" (no rescaling) or a number of
+    px (> 0). Strings such as "30" are accepted (CLI, widgets)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if text in ("", "none", "0", "off"):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise UNetCellsError(
+                f"The cell diameter must be 'auto', a number of pixels (e.g. 30) or 'none', "
+                f"got {value!r}."
+            ) from None
+    value = float(value)
+    if value == 0:
+        return None
+    if not np.isfinite(value) or value < 0:
+        raise UNetCellsError(
+            f"The cell diameter must be a positive number of pixels (or 'auto'), got {value}."
+        )
+    return value
+
+
+def factor_for(diameter: float, reference: float) -> float:
+    """Resampling factor that brings nuclei of ``diameter`` px to ``reference`` px:
+    1 within ``TOLERANCE``, else ``reference / diameter`` clipped to [1/8, 8]."""
+    factor = reference / diameter
+    if 1 / TOLERANCE <= factor <= TOLERANCE:
+        return 1.0
+    return float(np.clip(factor, 1 / MAX_FACTOR, MAX_FACTOR))
+
+
+def equivalent_diameters(labels: np.ndarray, exclude_edge: bool = False) -> np.ndarray:
+    """Equivalent diameters 2 sqrt(area / pi) in px of the objects of a (Y, X) label
+    plane, float64 (N,); ``exclude_edge`` leaves out objects touching the plane's edge
+    (their area is cut)."""
+    labels = np.asarray(labels)
+    areas = np.bincount(labels.ravel())[1:].astype(np.float64)
+    keep = areas > 0
+    if exclude_edge and labels.ndim == 2 and labels.size:
+        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        touching = np.unique(edge[edge > 0]) - 1
+        keep[touching] = False
+    return 2.0 * np.sqrt(areas[keep] / np.pi)
+
+
+def typical_diameter(labels: np.ndarray) -> float | None:
+    """The median equivalent diameter (px) of the objects in a (Y, X) label plane; objects
+    touching the edge count only when fewer than ``MIN_OBJECTS`` others exist. None
+    without objects."""
+    inner = equivalent_diameters(labels, exclude_edge=True)
+    if inner.size < MIN_OBJECTS:
+        inner = equivalent_diameters(labels)
+    return float(np.median(inner)) if inner.size else None
+
+
+def scaled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
+    """(Y, X) of a plane of ``shape`` resampled by ``factor`` (at least 1 px)."""
+    return tuple(max(1, round(n * factor)) for n in shape)  # type: ignore[return-value]
+
+
+def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resample a (Y, X) or (Y, X, C) float plane to ``shape`` (Y, X): bilinear, with
+    Gaussian anti-aliasing when shrinking. Returns float32."""
+    from skimage.transform import resize
+
+    plane = np.asarray(plane, np.float32)
+    if plane.shape[:2] == tuple(shape):
+        return plane
+    target = (*shape, *plane.shape[2:])
+    shrinking = shape[0] < plane.shape[0] or shape[1] < plane.shape[1]
+    out = resize(plane, target, order=1, anti_aliasing=shrinking, preserve_range=True)
+    return out.astype(np.float32, copy=False)
+
+
+def labels_to_shape(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (Y, X) label plane resampled to ``shape`` by nearest neighbour: int32, 0 =
+    background, labels 1..N in the order of the input ids. No cell is lost: a cell that
+    no target pixel samples (possible when shrinking) takes the pixel under its centroid
+    if that pixel is background."""
+    labels = np.asarray(labels)
+    if labels.shape == tuple(shape):
+        return _sequential(labels)
+    ys = _nearest_index(labels.shape[0], shape[0])
+    xs = _nearest_index(labels.shape[1], shape[1])
+    out = labels[np.ix_(ys, xs)].astype(np.int32)
+    ids = np.flatnonzero(np.bincount(labels.ravel()))
+    kept = np.flatnonzero(np.bincount(out.ravel(), minlength=ids.max(initial=0) + 1))
+    lost = np.setdiff1d(ids[ids > 0], kept)
+    if lost.size:
+        centres = ndi.center_of_mass(np.ones(labels.shape), labels, lost)
+        for cell, (cy, cx) in zip(lost.tolist(), centres, strict=True):
+            y = min(shape[0] - 1, int((cy + 0.5) * shape[0] / labels.shape[0]))
+            x = min(shape[1] - 1, int((cx + 0.5) * shape[1] / labels.shape[1]))
+            if out[y, x] == 0:
+                out[y, x] = cell
+    return _sequential(out)
+
+
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each target pixel centre (pixel-area alignment, as skimage)."""
+    centres = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    return np.clip(np.round(centres).astype(np.int64), 0, n_in - 1)
+
+
+def _sequential(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 1..N in the order of their ids (0 stays 0), int32; O(pixels)."""
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    present = present[present > 0]
+    lut = np.zeros(int(labels.max(initial=0)) + 1, np.int32)
+    lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
+    return lut[labels]

@@ -1,0 +1,143 @@
+"""Cell size: diameter parsing and estimation, resampling, labels back on the input grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet_cells.core.checkpoint import CellModel, load_model
+from napari_unet_cells.core.config import ModelConfig, PredictConfig
+from napari_unet_cells.core.errors import UNetCellsError
+from napari_unet_cells.core.instances import probabilities_to_labels
+from napari_unet_cells.core.metrics import match
+from napari_unet_cells.core.predict import bundled_model_path, predict, predict_iter, run
+from napari_unet_cells.core.scale import (
+    factor_for,
+    labels_to_shape,
+    parse_diameter,
+    resize_plane,
+    typical_diameter,
+)
+from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
+
+
+def _disks(shape, centres, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for index, (y, x) in enumerate(centres, start=1):
+        labels[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = index
+    return labels
+
+
+def test_parse_diameter_accepts_auto_numbers_and_none_and_explains_the_rest():
+    assert parse_diameter("auto") == "auto"
+    assert parse_diameter(" AUTO ") == "auto"
+    assert parse_diameter("30") == 30.0
+    assert parse_diameter(12) == 12.0
+    for off in (None, 0, "0", "none", ""):
+        assert parse_diameter(off) is None
+    for bad in ("big", -3, float("nan")):
+        with pytest.raises(UNetCellsError, match="diameter"):
+            parse_diameter(bad)
+
+
+def test_factor_is_one_within_tolerance_and_clipped_far_outside():
+    assert factor_for(18.0, 20.0) == 1.0
+    assert factor_for(24.0, 20.0) == 1.0
+    assert factor_for(40.0, 20.0) == pytest.approx(0.5)
+    assert factor_for(10.0, 20.0) == pytest.approx(2.0)
+    assert factor_for(1000.0, 20.0) == pytest.approx(1 / 8)
+
+
+def test_typical_diameter_measures_disks_and_ignores_cut_ones():
+    centres = [(40, 40), (40, 120), (120, 40), (120, 120), (0, 80)]  # the last is cut
+    labels = _disks((160, 160), centres, 15)
+    assert typical_diameter(labels) == pytest.approx(30.0, rel=0.04)
+    assert typical_diameter(np.zeros((20, 20), np.int32)) is None
+
+
+@pytest.mark.parametrize("factor", [1 / 3, 0.5, 2.0, 2.5])
+def test_labels_to_shape_keeps_every_cell_once(factor):
+    _, labels = synthetic_cells((120, 120), seed=4, config=SyntheticConfig(diameter=(6, 14)))
+    shape = (round(120 * factor), round(120 * factor))
+    out = labels_to_shape(labels, shape)
+    assert out.shape == shape and out.dtype == np.int32
+    n = int(labels.max())
+    assert np.array_equal(np.unique(out), np.arange(n + 1))  # none lost, sequential
+    back = labels_to_shape(out, labels.shape)
+    [m] = match(labels, back, 0.5)
+    assert m.ap > (0.9 if factor > 1 else 0.6)
+
+
+def test_probabilities_to_labels_maps_back_onto_the_given_grid():
+    labels = _disks((100, 100), [(30, 30), (30, 70), (70, 50)], 12)
+    big = ndi.zoom(labels, 2, order=0)
+    probs = (big > 0).astype(np.float32)
+    out = probabilities_to_labels(probs, shape=(100, 100))
+    assert out.shape == (100, 100) and out.max() == 3
+    [m] = match(labels, out, 0.75)
+    assert m.tp == 3
+
+
+def test_resize_plane_keeps_channels_and_values():
+    plane = np.random.default_rng(0).random((40, 60, 2)).astype(np.float32)
+    out = resize_plane(plane, (80, 120))
+    assert out.shape == (80, 120, 2) and out.dtype == np.float32
+    assert abs(out.mean() - plane.mean()) < 0.01
+
+
+def test_models_without_a_diameter_are_never_resampled():
+    model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0))
+    image, _ = synthetic_cells((64, 64), seed=1)
+    result = run(predict_iter(image, model, PredictConfig(device="cpu"), diameter=80))
+    assert result.scale.factor == 1.0 and result.labels.shape == image.shape
+
+
+def test_a_given_diameter_resamples_and_labels_come_back_on_the_input_grid():
+    model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0))
+    model.extra["diameter"] = 20.0
+    image, _ = synthetic_cells((90, 70), seed=1)
+    result = run(predict_iter(image, model, PredictConfig(device="cpu"), diameter=40))
+    assert result.scale.factor == pytest.approx(0.5)
+    assert result.probabilities.shape == (45, 35)
+    assert result.labels.shape == (90, 70)
+    assert "resampled x0.50" in result.messages[0]
+    labels, probs = predict(image, model, device="cpu", diameter=40, return_probabilities=True)
+    assert probs.shape == labels.shape == (90, 70)
+
+
+@pytest.fixture(scope="module")
+def sized_model():
+    """The bundled model, with a recorded diameter (older model files have none)."""
+    model = load_model(bundled_model_path())
+    model.extra.setdefault("diameter", 18.0)
+    return model
+
+
+def test_the_same_cells_on_an_image_enlarged_2x_and_3x(sized_model):
+    """Tolerance: AP50 >= 0.75 against the truth at every scale, and the 2x/3x labels,
+    brought back to the 1x grid, match the 1x labels with AP50 >= 0.7."""
+    image, truth = synthetic_cells((192, 192), seed=31, config=SyntheticConfig(coverage=0.4))
+    base = predict(image, sized_model, device="cpu")
+    for zoom in (2, 3):
+        big = ndi.zoom(image.astype(np.float32), zoom, order=1)
+        big_truth = ndi.zoom(truth, zoom, order=0)
+        labels = predict(big, sized_model, device="cpu")
+        assert labels.shape == big.shape
+        [m] = match(big_truth, labels, 0.5)
+        assert m.ap >= 0.75, (zoom, m)
+        [same] = match(base, labels_to_shape(labels, image.shape), 0.5)
+        assert same.ap >= 0.7, (zoom, same)
+    [m] = match(truth, base, 0.5)
+    assert m.ap >= 0.75, m
+
+
+def test_auto_estimates_the_diameter_near_the_truth(sized_model):
+    image, truth = synthetic_cells((256, 256), seed=5, config=SyntheticConfig(diameter=(36, 50)))
+    result = run(predict_iter(image, sized_model, PredictConfig(device="cpu")))
+    true_diameter = typical_diameter(truth)
+    assert result.scale.estimated
+    assert result.scale.diameter == pytest.approx(true_diameter, rel=0.3)
+    assert result.scale.factor < 1.0
+    assert "Estimated cell diameter" in result.messages[0]
