@@ -57,3 +57,10 @@ def unwritable_dir(tmp_path):
     folder.chmod(0o555)
     yield folder
     folder.chmod(0o755)
+
+
+@pytest.fixture(autouse=True)
+def _plugin_home(tmp_path_factory, monkeypatch):
+    """Default folders (autosaved annotations, models) go to a temporary folder, never
+    into the home folder of whoever runs the tests."""
+    monkeypatch.setenv("NAPARI_UNET_CELLS_HOME", str(tmp_path_factory.mktemp("home")))

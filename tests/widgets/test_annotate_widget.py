@@ -319,3 +319,33 @@ def _defaults_after_predict(viewer, qtbot) -> None:
         annotate.delete(cell)
         assert not (copy.data == cell).any()
     assert (prediction.data == before).all()  # the prediction is left alone
+
+
+def test_painted_cells_survive_closing_napari_without_a_project(make_napari_viewer, qtbot):
+    """Issue 16.6: 19 painted cells were lost on close: no project folder, no prompt."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class KeepOpen(QObject):  # runs after the dock's filter: the window stays for teardown
+        def eventFilter(self, obj, event):
+            if event.type() != QEvent.Type.Close:
+                return False
+            event.ignore()
+            return True
+
+    viewer = make_napari_viewer(show=True)
+    keep_open = KeepOpen()
+    viewer.window._qt_window.installEventFilter(keep_open)
+    widget, image_layer, gt = _dock(viewer)
+    assert str(A.default_project_folder()) in widget.save_status.text()  # said up front
+    layer = widget.new_annotation()
+    cells = gt > 0
+    n = len(np.unique(gt[cells]))
+    layer.data_setitem(np.nonzero(cells), gt[cells])  # painted; closed at once, < 1.5 s
+    assert widget.project is not None and widget.project.folder == A.default_project_folder()
+    assert widget.folder.text() == str(A.default_project_folder())
+    viewer.window._qt_window.close()  # the user closes napari's window
+    project = A.AnnotationProject(A.default_project_folder(), create=False)
+    [key] = project.entries
+    saved = project.load(key)
+    assert len(np.unique(saved["labels"][saved["labels"] > 0])) == n > 10
+    np.testing.assert_array_equal(saved["image"], image_layer.data)

@@ -763,6 +763,16 @@ INDEX_NAME = "annotations.json"
 INDEX_VERSION = 1
 
 
+def default_project_folder() -> Path:
+    """Where annotations are autosaved until the user chooses a project folder:
+    ``$NAPARI_UNET_CELLS_HOME/annotations`` (default ``~/napari-unet-cells/annotations``).
+    One project holds any number of images (each by name and content hash)."""
+    import os
+
+    root = os.environ.get("NAPARI_UNET_CELLS_HOME") or Path.home() / "napari-unet-cells"
+    return Path(root).expanduser() / "annotations"
+
+
 def image_identity(name: str, image: np.ndarray) -> dict[str, Any]:
     """A stable identity of an image: its name, shape, dtype and a content hash (blake2b)."""
     array = np.ascontiguousarray(np.asarray(image))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
 from ..core import annotation as A
 from ..core.errors import UNetCellsError
 from ._tips import tip
+from ._window import watch_window_close
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -143,6 +144,7 @@ class AnnotateWidget(QWidget):
         self.report: A.CheckReport | None = None
         self._findings: list[Any] = []  # what each row of the problem list shows
         self.check_worker = None
+        self._watching_close = False
         self.last_save_error: str | None = None
         self.saves = 0
         self._finetune = None
@@ -246,7 +248,11 @@ class AnnotateWidget(QWidget):
         prow.addWidget(self.folder_button)
         prow.addWidget(self.open_button)
         layout.addWidget(project)
-        self.save_status = QLabel("not saved: no project folder")
+        self.save_status = QLabel(
+            f"autosave: to {A.default_project_folder()} from the first cell, unless you "
+            "choose a project folder"
+        )
+        self.save_status.setWordWrap(True)
         layout.addWidget(self.save_status)
         layout.addStretch(1)
 
@@ -422,6 +428,8 @@ class AnnotateWidget(QWidget):
 
     def _link(self, link: AnnotationLink) -> AnnotationLink:
         self.links.append(link)
+        if not self._watching_close:  # closing napari saves what is not saved yet
+            self._watching_close = watch_window_close(self, self._on_main_window_close)
         layer = link.annotation
         layer.bind_key("n", self._new_cell_key, overwrite=True)
         layer.events.paint.connect(self._schedule_save)
@@ -833,12 +841,39 @@ class AnnotateWidget(QWidget):
         ]
         for link in owners or self.links:
             link.dirty = True
-        if self.project is not None:
-            try:
+        try:
+            if self.project is None:
+                self._default_project()
+            if self.project is not None:
                 self.save_status.setText("unsaved changes ...")
                 self.autosave_timer.start()
-            except RuntimeError:  # the dock was closed while its layers stay open
-                logger.debug("Annotate dock closed; autosave off")
+        except RuntimeError:  # the dock was closed while its layers stay open
+            logger.debug("Annotate dock closed; autosave off")
+
+    def _default_project(self) -> None:
+        """No project folder chosen: autosave to the default one (said in the dock), so
+        that closing napari never loses painted cells."""
+        if not self.links:
+            return
+        folder = A.default_project_folder()
+        try:
+            self.project = A.AnnotationProject(folder)
+        except OSError as err:
+            self.save_status.setText(
+                f"NOT SAVED: cannot autosave to {folder} ({err.strerror}); choose a project folder"
+            )
+            return
+        self.folder.setText(str(self.project.folder))
+        show_info(
+            f"Annotations are autosaved to {self.project.folder} (no project folder was "
+            "chosen; choose one in the Annotate dock to save them elsewhere)."
+        )
+
+    def _on_main_window_close(self) -> None:
+        """napari is closing: save what is not saved yet."""
+        self._schedule_save()
+        if self.autosave_timer.isActive() or any(link.dirty for link in self.links):
+            self.save_now()
 
     def save_now(self) -> int:
         """Save the annotations changed since the last save (and the training-set flags)
