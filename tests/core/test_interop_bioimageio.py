@@ -71,7 +71,7 @@ def model():
         classes=("background", "cell", "boundary"),
         normalization=NormalizationConfig(p_low=2.0, p_high=99.5),
         provenance={"data": "synthetic test images", "history": [{"step": 3, "ap50": 0.5}]},
-        extra={"instances": {"threshold": 0.45, "min_size": 12}},
+        extra={"instances": {"threshold": 0.45, "min_size": 12}, "diameter": 20.0},
     )
     return cell_model
 
@@ -166,6 +166,7 @@ def test_package_files_cite_and_document(package):
         test_output = np.load(archive.open("test_output.npy"))
     assert {"unet2015.py", "weights.pt", "cover.png", "README.md"} <= names
     assert "## How to cite" in card and "Validation" in card and "Test Author" in card
+    assert "nuclei of about 20 px" in card and "p(cell) + 0.5 p(boundary)" in card
     assert test_input.dtype == np.float32 and test_input.shape[:2] == (1, 1)
     assert test_output.shape[1] == 3  # one channel per class
     assert test_output.shape[-1] == test_input.shape[-1] - 2 * context_margin(2)

@@ -296,19 +296,19 @@ def _test_output(cell_model: CellModel, net, raw: np.ndarray) -> np.ndarray:
 
 
 def _write_cover(path: Path, cell_model: CellModel, raw: np.ndarray, probs: np.ndarray) -> None:
-    """A 2:1 PNG: the normalised test input (cropped to the output) | cell probability."""
+    """A 2:1 PNG: the normalised test input (cropped to the output) | cell score."""
     from skimage.io import imsave
 
     from ..normalize import normalize
-    from ..predict import cell_class_index
+    from ..predict import cell_score_weights
 
     out_y, out_x = probs.shape[-2:]
     y0 = (raw.shape[-2] - out_y) // 2
     x0 = (raw.shape[-1] - out_x) // 2
     image = normalize(raw[0].mean(axis=0), cell_model.normalization)
     image = np.clip(image[y0 : y0 + out_y, x0 : x0 + out_x], 0, 1)
-    prob = probs[0, cell_class_index(cell_model)]
-    side = np.concatenate([image, prob], axis=1)
+    score = np.clip(np.tensordot(cell_score_weights(cell_model), probs[0], axes=1), 0, 1)
+    side = np.concatenate([image, score], axis=1)
     imsave(path, (side * 255).round().astype(np.uint8), check_contrast=False)
 
 
@@ -548,12 +548,19 @@ def model_card(cell_model: CellModel, *, name: str, authors: list[str], license:
     """The package's README.md: what the model is, its input, output and limits, its
     provenance and validation figures, and how to cite."""
     from ... import __version__
+    from ..predict import cell_score_weights
 
     config = cell_model.config
     norm = cell_model.normalization
     constraints = tile_constraints(config)
     margin = -constraints["offset"] // 2
     prov = cell_model.provenance
+    diameter = cell_model.extra.get("diameter")
+    score = " + ".join(
+        f"{w:g} p({c})" if w != 1 else f"p({c})"
+        for w, c in zip(cell_score_weights(cell_model), cell_model.classes, strict=True)
+        if w
+    )
     lines = [
         f"# {name}",
         "",
@@ -581,11 +588,23 @@ def model_card(cell_model: CellModel, *, name: str, authors: list[str], license:
         f"of the intensities map to 0 and 1 (`scale_range`)"
         + (", then clipped to [0, 1]." if norm.clip else "; values outside are kept."),
         "",
+        "## Cell size",
+        "",
+        (
+            f"The model was trained around nuclei of about {diameter:g} px in diameter. "
+            "napari-unet-cells resamples each image so that its nuclei have this size before "
+            "running the network (and maps the labels back); other tools run it on the "
+            "pixels as given, so resample your images to this nucleus size first."
+            if diameter
+            else "The model records no nucleus size: it works best on nuclei of the size it "
+            "was trained on."
+        ),
+        "",
         "## Instances",
         "",
-        "Cells are the connected regions of the cell class, grown back over the separation "
-        "borders between touching cells. napari-unet-cells does this with the settings "
-        "stored with the model:",
+        f"The cell score is {score}. Cells are its connected regions, seeded and grown back "
+        "over the separation borders between touching cells. napari-unet-cells does this "
+        "with the settings stored with the model:",
         "",
         "```json",
         json.dumps(cell_model.extra.get("instances", {}), indent=1, sort_keys=True),
