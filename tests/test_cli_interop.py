@@ -74,6 +74,13 @@ def test_predict_ome_zarr_labels(model_file, tmp_path, capsys):
     argv = ["predict", str(store), "--ome-labels", "--overwrite", *common, "--threshold", "0.9"]
     assert main(argv) == 0
     assert not np.array_equal(read_labels(store, "cells")["labels"], labels)
+    # a folder run: several stores, each gets its own labels/<name>
+    other = tmp_path / "other.ome.zarr"
+    write_image(image[:, ::-1], zarr.open_group(str(other), mode="w"), axes="yx")
+    argv = ["predict", str(store), str(other), "--ome-labels", "--labels-name", "unet"]
+    assert main([*argv, *common]) == 0
+    assert read_labels(other, "unet")["labels"].shape == image.shape
+    assert dict(zarr.open_group(str(store / "labels")).attrs)["ome"]["labels"] == ["cells", "unet"]
     # TIFF in, a new OME-Zarr out
     tifffile.imwrite(tmp_path / "image.tif", image)
     out = tmp_path / "cells.ome.zarr"
