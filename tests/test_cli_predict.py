@@ -217,3 +217,50 @@ def test_info_says_no_seeds(tmp_path, capsys):
     assert main(["info", str(tmp_path / "m.npz")]) == 0
     out = capsys.readouterr().out
     assert "no seeds" in out and "seeds at None" not in out
+
+
+def test_channels_are_read_from_metadata_or_asked_for(files, tmp_path, capsys):
+    """Issue 16.4: (Y, X, 2) ran as 512 planes of 512x2 px, (C, Y, X) and ImageJ ZCYX
+    hyperstacks channel by channel as planes; the noise channel gave false cells."""
+    folder, model, image = files
+    noise = np.random.default_rng(0).integers(0, 4000, image.shape).astype(image.dtype)
+    two = np.stack([noise, image], axis=-1)  # (Y, X, 2): nuclei in channel 1
+    tifffile.imwrite(tmp_path / "yxc.tif", two)
+    tifffile.imwrite(tmp_path / "cyx.tif", np.moveaxis(two, -1, 0))  # no axes metadata
+    hyper = np.stack([np.moveaxis(two, -1, 0)] * 3)  # (Z, C, Y, X)
+    tifffile.imwrite(tmp_path / "zcyx.tif", hyper, imagej=True, metadata={"axes": "ZCYX"})
+    expected = predict(image, model, device="cpu")
+    runs = {
+        "yxc.tif": ([], 2, "2 channels"),
+        "cyx.tif": ([], 2, "2 planes or 2 channels"),
+        "zcyx.tif": ([], 2, "2 channels"),
+    }
+    for name, (extra, code, message) in runs.items():
+        argv = _args(folder, tmp_path / name, "-o", tmp_path / f"{name}.out.tif", *extra)
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        assert message in err and "--channel N" in err and err.count("\n") == 1
+        assert not (tmp_path / f"{name}.out.tif").exists()
+    for name, understood in (
+        ("yxc.tif", "1 plane of 150x170, channel 1 of 2"),
+        ("cyx.tif", "1 plane of 150x170, channel 1 of 2"),
+        ("zcyx.tif", "3 planes of 150x170, channel 1 of 2"),
+    ):
+        out = tmp_path / f"{name}.cells.tif"
+        assert main(_args(folder, tmp_path / name, "-o", out, "--channel", "1")) == 0
+        assert understood in capsys.readouterr().out
+        labels = tifffile.imread(out)
+        np.testing.assert_array_equal(labels.reshape(-1, *image.shape)[-1] > 0, expected > 0)
+    out = tmp_path / "planes.tif"
+    assert main(_args(folder, tmp_path / "cyx.tif", "-o", out, "--planes")) == 0
+    assert "2 planes of 150x170" in capsys.readouterr().out
+    assert tifffile.imread(out).shape == (2, *image.shape)
+
+
+def test_api_refuses_two_channels_without_a_choice(files):
+    _, model, image = files
+    two = np.stack([image, image], axis=-1)
+    with pytest.raises(Exception, match="2 channels and the model reads 1: choose one"):
+        predict(two, model, device="cpu")
+    assert predict(two, model, device="cpu", channel=0).shape == image.shape
+    assert predict(np.stack([image, image]), model, device="cpu", channel=1).shape == image.shape

@@ -598,6 +598,19 @@ def _add_predict(sub) -> None:
         "resampled so its cells appear at the model's size; none: never resample",
     )
     p.add_argument(
+        "--channel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="segment channel N (from 0) of a multi-channel image; the channel axis comes "
+        "from the file's metadata (ImageJ/OME-TIFF), else the first axis",
+    )
+    p.add_argument(
+        "--planes",
+        action="store_true",
+        help="the leading axes of a TIFF without axes metadata are planes (Z or T), not channels",
+    )
+    p.add_argument(
         "--probabilities",
         action="store_true",
         help="also write the cell probability (float32) as <labels>_probabilities.<ext>",
@@ -660,8 +673,9 @@ def _run_predict(args: argparse.Namespace) -> int:
             f"With several images, -o must be an existing folder; {args.output} is not: "
             "create the folder first (one <name>_cells file per image goes there)."
         )
+    layouts = {}
     for image in args.images:
-        open_image(image)  # existence, format, readable, not empty
+        layouts[image] = _layout(image, open_image(image), args)  # readable, not empty
         if ome is not None:
             jobs.append((image, _ome_target(image, args, ome), None))
             continue
@@ -705,6 +719,8 @@ def _run_predict(args: argparse.Namespace) -> int:
             ) from None
     with client:
         for image, out, probs in jobs:
+            channel_axis, description = layouts[image]
+            print(f"{image}: {description}")
             with _write_errors(out):
                 summary = (predict_file if ome is None else _ome_writer(args, ome))(
                     image,
@@ -715,11 +731,39 @@ def _run_predict(args: argparse.Namespace) -> int:
                     probabilities=probs,
                     chunk=args.chunk,
                     diameter=diameter,
+                    **(
+                        {"channel_axis": channel_axis, "channel": args.channel}
+                        if ome is None
+                        else {}
+                    ),
                 )
             for message in summary.get("messages", ()):
                 print(f"{image}: {message}")
             print(f"{image} -> {out}: {summary['cells']} cells")
     return 0
+
+
+def _layout(path: Path, image, args: argparse.Namespace) -> tuple[int | None, str]:
+    """(channel axis, what the image is read as) for one input; ambiguous shapes and
+    channel options on chunked (zarr) inputs are refused with the choices."""
+    from .core.axes import file_layout
+    from .core.predict import describe_layout, guess_channel_axis
+
+    if hasattr(image, "compute"):  # zarr: chunk by chunk, 2-D greyscale
+        if args.channel is not None:
+            raise UNetCellsError(
+                f"--channel works on TIFF inputs; {path} is zarr: write the channel you want "
+                "as its own zarr array and give that."
+            )
+        return None, describe_layout(image.shape, None, None)
+    axis = file_layout(path, image.shape, args.channel, args.planes)
+    axis = guess_channel_axis(image.shape, 1, None, axis, args.channel)
+    if axis is not None and args.channel is not None and args.channel >= image.shape[axis]:
+        raise UNetCellsError(
+            f"--channel {args.channel} does not exist: {path.name} has {image.shape[axis]} "
+            f"channels; choose 0 to {image.shape[axis] - 1}."
+        )
+    return axis, describe_layout(image.shape, axis, args.channel)
 
 
 def _check_outputs(paths: list[Path]) -> None:

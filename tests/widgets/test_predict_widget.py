@@ -174,3 +174,31 @@ def test_a_stopped_run_on_another_image_leaves_the_kept_result_with_its_image(do
     widget.threshold.value = 0.3  # re-labels the kept probabilities, of the first image
     assert "B cells" not in viewer.layers
     assert viewer.layers["synthetic nuclei cells"].data.shape == widget.probabilities.shape
+
+
+def test_channel_choice_for_multichannel_layers(dock, qtbot):
+    """Issue 16.4: a (Y, X, 2) layer ran as 512 planes of 512x2 px, (Z, C, Y, X) channel
+    by channel; now the dock refuses to guess and offers the channels."""
+    viewer, widget, image = dock
+    plane = np.asarray(image.data)
+    noise = np.random.default_rng(0).integers(0, 4000, plane.shape).astype(plane.dtype)
+    two = viewer.add_image(np.stack([noise, plane], axis=-1), name="two")  # (Y, X, 2)
+    widget.image_combo.value = two
+    labels = [c for c in widget.channel.choices if c is not None]
+    assert labels == [(2, 0), (2, 1)]  # the short last axis, channel 0 or 1
+    widget.run()  # refused at once, before any worker
+    assert widget.worker is None
+    assert "2 channels" in widget.status.value and "'Channel'" in widget.status.value
+    assert "two cells" not in viewer.layers
+    widget.channel.value = (2, 1)
+    _run(widget, qtbot)
+    cells = viewer.layers["two cells"]
+    assert cells.data.shape == plane.shape and cells.ndim == 2
+    assert "1 plane of" in widget.status.value and "channel 1 of 2" in widget.status.value
+    hyper = viewer.add_image(np.stack([np.stack([noise, plane])] * 3), name="zcyx")
+    widget.image_combo.value = hyper
+    assert (1, 1) in widget.channel.choices and (0, 2) in widget.channel.choices
+    widget.channel.value = (1, 1)
+    _run(widget, qtbot)
+    assert viewer.layers["zcyx cells"].data.shape == (3, *plane.shape)
+    assert "3 planes of" in widget.status.value

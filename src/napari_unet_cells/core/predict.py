@@ -206,6 +206,78 @@ class PreparedImage:
         return (*self.lead_shape, *self.plane_shape)
 
 
+def guess_channel_axis(
+    shape: tuple[int, ...],
+    in_channels: int,
+    rgb: bool | None,
+    channel_axis: int | None,
+    channel: int | None,
+) -> int | None:
+    """The channel axis of an image of ``shape`` (None: no channels, all planes).
+
+    Given ``channel_axis`` or ``rgb`` win. Otherwise a last axis of at most 4 next to a
+    larger one is channels (RGB(A), or 2 stains: a plane 2 px wide is no image), as is a
+    last axis of ``in_channels`` > 1; and ``channel`` with a (C, Y, X) shape means axis 0.
+    Leading axes are otherwise planes (Z, T): (2, Y, X) is two planes unless told.
+    """
+    if channel_axis is not None:
+        return channel_axis
+    if rgb is not None:
+        return -1 if rgb else None
+    ndim = len(shape)
+    if ndim >= 3 and (
+        (shape[-1] <= 4 and shape[-2] > 4 * shape[-1])
+        or (in_channels > 1 and shape[-1] == in_channels)
+    ):
+        return -1
+    if channel is None or ndim < 3:
+        return None
+    if ndim == 3:
+        return 0
+    raise UNetCellsError(
+        f"channel={channel} was given, but which axis of the image {tuple(shape)} holds the "
+        "channels? Give channel_axis too (e.g. 1 for (Z, C, Y, X))."
+    )
+
+
+def channel_layout(
+    shape: tuple[int, ...],
+    in_channels: int = 1,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int | None = None,
+) -> int | None:
+    """``guess_channel_axis``, and a refusal (UNetCellsError naming the choices) when a
+    1-channel model would get the mean of channels that are not RGB(A). Needs only the
+    shape, so a dock can check before starting a worker."""
+    axis = guess_channel_axis(tuple(shape), in_channels, rgb, channel_axis, channel)
+    n = 1 if axis is None else int(shape[axis])
+    if in_channels == 1 and channel is None and n not in (1, 3, 4):
+        raise UNetCellsError(
+            f"The image {tuple(shape)} has {n} channels and the model reads 1: choose one, "
+            f"0 to {n - 1} (channel=N in Python, --channel N for unet-cells predict, "
+            "'Channel' in the Predict dock)."
+        )
+    return axis
+
+
+def describe_layout(shape: tuple[int, ...], channel_axis: int | None, channel: int | None) -> str:
+    """What an image of ``shape`` is read as, e.g. "5 planes of 512x512, channel 1 of 2"."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) - (channel_axis is not None) < 2:
+        return f"shape {shape}"
+    n_channels = 1
+    if channel_axis is not None:
+        n_channels = shape[channel_axis]
+        shape = shape[: channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1 :]
+    planes = math.prod(shape[:-2])
+    text = f"{planes} plane{'s' if planes != 1 else ''} of {shape[-2]}x{shape[-1]}"
+    if n_channels > 1:
+        which = f"channel {channel}" if channel is not None else "the mean of the channels"
+        text += f", {which} of {n_channels}"
+    return text
+
+
 def prepare_image(
     image: Any,
     in_channels: int = 1,
@@ -216,12 +288,13 @@ def prepare_image(
 ) -> PreparedImage:
     """Bring any image to (N, Y, X, C) planes with C == ``in_channels``.
 
-    image: (Y, X), (..., Y, X) stacks/time series, or with channels: last axis if ``rgb``
-    (None: guessed for a last axis of 3 or 4, or of ``in_channels`` > 1, with ndim >= 3),
-    or ``channel_axis``.
+    image: (Y, X), (..., Y, X) stacks/time series, or with channels: last axis if ``rgb``,
+    or ``channel_axis``; if neither, see ``_channel_axis`` (a last axis of <= 4 is
+    channels; (C, Y, X) only with ``channel``).
     channel: with more channels than the model reads, use this one; by default a
-    1-channel model gets the mean of the channels. Integer, float and bool dtypes are
-    accepted; complex and object arrays are refused. Raises UNetCellsError when the
+    1-channel model gets the mean of RGB(A) channels, and other channel counts are
+    refused with the choices (a mean of stains is no nucleus image). Integer, float and
+    bool dtypes are accepted; complex and object arrays are refused. Raises UNetCellsError when the
     shape cannot fit the model.
     """
     array = np.asarray(image)
@@ -237,10 +310,8 @@ def prepare_image(
             f"The image is empty (shape {array.shape}): it has no pixels; check that the "
             "file or layer holds image data."
         )
-    guessed = array.ndim >= 3 and (
-        array.shape[-1] in (3, 4) or (in_channels > 1 and array.shape[-1] == in_channels)
-    )
-    has_channels = channel_axis is not None or rgb is True or (rgb is None and guessed)
+    channel_axis = channel_layout(array.shape, in_channels, rgb, channel_axis, channel)
+    has_channels = channel_axis is not None
     if channel_axis is not None:
         array = np.moveaxis(array, channel_axis, -1)
     spatial_ndim = array.ndim - (1 if has_channels else 0)

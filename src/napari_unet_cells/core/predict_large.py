@@ -377,7 +377,7 @@ def write_array(array: Any, path: Path) -> None:
             import tifffile
 
             data = array.compute() if hasattr(array, "compute") else array
-            tifffile.imwrite(tmp, np.asarray(data))
+            tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack")  # never RGB
         else:
             import dask.array as da
 
@@ -411,8 +411,13 @@ def predict_file(
     chunk: int | None = None,
     progress: Callable[[PredictProgress], None] | None = None,
     diameter: float | str | None = "auto",
+    channel_axis: int | None = None,
+    channel: int | None = None,
 ) -> dict[str, Any]:
     """Segment the image in ``source`` and write labels (int32) to ``output``.
+
+    channel_axis / channel: which axis of a TIFF holds channels and which channel to
+    segment (``core.axes.file_layout`` reads them from the file's metadata).
 
     diameter: typical cell diameter in px, "auto" or None (see ``core.predict.predict``).
     TIFF (in memory) is resampled to the model's cell size; chunked zarr prediction does
@@ -456,7 +461,16 @@ def predict_file(
             n_cells = _write_results(labels, output, probs, prob_path)
     else:
         result = run(
-            predict_iter(image, cell_model, config, instances, diameter=diameter), progress
+            predict_iter(
+                image,
+                cell_model,
+                config,
+                instances,
+                diameter=diameter,
+                channel_axis=channel_axis,
+                channel=channel,
+            ),
+            progress,
         )
         messages = [result.scale.message] if result.scale.message else []
         probs = probabilities_on_image_grid(result) if prob_path is not None else None

@@ -85,6 +85,7 @@ class PredictWidget(Container):
         self._image_shape: tuple[int, int] | None = None  # (Y, X) the labels go back to
 
         self.image_combo = ComboBox(label="Image", choices=self._image_choices)
+        self.channel = ComboBox(label="Channel", choices=self._channel_choices)
         self.model_combo = ComboBox(label="Model", choices=self._model_choices)
         self.model_file = FileEdit(label="Model file", mode="r", filter="*.npz")
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
@@ -110,6 +111,7 @@ class PredictWidget(Container):
         self.extend(
             [
                 self.image_combo,
+                self.channel,
                 self.model_combo,
                 self.model_file,
                 self.device,
@@ -130,6 +132,13 @@ class PredictWidget(Container):
             ]
         )
         tips = [
+            (
+                self.channel,
+                "Which channel holds the nuclei, for a multi-channel image (the model reads "
+                "one). auto: a single-channel image or stack as it is, RGB as the mean; "
+                "other channel counts ask you to choose here. The status line says how the "
+                "image was read, e.g. '5 planes of 512x512, channel 1 of 2'.",
+            ),
             (
                 self.image_combo,
                 "The Image layer to segment: 2-D, a stack of 2-D planes, or RGB. It is never "
@@ -235,6 +244,7 @@ class PredictWidget(Container):
         self.show_probabilities.changed.connect(self._on_show_probabilities)
         for widget in (self.image_combo, self.model_combo, self.model_file, self.tile):
             widget.changed.connect(self._on_inputs_changed)
+        self.image_combo.changed.connect(lambda _value=None: self.channel.reset_choices())
         self.model_combo.changed.connect(self._refresh_tiles)
         self.model_file.changed.connect(self._refresh_tiles)
         self.native.destroyed.connect(lambda *_: self.close_workers())
@@ -246,6 +256,25 @@ class PredictWidget(Container):
 
     def _own_layers(self) -> list[Any]:
         return [x for x in (self.labels_layer, self.probability_layer, self.grid_layer) if x]
+
+    def _channel_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        """auto, then (axis, channel) for each axis that may hold channels: the RGB axis,
+        a last axis of <= 4 values, or a leading axis of <= 8."""
+        combo = getattr(self, "image_combo", None)  # None while the dock is being built
+        layer = combo.value if combo is not None else None
+        choices: list[tuple[str, Any]] = [("auto", None)]
+        if layer is None or layer.multiscale:
+            return choices
+        shape = tuple(layer.data.shape)
+        last = len(shape) - 1
+        axes = [a for a in range(len(shape) - 2) if shape[a] <= 8 and not layer.rgb]
+        if layer.rgb or (len(shape) >= 3 and shape[-1] <= 4):
+            axes = [last]
+        for axis in axes:
+            choices += [
+                (f"{k} of {shape[axis]} (axis {axis})", (axis, k)) for k in range(shape[axis])
+            ]
+        return choices
 
     def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
         own = {id(layer) for layer in self._own_layers()}
@@ -414,6 +443,8 @@ class PredictWidget(Container):
 
     def run(self) -> None:
         """Start prediction in a thread worker (Run button)."""
+        from ..core.predict import channel_layout
+
         if self.worker is not None:
             return
         try:
@@ -422,8 +453,17 @@ class PredictWidget(Container):
             config = self.predict_config()
             instances = self.instance_config()
             diameter = self.diameter_value()
+            channel_axis, channel = self.channel.value or (None, None)
+            channel_layout(
+                layer.data.shape,
+                self._model_config().in_channels,
+                layer.rgb or None,
+                channel_axis,
+                channel,
+            )  # a refusal now, not from the worker
         except UNetCellsError as err:
             show_error(str(err))
+            self.status.value = str(err)
             return
         from ..core.predict import predict_iter
 
@@ -446,7 +486,9 @@ class PredictWidget(Container):
                     config,
                     instances,
                     stop=stop,
-                    rgb=bool(layer.rgb),
+                    rgb=True if layer.rgb else None,  # None: a (Y, X, 2) layer is channels
+                    channel_axis=channel_axis,
+                    channel=channel,
                     diameter=diameter,
                 )
             )
@@ -489,6 +531,14 @@ class PredictWidget(Container):
         if event.tile_shape != (0, 0):
             self._last_tile = event.tile_shape
 
+    def _layout_text(self) -> str:
+        """How the last image was read, e.g. "5 planes of 512x512, channel 1 of 2"."""
+        from ..core.predict import describe_layout
+
+        layer = self._source
+        channel = (self.channel.value or (None, None))[1]
+        return describe_layout(tuple(layer.data.shape), self._channel_axis_of(layer), channel)
+
     def _on_result(self, result) -> None:
         if result is None or self._stop.is_set():
             self.status.value = "Stopped: no layer written."
@@ -500,7 +550,9 @@ class PredictWidget(Container):
         self._write_labels(result.labels, new_run=True)
         if self.show_probabilities.value:
             self._write_probabilities()
-        self.status.value = f"{int(result.labels.max())} cells. {_size_note(result.scale)}"
+        self.status.value = (
+            f"{int(result.labels.max())} cells ({self._layout_text()}). {_size_note(result.scale)}"
+        )
         if self.show_grid.value:
             self.update_grid()
 
@@ -535,9 +587,20 @@ class PredictWidget(Container):
     def _geometry(self) -> dict[str, Any]:
         layer = self._source
         ndim = self.probabilities.ndim if self.probabilities is not None else 2
-        scale = tuple(layer.scale)[-ndim:]
-        translate = tuple(layer.translate)[-ndim:]
-        return {"scale": scale, "translate": translate}
+        scale, translate = list(layer.scale), list(layer.translate)
+        axis = self._channel_axis_of(layer)
+        if axis is not None and not layer.rgb:  # the channel axis is no axis of the labels
+            del scale[axis], translate[axis]
+        return {"scale": tuple(scale[-ndim:]), "translate": tuple(translate[-ndim:])}
+
+    def _channel_axis_of(self, layer: Image) -> int | None:
+        from ..core.predict import guess_channel_axis
+
+        axis, channel = self.channel.value or (None, None)
+        try:
+            return guess_channel_axis(tuple(layer.data.shape), 1, layer.rgb or None, axis, channel)
+        except UNetCellsError:
+            return None
 
     def _write_labels(self, labels: np.ndarray, new_run: bool) -> None:
         name = f"{self._source.name} cells"
