@@ -95,13 +95,37 @@ def initial_model(path: Path, n_classes: int) -> CellModel:
     return wider
 
 
+#: the largest minimum size the shipped model may recommend: nuclei of half the model's
+#: diameter (10 px, ~80 px area) share images with the typical ones and must be kept
+MAX_MIN_SIZE = 30
+
+
 def tune_post_processing(model, pairs) -> tuple[InstanceConfig, dict[str, float]]:
     """The post-processing with the best pooled AP50 on ``pairs`` (core.instances.
-    tune_instances); the network runs once per image."""
+    tune_instances) among those with a minimum size of at most ``MAX_MIN_SIZE`` px; the
+    network runs once per image, at the image's own scale (the pairs are drawn at the
+    model's diameter)."""
     probabilities = [
-        predict(image, model, device="auto", return_probabilities=True)[1] for image, _ in pairs
+        predict(image, model, device="auto", return_probabilities=True, diameter=None)[1]
+        for image, _ in pairs
     ]
-    best, _, scores = tune_instances(probabilities, [labels for _, labels in pairs])
+    start = InstanceConfig(min_size=MAX_MIN_SIZE)
+    best, _, scores = tune_instances(probabilities, [labels for _, labels in pairs], start=start)
+    if best.min_size > MAX_MIN_SIZE:
+        allowed = {
+            key: ap
+            for key, ap in scores.items()
+            if key != "start" and int(key.split("_s")[-1].split("_")[0]) <= MAX_MIN_SIZE
+        }
+        key = max(allowed, key=allowed.get)
+        threshold, seed, size, confidence = key[1:].split("_")
+        best = dataclasses.replace(
+            best,
+            threshold=float(threshold),
+            seed_threshold=None if seed == "seedNone" else float(seed[4:]),
+            min_size=int(size[1:]),
+            min_confidence=float(confidence[1:]),
+        )
     return best, scores
 
 

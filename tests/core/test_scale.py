@@ -141,3 +141,42 @@ def test_auto_estimates_the_diameter_near_the_truth(sized_model):
     assert result.scale.diameter == pytest.approx(true_diameter, rel=0.3)
     assert result.scale.factor < 1.0
     assert "Estimated cell diameter" in result.messages[0]
+
+
+def test_finetuning_resamples_cells_to_the_models_size_and_records_it():
+    from napari_unet_cells.core.train import finetune
+
+    start = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0))
+    start.extra["diameter"] = 12.0
+    image, labels = synthetic_cells((96, 96), seed=2, config=SyntheticConfig(diameter=(20, 28)))
+    model = finetune(image, labels, model=start, steps=2)
+    note = model.provenance["data_scale"]
+    assert note["labels_diameter_px"] == pytest.approx(typical_diameter(labels), abs=0.01)
+    assert note["factor"] == pytest.approx(12.0 / note["labels_diameter_px"], rel=1e-3)
+    assert model.extra["diameter"] == 12.0
+    assert model.provenance["training"]["steps"] == 2
+
+
+def test_an_empty_field_of_camera_noise_gives_no_cells_and_says_so(sized_model):
+    from napari_unet_cells.core.normalize import signal_to_noise
+
+    rng = np.random.default_rng(0)
+    noise = rng.poisson(100, (256, 256)).astype(np.uint16)
+    assert signal_to_noise(noise) < 5
+    result = run(predict_iter(noise, sized_model, PredictConfig(device="cpu")))
+    assert result.labels.max() == 0
+    assert any("almost no signal" in m for m in result.messages)
+    image, _ = synthetic_cells((128, 128), seed=3)
+    assert signal_to_noise(image) > 20
+    stack = np.stack([image, noise[:128, :128].astype(image.dtype)])
+    labels = predict(stack, sized_model, device="cpu")
+    assert labels[0].max() > 5 and labels[1].max() == 0
+
+
+def test_a_cell_size_far_outside_the_models_range_is_reported():
+    from napari_unet_cells.core.predict import _estimated_choice
+
+    far = _estimated_choice(1 / 8, 400.0, 20.0)
+    assert far.factor == 1 / 8 and "outside what this model covers" in far.message
+    near = _estimated_choice(1.0, 19.0, 20.0)
+    assert near.factor == 1.0 and "Estimated cell diameter 19 px" in near.message

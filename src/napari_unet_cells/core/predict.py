@@ -38,7 +38,7 @@ import numpy as np
 
 from .config import InstanceConfig, PredictConfig
 from .errors import UNetCellsError
-from .normalize import normalize
+from .normalize import MIN_SIGNAL_TO_NOISE, normalize, signal_to_noise
 from .progress import StopFlag, run, stop_requested
 from .scale import (
     ESTIMATE_CROP,
@@ -775,6 +775,14 @@ def predict_iter(
             own.close()
     if probs is None or stop_requested(stop):
         return None
+    empty = _planes_without_signal(prepared.planes)
+    if empty:
+        probs = probs.copy()
+        flat = probs.reshape(-1, *probs.shape[-2:])
+        flat[[k for k, _ in empty]] = 0.0
+        message = _no_signal_message(empty, len(prepared.planes))
+        messages.append(message)
+        yield PredictProgress(0, 0, 0, len(prepared.planes), message=message)
     labels = probabilities_to_labels(probs, instances, shape=prepared.plane_shape)
     return PredictionResult(
         labels=labels,
@@ -782,6 +790,27 @@ def predict_iter(
         messages=tuple(messages),
         scale=choice,
         image_shape=prepared.plane_shape,
+    )
+
+
+def _planes_without_signal(planes: np.ndarray) -> list[tuple[int, float]]:
+    """(index, signal/noise) of the planes whose signal/noise is below
+    ``MIN_SIGNAL_TO_NOISE`` (camera noise only: no cells to find)."""
+    out = []
+    for index, plane in enumerate(planes):
+        ratio = signal_to_noise(np.asarray(plane).mean(axis=-1))
+        if ratio < MIN_SIGNAL_TO_NOISE:
+            out.append((index, ratio))
+    return out
+
+
+def _no_signal_message(empty: list[tuple[int, float]], n_planes: int) -> str:
+    ratio = max(r for _, r in empty)
+    where = "The image" if n_planes == 1 else f"{len(empty)} of {n_planes} planes"
+    return (
+        f"{where} shows almost no signal above the camera noise (signal/noise {ratio:.1f}, "
+        f"below {MIN_SIGNAL_TO_NOISE:g}): no cells kept there. Check the channel, focus and "
+        "exposure."
     )
 
 

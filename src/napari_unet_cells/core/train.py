@@ -309,6 +309,69 @@ def region_probabilities(
     return probabilities
 
 
+def match_model_scale(
+    samples: Sequence[TrainingSample],
+    val_samples: Sequence[TrainingSample] | None,
+    model: CellModel,
+) -> tuple[list[TrainingSample], list[TrainingSample] | None, dict[str, Any] | None]:
+    """Bring the annotated cells to the size the model works at (``extra["diameter"]``).
+
+    The typical diameter of the training labels (``core.scale.typical_diameter``, px) is
+    measured; when it is outside ``core.scale.TOLERANCE`` of the model's, every sample
+    (image bilinear, labels and ignore mask nearest, no cell lost) is resampled by the
+    same factor, so the network learns at its own scale and prediction with
+    ``diameter="auto"`` brings the user's images there too. Returns (samples,
+    val_samples, a provenance note or None when the model records no diameter).
+    """
+    from .scale import (
+        factor_for,
+        labels_to_shape,
+        model_diameter,
+        resize_plane,
+        scaled_shape,
+        typical_diameter,
+    )
+
+    reference = model_diameter(model)
+    sizes = [typical_diameter(s.labels) for s in samples if np.asarray(s.labels).any()]
+    sizes = [d for d in sizes if d is not None]
+    if reference is None or not sizes:
+        return list(samples), val_samples, None
+    diameter = float(np.median(sizes))
+    factor = factor_for(diameter, reference)
+    note = {"labels_diameter_px": round(diameter, 2), "model_diameter_px": reference}
+    note["factor"] = round(factor, 4)
+    if factor == 1.0:
+        return list(samples), val_samples, note
+
+    def resample(sample: TrainingSample) -> TrainingSample:
+        shape = scaled_shape(np.shape(sample.labels), factor)
+        image = resize_plane(np.asarray(sample.image, np.float32), shape)
+        ignore = None
+        if sample.ignore is not None:
+            ignore = labels_to_shape(np.asarray(sample.ignore, np.int32), shape) > 0
+        labels = labels_to_shape(np.asarray(sample.labels), shape)
+        return TrainingSample(image, labels, ignore, sample.name)
+
+    logger.info(
+        "training cells of %.1f px resampled x%.2f to the model's %g px",
+        diameter,
+        factor,
+        reference,
+    )
+    val = [resample(s) for s in val_samples] if val_samples else val_samples
+    return [resample(s) for s in samples], val, note
+
+
+def _scale_text(note: dict[str, Any] | None) -> str:
+    if not note or note["factor"] == 1.0:
+        return ""
+    return (
+        f"; cells of {note['labels_diameter_px']:.0f} px resampled x{note['factor']:.2f} to "
+        f"the model's {note['model_diameter_px']:g} px"
+    )
+
+
 def _better(new: dict[str, float], best: dict[str, float] | None) -> bool:
     if best is None:
         return True
@@ -382,6 +445,7 @@ def train_iter(
             f"Training reads greyscale planes, but this model expects {mcfg.in_channels} "
             "channels: start from a 1-channel model (e.g. the bundled one) or from scratch."
         )
+    samples, val_samples, data_scale = match_model_scale(samples, val_samples, start_model)
     train, regions = split_validation(
         samples, val_samples, config, mcfg, start_model.normalization
     )
@@ -458,7 +522,7 @@ def train_iter(
             message=(
                 f"training {start_desc} on {len(train)} image(s) ({len(regions)} validation "
                 f"region(s)), {tile} px tiles ({out} px output), batch {config.batch_size}, "
-                f"{config.optimizer}, device {torch_device}"
+                f"{config.optimizer}, device {torch_device}{_scale_text(data_scale)}"
             ),
         )
         if regions and config.tune_post_processing:
@@ -571,6 +635,7 @@ def train_iter(
             },
             "validation": best_metrics,
             "instance_tuning": tuning,
+            "data_scale": data_scale,
             "history": [{k: round(float(v), 5) for k, v in h.items()} for h in history[-200:]],
         }
         result_model = CellModel(
