@@ -42,6 +42,12 @@ def test_export_writes_a_package_that_loads(model_file, tmp_path, capsys, monkey
     assert len(err.splitlines()) == 1 and out.read_bytes() == before
     assert main(["export", str(model_file), "-o", str(tmp_path / "m.npz")]) == 2
     assert ".zip" in capsys.readouterr().err
+    new = ["export", str(model_file), "-o", str(tmp_path / "new.zip")]
+    for extra, says in ((["--name", "Mine!"], "letters, digits"), (["--license", "x"], "SPDX")):
+        assert main([*new, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "new.zip").exists()
 
 
 def test_info_and_predict_accept_an_exported_package(model_file, tmp_path, capsys):

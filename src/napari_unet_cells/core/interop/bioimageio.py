@@ -120,22 +120,30 @@ def export_bioimageio(
     _check_target(path, overwrite)
     spec = require("bioimageio.spec", "Exporting to bioimage.io")
     require("bioimageio.core", "Exporting to bioimage.io")
+    name = name or _default_name(path)
+    _check_fields(name, license)
     from ..predict import resolve_model
 
     cell_model = resolve_model(model)
     with tempfile.TemporaryDirectory(prefix="unet-cells-export-") as tmp:
         folder = Path(tmp)
-        name = name or _default_name(path)
         authors = list(authors or ["napari-unet-cells user"])
         _write_files(cell_model, folder, name, authors, license, test_image, torchscript)
         with _offline_context(_folder_hashes(folder)):
-            descr = _describe(cell_model, folder, name, description, authors, license)
+            try:
+                descr = _describe(cell_model, folder, name, description, authors, license)
+            except ValueError as err:  # pydantic's ValidationError: a field the user gave
+                raise UNetCellsError(
+                    f"Cannot describe the model for bioimage.io: {_first_errors(err)}. Check "
+                    "the name (5-128 letters, digits, spaces or _+-()), the licence (an SPDX "
+                    "id such as CC-BY-4.0 or MIT) and the authors."
+                ) from None
             package = folder / "package.zip"
             with open(package, "wb") as stream:
                 spec.save_bioimageio_package_to_stream(descr, output_stream=stream)
         # the written zip, validated as a consumer loads it, and (test) run on test tensors
         summary = test_package(package) if test else _load_package(package).validation_summary
-        if summary.status not in ("passed", "valid-format"):
+        if summary.status not in (("passed",) if test else ("passed", "valid-format")):
             raise UNetCellsError(
                 f"The bioimage.io package for {path.name} failed bioimage.io's "
                 f"{'model test' if test else 'validation'}, so it was not written: "
@@ -194,6 +202,24 @@ def _check_target(path: Path, overwrite: bool) -> None:
         )
 
 
+def _check_fields(name: str, license: str) -> None:
+    """The user's name and licence, as bioimage.io accepts them (before any work)."""
+    from bioimageio.spec.model.v0_5 import LicenseId
+
+    if not 5 <= len(name) <= 128 or _NAME_CHARS.search(name):
+        raise UNetCellsError(
+            f"The package name {name!r} is not accepted by bioimage.io: use 5 to 128 letters, "
+            "digits, spaces or _+-() (e.g. 'Nuclei DAPI U-Net')."
+        )
+    try:
+        LicenseId(license)
+    except ValueError:
+        raise UNetCellsError(
+            f"{license!r} is not an SPDX licence id: give one such as CC-BY-4.0 (the "
+            "default), CC0-1.0, MIT or BSD-3-Clause (list: https://spdx.org/licenses/)."
+        ) from None
+
+
 def _default_name(path: Path) -> str:
     stem = _NAME_CHARS.sub(" ", path.stem.replace(".", " ")).strip()
     name = f"U-Net cells {stem}" if stem else "U-Net cells"
@@ -223,6 +249,14 @@ def _member_hashes(package: Path) -> dict[str, str]:
             for name in archive.namelist()
             if not name.endswith("/")
         }
+
+
+def _first_errors(err: ValueError) -> str:
+    """The first lines of a pydantic ValidationError, as one line."""
+    if not hasattr(err, "errors"):
+        return str(err).splitlines()[0]
+    parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg'][:160]}" for e in err.errors()[:3]]
+    return "; ".join(parts)
 
 
 def _summary_errors(summary) -> str:
