@@ -371,7 +371,14 @@ class TorchPredictor:
     The network is moved to the device and put in eval mode.
     """
 
-    def __init__(self, net: torch.nn.Module, device: str | Any = "auto", *, tta: bool = False):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        device: str | Any = "auto",
+        *,
+        tta: bool = False,
+        channels_last: bool = True,
+    ):
         import torch
 
         from .device import inference_dtype, resolve_device
@@ -379,9 +386,12 @@ class TorchPredictor:
         self.device = resolve_device(device)
         self.dtype = inference_dtype(self.device)
         self.tta = tta
-        # channels-last runs the convolutions faster on CPUs and GPUs alike
-        # (benchmarks/bench_predict.py: memory_format); values are unchanged
-        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
+        # channels-last runs inference faster on CPUs and GPUs alike (values unchanged;
+        # benchmarks/bench_predict.py: channels_last_speedup); off for a network that is
+        # being trained: its backward pass is about 2x slower in that layout on a CPU
+        self.channels_last = channels_last
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(self.device, memory_format=self.layout).eval()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -389,7 +399,7 @@ class TorchPredictor:
         from .device import autocast
 
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.layout)
         with torch.inference_mode(), autocast(self.device, self.dtype):
             probs = torch.softmax(self.net(x).float(), dim=1)
             if self.tta:
@@ -405,7 +415,7 @@ class TorchPredictor:
         from .device import release_memory
 
         previous = self.device
-        cpu = TorchPredictor(self.net, "cpu", tta=self.tta)
+        cpu = TorchPredictor(self.net, "cpu", tta=self.tta, channels_last=self.channels_last)
         release_memory(previous)
         return cpu
 

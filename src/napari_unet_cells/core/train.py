@@ -283,7 +283,7 @@ def region_probabilities(
     """Cell scores (float32, the evaluated core of each region, ``cell_score_weights``),
     predicted tile by tile with the regions' real context; None if stopped. Leaves
     ``net`` in eval mode."""
-    predictor = TorchPredictor(net, device)
+    predictor = TorchPredictor(net, device, channels_last=False)  # keep training's layout
     cfg = net.config  # type: ignore[attr-defined]
     cell_model = CellModel(net=net, classes=default_classes(cfg.n_classes))  # type: ignore[arg-type]
     weights = cell_score_weights(cell_model)
@@ -461,7 +461,8 @@ def train_iter(
     net = start_model.net
     original_dropout = net.dropout
     net.dropout = SeededDropout(original_dropout.p, dropout_gen)
-    net.to(torch_device).train()
+    # (a network used for prediction may be channels-last: slow to train on a CPU)
+    net.to(torch_device, memory_format=torch.contiguous_format).train()
     optimizer = make_optimizer(net, config)
     amp = inference_dtype(torch_device)  # bf16 autocast on CUDA, fp32 elsewhere
 
