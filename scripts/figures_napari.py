@@ -459,10 +459,73 @@ def _missed_cells(
     return np.array(points, dtype=float).reshape(-1, 2)
 
 
+def figure_window_1280x800(out_dir: Path, quick: bool = False) -> list[Path]:
+    """``unet-cells demo`` in a 1280 x 800 window, all four docks open as tabs: the whole
+    window (Predict in front), and each dock's panel as it shows in that window, side by
+    side (the controls below a panel's edge scroll into view)."""
+    from PIL import Image as PILImage
+
+    from napari_unet_cells.cli import DEMO_DOCKS, setup_demo
+
+    viewer = _new_viewer()
+    errors = _Errors()
+    try:
+        window = viewer.window._qt_window
+        window.resize(1280, 800)
+        _open_sample(viewer, crop=256 if quick else None)
+        setup_demo(viewer)
+        window.resize(1280, 800)
+        _process(0.3)
+        viewer.reset_view()
+        size = (window.width(), window.height())
+        path = _grab(viewer, out_dir / "window_1280x800.png")
+        panels = []
+        for name in DEMO_DOCKS:
+            dock = _dock_named(window, name)
+            dock.raise_()
+            _process(0.2)
+            grab = dock.grab().toImage()
+            panels.append(_qimage_to_pil(grab))
+        height = max(p.height for p in panels)
+        strip = PILImage.new("RGB", (sum(p.width for p in panels) + 8 * 3, height), "white")
+        x = 0
+        for panel in panels:
+            strip.paste(panel, (x, 0))
+            x += panel.width + 8
+        strip_path = out_dir / "window_1280x800_docks.png"
+        strip.save(strip_path, optimize=True)
+        errors.check()
+        FACTS["window_1280x800"] = {"window": list(size), "docks": list(DEMO_DOCKS)}
+        return [path, strip_path]
+    finally:
+        errors.close()
+        _close(viewer)
+
+
+def _dock_named(window, title: str):
+    from qtpy.QtWidgets import QDockWidget
+
+    [dock] = [d for d in window.findChildren(QDockWidget) if d.windowTitle() == title]
+    return dock
+
+
+def _qimage_to_pil(image):
+    from PIL import Image as PILImage
+    from qtpy.QtGui import QImage
+
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    width, height = image.width(), image.height()
+    data = bytes(image.constBits().asarray(image.sizeInBytes()))
+    stride = image.bytesPerLine()
+    array = np.frombuffer(data, np.uint8).reshape(height, stride)[:, : width * 3]
+    return PILImage.fromarray(array.reshape(height, width, 3))
+
+
 FIGURES: dict[str, Callable[..., list[Path]]] = {
     "overview": figure_overview,
     "dock_predict": figure_dock_predict,
     "dock_weightmap": figure_dock_weightmap,
     "dock_finetune": figure_dock_finetune,
     "dock_annotate": figure_dock_annotate,
+    "window_1280x800": figure_window_1280x800,
 }

@@ -49,14 +49,26 @@ def _run_demo(args: argparse.Namespace) -> int:
             'pip install "napari[pyqt6]", then run unet-cells demo again.'
         ) from None
     viewer.open_sample("napari-unet-cells", "synthetic_nuclei")
+    setup_demo(viewer)
+    napari.run()
+    return 0
+
+
+def setup_demo(viewer) -> None:
+    """The demo's window: the four docks as tabs (Predict in front), the image selected
+    and fitted to the canvas that is left once the docks are in."""
+    from qtpy.QtWidgets import QApplication
+
+    image = viewer.layers["synthetic nuclei"]
     viewer.layers["synthetic nuclei ground truth"].visible = False  # the image first
     docks = [
         viewer.window.add_plugin_dock_widget("napari-unet-cells", name, tabify=True)[0]
         for name in DEMO_DOCKS
     ]
     docks[-1].raise_()  # Predict in front: one click of Run segments the sample
-    napari.run()
-    return 0
+    viewer.layers.selection.active = image  # not the hidden ground truth
+    QApplication.processEvents()  # the docks take their width before the view is fitted
+    viewer.reset_view()
 
 
 # -- synthetic ---------------------------------------------------------------------------
@@ -152,6 +164,13 @@ def _model_summary(path: Path, meta: dict, bundled: bool) -> str:
         f"input:      percentiles {norm.get('p_low')} and {norm.get('p_high')} of each image "
         "map to 0 and 1",
     ]
+    diameter = meta.get("extra", {}).get("diameter")
+    lines.append(
+        f"cell size:  trained around nuclei of {diameter:g} px; images are resampled to it "
+        "(--diameter)"
+        if diameter
+        else "cell size:  not recorded (images are predicted at their own scale)"
+    )
     rec = meta.get("extra", {}).get("instances")
     if rec:
         lines.append(

@@ -304,6 +304,7 @@ def _defaults_after_predict(viewer, qtbot) -> None:
     prediction = viewer.layers["cells cells"]
     before = np.array(prediction.data, copy=True)
     assert annotate.prediction_combo.currentData() is prediction
+    assert annotate.annotation_combo.currentData() is None  # a new one, not a user's layer
     assert all(
         annotate.annotation_combo.itemData(i) is not prediction
         for i in range(annotate.annotation_combo.count())

@@ -52,3 +52,74 @@ def test_demo_without_a_qt_binding_is_one_line(monkeypatch, capsys):
     assert main(["demo"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "napari[pyqt6]"' in err
+
+
+def _controls(root):
+    from qtpy.QtWidgets import (
+        QAbstractButton,
+        QAbstractSlider,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+        QListWidget,
+    )
+
+    kinds = (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget)
+    return [w for w in root.findChildren(kinds) if w.isVisibleTo(root)]
+
+
+def _reachable(control, window) -> bool:
+    """Inside the window, or inside a scroll area whose viewport is inside it."""
+    from qtpy.QtCore import QRect
+    from qtpy.QtWidgets import QAbstractScrollArea
+
+    inside = window.rect()
+    parent = control.parentWidget()
+    while parent is not None and parent is not window:
+        if isinstance(parent, QAbstractScrollArea) and parent.widget() is not None:
+            if parent.widget().isAncestorOf(control):  # scrolled into view on demand
+                box = parent.viewport()
+                return inside.contains(QRect(box.mapTo(window, box.rect().topLeft()), box.size()))
+        parent = parent.parentWidget()
+    top_left = control.mapTo(window, control.rect().topLeft())
+    return inside.contains(QRect(top_left, control.size()))
+
+
+def test_all_four_docks_fit_a_1280x800_window(make_napari_viewer, monkeypatch, qtbot):
+    """Issue 16.5: Predict + Annotate made the window 1,235 px tall, + Fine-tune 1,975 px:
+    controls below the screen; tab titles cut; the image partly hidden; the ground truth
+    selected instead of the image."""
+    from qtpy.QtWidgets import QApplication, QDockWidget, QScrollArea, QTabBar
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
+    monkeypatch.setattr(napari, "run", lambda *args, **kwargs: None)
+    assert main(["demo"]) == 0
+    window.resize(1280, 800)
+    QApplication.processEvents()
+    qtbot.wait(100)
+    assert (window.width(), window.height()) == (1280, 800)
+    assert viewer.layers.selection.active is viewer.layers["synthetic nuclei"]
+    image = viewer.layers["synthetic nuclei"]
+    assert viewer.camera.zoom * image.data.shape[1] <= viewer.window._qt_viewer.canvas.size[1] + 1
+    ours = [d for d in window.findChildren(QDockWidget) if d.windowTitle() in DEMO_DOCKS]
+    assert sorted(d.windowTitle() for d in ours) == sorted(DEMO_DOCKS)  # short titles
+    tabs = [t for t in window.findChildren(QTabBar) if t.count() == 4]
+    assert tabs, "the four docks are tabs of one dock area"
+    for i in range(4):
+        assert tabs[0].tabText(i) in DEMO_DOCKS
+        needed = tabs[0].fontMetrics().horizontalAdvance(tabs[0].tabText(i))
+        assert tabs[0].tabRect(i).width() >= needed  # not cut
+    for dock in ours:
+        dock.raise_()
+        QApplication.processEvents()
+        outside = [
+            f"{type(c).__name__} {getattr(c, 'text', lambda: '')()!r}"
+            for c in _controls(dock.widget())
+            if not _reachable(c, window)
+        ]
+        assert not outside, f"{dock.windowTitle()}: out of the window: {outside}"
+        [area] = [a for a in dock.findChildren(QScrollArea) if a.widget() is not None][:1]
+        assert not area.horizontalScrollBar().isVisible(), "the controls fit the dock's width"

@@ -44,7 +44,7 @@ from qtpy.QtWidgets import (
 from ..core import annotation as A
 from ..core.errors import UNetCellsError
 from ._tips import tip
-from ._window import watch_window_close
+from ._window import compact_controls, scrolling_layout, short_dock_title, watch_window_close
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -149,7 +149,8 @@ class AnnotateWidget(QWidget):
         self.saves = 0
         self._finetune = None
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # fits any window height
+        short_dock_title(self, "Annotate")
 
         # -- layers ---------------------------------------------------------------------
         form = QFormLayout()
@@ -160,12 +161,13 @@ class AnnotateWidget(QWidget):
         form.addRow("Annotation", self.annotation_combo)
         form.addRow("Prediction", self.prediction_combo)
         layout.addLayout(form)
-        row = QHBoxLayout()
+        row = QGridLayout()  # two columns: fits a narrow dock
         self.new_button = QPushButton("New annotation")
         self.from_prediction_button = QPushButton("Start from prediction")
         self.ignore_button = QPushButton("Ignore mask")
-        for b in (self.new_button, self.from_prediction_button, self.ignore_button):
-            row.addWidget(b)
+        row.addWidget(self.new_button, 0, 0)
+        row.addWidget(self.from_prediction_button, 0, 1)
+        row.addWidget(self.ignore_button, 1, 0)
         layout.addLayout(row)
 
         # -- edits ----------------------------------------------------------------------
@@ -257,6 +259,7 @@ class AnnotateWidget(QWidget):
         layout.addStretch(1)
 
         self._set_tooltips()
+        compact_controls(self)
 
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setSingleShot(True)
@@ -366,7 +369,7 @@ class AnnotateWidget(QWidget):
         predictions = [x for x in labels if id(x) not in ours and id(x) not in check_layers]
         for combo, items, optional in (
             (self.image_combo, images, False),
-            (self.annotation_combo, annotations, False),
+            (self.annotation_combo, annotations, True),
             (self.prediction_combo, predictions, True),
         ):
             current = combo.currentData()
@@ -381,6 +384,9 @@ class AnnotateWidget(QWidget):
                 combo.setCurrentIndex(index)
             combo.blockSignals(False)
         self._default_prediction(event)
+        own = [x for x in annotations if id(x) in ours]
+        if self.annotation_combo.currentData() is None and own:  # never a foreign default
+            select(self.annotation_combo, own[-1])
         alive = {id(x) for x in layers}
         self.links = [
             link for link in self.links if id(link.annotation) in alive and id(link.image) in alive
@@ -777,7 +783,11 @@ class AnnotateWidget(QWidget):
 
     def finetune_dock(self):
         """The Fine-tune dock of this viewer (docked if needed): it holds the training set."""
-        _, widget = self.viewer.window.add_plugin_dock_widget("napari-unet-cells", "Fine-tune")
+        _, widget = self.viewer.window.add_plugin_dock_widget(
+            "napari-unet-cells",
+            "Fine-tune",
+            tabify=True,  # a tab, not stacked below
+        )
         self._finetune = widget
         return widget
 

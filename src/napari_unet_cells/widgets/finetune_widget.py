@@ -63,6 +63,7 @@ from ..core.predict import (
 from ..core.train import SCRATCH_CONFIG, TrainEvent, TrainResult, preview_augmentation, train_iter
 from ._plot import LivePlot
 from ._tips import tip
+from ._window import compact_controls, scrolling_layout, short_dock_title
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -142,7 +143,8 @@ class FinetuneWidget(QWidget):
         self._auto_output = False
         self._base_files: list[Path] = []
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # fits any window height
+        short_dock_title(self, "Fine-tune")
 
         # -- training set -----------------------------------------------------------
         box = QGroupBox("Training set")
@@ -242,8 +244,8 @@ class FinetuneWidget(QWidget):
         self.preview_button = QPushButton("Preview augmentation")
         actions.addWidget(self.train_button)
         actions.addWidget(self.stop_button)
-        actions.addWidget(self.preview_button)
         layout.addLayout(actions)
+        layout.addWidget(self.preview_button)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         layout.addWidget(self.progress)
@@ -252,7 +254,7 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.status)
         self.plot = LivePlot()
         layout.addWidget(self.plot, 1)
-        self.run_button = QPushButton("Run the new model on the current image")
+        self.run_button = QPushButton("Run in Predict")
         self.run_button.setEnabled(False)
         self.export_button = QPushButton("Export...")
         self.export_button.setEnabled(False)
@@ -265,6 +267,7 @@ class FinetuneWidget(QWidget):
         layout.addLayout(after)
 
         self._set_tooltips()
+        compact_controls(self)
 
         # -- wiring ----------------------------------------------------------------------
         # lambdas: clicked(bool) must not reach the methods' optional arguments

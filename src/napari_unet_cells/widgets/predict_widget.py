@@ -40,6 +40,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.config import InstanceConfig, ModelConfig, PredictConfig, config_from_dict
 from ..core.errors import UNetCellsError
 from ._tips import tip
+from ._window import short_dock_title
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -63,8 +64,15 @@ class PredictWidget(Container):
 
     background_relabel_px = 4_000_000
 
+    @property
+    def native(self):
+        """What napari docks: the scroll area around the controls (magicgui's ``native``
+        is the panel inside it), so the dock fits any window height."""
+        return self.root_native_widget
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
+        super().__init__(scrollable=True)  # fits any window height
+        short_dock_title(self.native, "Predict")
         from ..core.device import available_devices
 
         self.viewer = napari_viewer

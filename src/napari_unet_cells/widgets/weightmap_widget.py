@@ -34,6 +34,7 @@ from ..core.errors import UNetCellsError
 from ..core.labels import binary_mask_values
 from ..core.weightmap import WeightMapState, iter_weight_map, update_weight_map
 from ._tips import tip
+from ._window import short_dock_title
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -60,8 +61,15 @@ def _refuse_mask(name: str, labels: np.ndarray) -> None:
 class WeightMapWidget(Container):
     """Dock widget "Weight Map". ``worker`` is the running thread worker, or None."""
 
+    @property
+    def native(self):
+        """What napari docks: the scroll area around the controls (magicgui's ``native``
+        is the panel inside it), so the dock fits any window height."""
+        return self.root_native_widget
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
+        super().__init__(scrollable=True)  # fits any window height
+        short_dock_title(self.native, "Weight Map")
         self.viewer = napari_viewer
         self.worker = None
         self.state: WeightMapState | None = None
