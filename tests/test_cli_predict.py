@@ -264,3 +264,20 @@ def test_api_refuses_two_channels_without_a_choice(files):
         predict(two, model, device="cpu")
     assert predict(two, model, device="cpu", channel=0).shape == image.shape
     assert predict(np.stack([image, image]), model, device="cpu", channel=1).shape == image.shape
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (10, 10)])
+def test_tiny_images_get_a_hint(files, tmp_path, capsys, shape):
+    """Issue 16 (also): a 1x1 or 10x10 image gave '0 cells' with no hint."""
+    from napari_unet_cells.core.predict import predict_iter
+    from napari_unet_cells.core.progress import run
+
+    folder, model, _ = files
+    image = np.full(shape, 100, np.uint16)
+    result = run(predict_iter(image, model, diameter=None))
+    assert any("too small" in m for m in result.messages)
+    tifffile.imwrite(tmp_path / "tiny.tif", image)
+    assert main(_args(folder, tmp_path / "tiny.tif", "-o", tmp_path / "out.tif")) == 0
+    assert f"only {shape[0]}x{shape[1]} px" in capsys.readouterr().out
+    big = run(predict_iter(np.zeros((64, 64), np.uint16), model, diameter=None))
+    assert not any("too small" in m for m in big.messages)

@@ -41,6 +41,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             'napari is not installed: pip install "napari[pyqt6]" (or napari with another '
             "Qt binding), then run unet-cells demo again."
         ) from None
+    _check_display()
     try:
         viewer = napari.Viewer(title="U-Net Cells demo")
     except ImportError as err:  # napari without a Qt binding
@@ -52,6 +53,20 @@ def _run_demo(args: argparse.Namespace) -> int:
     setup_demo(viewer)
     napari.run()
     return 0
+
+
+def _check_display() -> None:
+    """On Linux without a display, say so (Qt would abort with a misleading message
+    about xcb libraries)."""
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UNetCellsError(
+            "No display: unet-cells demo opens a napari window. Run it in a desktop "
+            "session (or ssh -X), or under a virtual display: xvfb-run -a unet-cells demo."
+        )
 
 
 def setup_demo(viewer) -> None:

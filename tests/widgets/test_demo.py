@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import napari
+import pytest
 
 from napari_unet_cells.cli import DEMO_DOCKS, main
 
@@ -123,3 +124,14 @@ def test_all_four_docks_fit_a_1280x800_window(make_napari_viewer, monkeypatch, q
         assert not outside, f"{dock.windowTitle()}: out of the window: {outside}"
         [area] = [a for a in dock.findChildren(QScrollArea) if a.widget() is not None][:1]
         assert not area.horizontalScrollBar().isVisible(), "the controls fit the dock's width"
+
+
+def test_demo_without_a_display_says_what_to_do(monkeypatch, capsys):
+    """Issue 16 (also): without a display Qt aborted with a misleading 'xcb-cursor0 is
+    needed'."""
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: pytest.fail("no window here"))
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "No display" in err and "xvfb-run -a unet-cells demo" in err

@@ -793,6 +793,10 @@ def predict_iter(
         message = _no_signal_message(empty, len(prepared.planes))
         messages.append(message)
         yield PredictProgress(0, 0, 0, len(prepared.planes), message=message)
+    tiny = tiny_image_message(prepared.plane_shape, reference)
+    if tiny:
+        messages.append(tiny)
+        yield PredictProgress(0, 0, 0, len(prepared.planes), message=tiny)
     labels = probabilities_to_labels(probs, instances, shape=prepared.plane_shape)
     return PredictionResult(
         labels=labels,
@@ -800,6 +804,22 @@ def predict_iter(
         messages=tuple(messages),
         scale=choice,
         image_shape=prepared.plane_shape,
+    )
+
+
+TINY_IMAGE_PX = 32  # planes narrower than this hold at most a cell or two
+
+
+def tiny_image_message(shape: tuple[int, int], diameter: float | None = None) -> str:
+    """A hint when a (Y, X) plane is too small to find cells in: narrower than
+    TINY_IMAGE_PX or than two cell diameters (``diameter``: the model's, px); else ""."""
+    limit = max(TINY_IMAGE_PX, round(2 * diameter) if diameter else 0)
+    if min(shape) >= limit:
+        return ""
+    return (
+        f"The image is only {shape[0]}x{shape[1]} px, less than {limit} px across (about "
+        "two cells): too small to find cells reliably, so the count says little; give a "
+        "larger image."
     )
 
 

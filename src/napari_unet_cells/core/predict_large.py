@@ -472,7 +472,7 @@ def predict_file(
             ),
             progress,
         )
-        messages = [result.scale.message] if result.scale.message else []
+        messages = list(dict.fromkeys(result.messages))  # size, signal, tiny-image notes
         probs = probabilities_on_image_grid(result) if prob_path is not None else None
         n_cells = _write_results(result.labels, output, probs, prob_path)
     logger.info("%s -> %s: %d cells", source, output, n_cells)
