@@ -265,3 +265,22 @@ def test_no_step_no_model_and_budgeted_tuning(samples, tiny_config, tmp_path, mo
     assert result.best_metrics["ap50"] == tuning["ap50"]  # one number: the kept settings'
     assert result.model.provenance["validation"]["ap50"] == tuning["ap50"]
     assert result.model.extra["instances"] == tuning["chosen"]
+
+
+def test_finetune_output_can_be_replaced_on_request(samples, tiny_config, tmp_path):
+    """Issue 16.10: re-running the README's snippet failed because tuned.npz existed."""
+    out = tmp_path / "tuned.npz"
+    sample = samples[0]
+    for _ in range(2):  # the README snippet, run twice
+        T.finetune(
+            sample.image,
+            sample.labels,
+            model=tiny_config,
+            steps=1,
+            output=out,
+            overwrite=True,
+            device="cpu",
+        )
+        assert load_model(out).provenance["training"]["steps"] == 1
+    with pytest.raises(UNetCellsError, match="overwrite=True"):
+        T.finetune(sample.image, sample.labels, model=tiny_config, steps=1, output=out)
