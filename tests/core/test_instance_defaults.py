@@ -13,6 +13,7 @@ from napari_unet_cells.core.instances import (
     probabilities_to_labels,
 )
 from napari_unet_cells.core.predict import predict
+from napari_unet_cells.core.synthetic import synthetic_cells
 
 
 def _two_blobs() -> np.ndarray:
@@ -52,7 +53,7 @@ def test_model_stored_defaults_are_used_unless_overridden(tiny_config, tmp_path)
     assert instance_defaults(loaded) == InstanceConfig(
         threshold=0.4, min_size=10**6, min_confidence=0.2
     )
-    image = np.random.default_rng(1).random((48, 48)).astype(np.float32)
+    image, _ = synthetic_cells((48, 48), seed=1)  # (noise alone would give no cells)
     _, probs = predict(image, loaded, device="cpu", threshold=0.01, return_probabilities=True)
     assert predict(image, loaded, device="cpu", threshold=0.01).max() == 0  # huge min size
     assert probs.max() > 0.01  # so the default min size, not the threshold, removed them

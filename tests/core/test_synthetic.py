@@ -87,7 +87,7 @@ def test_random_configs_are_diverse_and_valid():
     configs = [random_config(rng) for _ in range(40)]
     diameters = [c.diameter[1] for c in configs]
     assert min(diameters) < 15 and max(diameters) > 40 and max(diameters) <= 60
-    assert {c.dtype for c in configs} == {"uint8", "uint16", "float32"}
+    assert {c.dtype for c in configs} == {"uint8", "uint16", "float32", "uint16_8bit"}
     assert random_config(np.random.default_rng(3)) == random_config(np.random.default_rng(3))
     for config in configs[:6]:
         image, labels = synthetic_cells((96, 96), seed=1, config=config)
