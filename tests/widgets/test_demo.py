@@ -26,7 +26,9 @@ def test_demo_opens_sample_data_and_docks(make_napari_viewer, monkeypatch):
 
 def test_readme_tour_one_click_of_run_segments_the_sample(make_napari_viewer, monkeypatch, qtbot):
     # the README promises: `unet-cells demo`, then "Run" in the Predict dock -> cells
+    from napari_unet_cells.core.instances import instance_defaults
     from napari_unet_cells.core.metrics import average_precision
+    from napari_unet_cells.core.predict import resolve_model
 
     viewer = make_napari_viewer()
     monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
@@ -36,7 +38,9 @@ def test_readme_tour_one_click_of_run_segments_the_sample(make_napari_viewer, mo
     assert predict.image_combo.value is viewer.layers["synthetic nuclei"]
     # the sliders start at the bundled model's stored recommendation
     shown = (predict.threshold, predict.seed_threshold, predict.min_size, predict.min_confidence)
-    assert [w.value for w in shown] == [0.5, 0.9, 30, 0.7]
+    stored = instance_defaults(resolve_model(None))
+    expected = [stored.threshold, stored.seed_threshold or 0.0, stored.min_size]
+    assert [w.value for w in shown] == [*expected, stored.min_confidence]
     predict.run_button.native.click()
     qtbot.waitUntil(lambda: predict.worker is None, timeout=60000)
     cells = viewer.layers["synthetic nuclei cells"].data
@@ -104,7 +108,10 @@ def test_all_four_docks_fit_a_1280x800_window(make_napari_viewer, monkeypatch, q
     assert (window.width(), window.height()) == (1280, 800)
     assert viewer.layers.selection.active is viewer.layers["synthetic nuclei"]
     image = viewer.layers["synthetic nuclei"]
-    assert viewer.camera.zoom * image.data.shape[1] <= viewer.window._qt_viewer.canvas.size[1] + 1
+    assert (
+        viewer.scene.camera.zoom * image.data.shape[1]
+        <= viewer.window._qt_viewer.canvas.size[1] + 1
+    )
     ours = [d for d in window.findChildren(QDockWidget) if d.windowTitle() in DEMO_DOCKS]
     assert sorted(d.windowTitle() for d in ours) == sorted(DEMO_DOCKS)  # short titles
     tabs = [t for t in window.findChildren(QTabBar) if t.count() == 4]

@@ -558,8 +558,10 @@ class PredictWidget(Container):
         self._write_labels(result.labels, new_run=True)
         if self.show_probabilities.value:
             self._write_probabilities()
+        layout = self._layout_text()  # said when there is more than one plane or channel
+        read_as = f" Read as {layout}." if "," in layout or not layout.startswith("1 ") else ""
         self.status.value = (
-            f"{int(result.labels.max())} cells ({self._layout_text()}). {_size_note(result.scale)}"
+            f"{int(result.labels.max())} cells.{read_as} {_size_note(result.scale)}"
         )
         if self.show_grid.value:
             self.update_grid()
