@@ -284,3 +284,24 @@ def test_finetune_output_can_be_replaced_on_request(samples, tiny_config, tmp_pa
         assert load_model(out).provenance["training"]["steps"] == 1
     with pytest.raises(UNetCellsError, match="overwrite=True"):
         T.finetune(sample.image, sample.labels, model=tiny_config, steps=1, output=out)
+
+
+def test_tuning_crops_predict_as_the_whole_region(samples, tiny_config):
+    """Issue 16.8: the search before training runs the network on a crop of the
+    validation data only; the crop, with its real context, predicts as the region does."""
+    from napari_unet_cells.core.data import split_validation
+    from napari_unet_cells.core.tiling import dependency_reach
+
+    image, labels = synthetic_cells((160, 200), seed=5)
+    model = CellModel.new(tiny_config, seed=1)
+    _, regions = split_validation(as_samples(image, labels), None, TrainConfig(), tiny_config)
+    reach = dependency_reach(tiny_config.depth, tiny_config.padding)
+    [crop] = T.tuning_regions(regions, 300, reach=reach, align=2**tiny_config.depth)
+    assert crop.labels.size <= 300 < regions[0].labels.size
+    [whole] = T.region_probabilities(model.net, regions, torch.device("cpu"))
+    [part] = T.region_probabilities(model.net, [crop], torch.device("cpu"))
+    oy = (whole.shape[0] - part.shape[0]) // 2  # the central crop of the evaluated core
+    ox = (whole.shape[1] - part.shape[1]) // 2
+    window = np.s_[oy : oy + part.shape[0], ox : ox + part.shape[1]]
+    np.testing.assert_array_equal(crop.labels, regions[0].labels[window])
+    np.testing.assert_allclose(part, whole[window], atol=1e-5)

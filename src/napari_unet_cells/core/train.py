@@ -78,7 +78,7 @@ from .predict import (
     resolve_model,
 )
 from .progress import StopFlag, run, stop_requested
-from .tiling import plan_tiles
+from .tiling import dependency_reach, plan_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -536,11 +536,15 @@ def train_iter(
                 message=f"choosing the post-processing for validation (at most {cap:.0f} s)",
             )
             began = time.perf_counter()
-            probabilities = region_probabilities(net, regions, torch_device, stop=stop)
+            reach = dependency_reach(mcfg.depth, mcfg.padding)
+            subset = tuning_regions(regions, reach=reach, align=2**mcfg.depth)
+            probabilities = region_probabilities(net, subset, torch_device, stop=stop)
             net.train()
             if probabilities is not None:
                 post = tune_instances(
-                    *tuning_crops(probabilities, regions),
+                    probabilities,
+                    [r.labels for r in subset],
+                    [r.ignore for r in subset],
                     start=post,
                     time_limit_s=max(0.0, cap - (time.perf_counter() - began)),
                 )[0]
@@ -739,6 +743,49 @@ def tuning_crops(
         out[1].append(region.labels[box])
         out[2].append(None if region.ignore is None else region.ignore[box])
     return out
+
+
+def tuning_regions(
+    regions: Sequence[ValidationRegion],
+    max_pixels: int | None = None,
+    *,
+    reach: int,
+    align: int = 1,
+) -> list[ValidationRegion]:
+    """Central crops of the validation regions' evaluated cores, ``max_pixels`` (default
+    TUNE_PIXELS) in all at most, the same share of each. Each crop keeps up to ``reach``
+    px (``tiling.dependency_reach``) of the region's real pixels around it, so the
+    network predicts it as it predicts that part of the whole region, at the cost of
+    about its own size; crops start on multiples of ``align`` px (2**depth: the pooling
+    grid of the region)."""
+    max_pixels = TUNE_PIXELS if max_pixels is None else max_pixels
+    total = sum(r.labels.size for r in regions)
+    share = min(1.0, math.sqrt(max_pixels / total)) if total else 1.0
+    if share >= 1.0:
+        return list(regions)
+    return [_crop_region(r, share, reach, align) for r in regions]
+
+
+def _crop_region(
+    region: ValidationRegion, share: float, reach: int, align: int
+) -> ValidationRegion:
+    y0, y1, x0, x1 = region.core
+    height, width = region.image.shape
+    ch, cw = max(1, int((y1 - y0) * share)), max(1, int((x1 - x0) * share))
+    oy, ox = (y1 - y0 - ch) // 2, (x1 - x0 - cw) // 2  # the crop inside the core
+    cy, cx = y0 + oy, x0 + ox  # ... and inside the region's image
+    iy0, ix0 = (max(0, c - reach) // align * align for c in (cy, cx))
+    iy1, ix1 = min(height, cy + ch + reach), min(width, cx + cw + reach)
+    box = np.s_[oy : oy + ch, ox : ox + cw]
+    return ValidationRegion(
+        image=region.image[iy0:iy1, ix0:ix1],
+        core=(cy - iy0, cy - iy0 + ch, cx - ix0, cx - ix0 + cw),
+        labels=region.labels[box],
+        target=region.target[box],
+        weight=region.weight[box],
+        ignore=None if region.ignore is None else region.ignore[box],
+        name=region.name,
+    )
 
 
 def _save_or_keep(result: TrainResult, path: Path) -> None:
