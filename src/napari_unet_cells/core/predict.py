@@ -746,7 +746,7 @@ def predict_iter(
     prepared = prepare_image(
         image, model.config.in_channels, rgb=rgb, channel_axis=channel_axis, channel=channel
     )
-    choice, probs = ScaleChoice(model_diameter=reference), None
+    choice, probs, reused = ScaleChoice(model_diameter=reference), None, None
     own = None
     try:
         if isinstance(wanted, float) and reference is not None:
@@ -755,11 +755,13 @@ def predict_iter(
             if predictor is None:
                 predictor = own = TorchPredictor(model.net, config.device, tta=config.tta)
             plane = normalize(prepared.planes[len(prepared.planes) // 2], model.normalization)
-            choice, scores = estimate_diameter(
+            choice, scores, reused = estimate_diameter(
                 plane, model, predictor, instances, tile=config.tile, stop=stop
             )
             if scores is not None and len(prepared.planes) == 1:
                 probs = scores.reshape(*prepared.lead_shape, *scores.shape)
+            else:
+                reused = None
         if stop_requested(stop):
             return None
         if choice.message:
@@ -797,7 +799,10 @@ def predict_iter(
     if tiny:
         messages.append(tiny)
         yield PredictProgress(0, 0, 0, len(prepared.planes), message=tiny)
-    labels = probabilities_to_labels(probs, instances, shape=prepared.plane_shape)
+    if reused is not None and not empty and reused.shape == tuple(prepared.plane_shape):
+        labels = reused.reshape(*prepared.lead_shape, *reused.shape)  # the estimate's cells
+    else:
+        labels = probabilities_to_labels(probs, instances, shape=prepared.plane_shape)
     return PredictionResult(
         labels=labels,
         probabilities=probs,
@@ -885,7 +890,7 @@ def estimate_diameter(
     *,
     tile: int | None = None,
     stop: StopFlag = None,
-) -> tuple[ScaleChoice, np.ndarray | None]:
+) -> tuple[ScaleChoice, np.ndarray | None, np.ndarray | None]:
     """The typical nucleus diameter of a normalised plane, by running the network.
 
     plane: (Y, X) or (Y, X, C) float32, normalised. The network and the instance step run
@@ -894,17 +899,22 @@ def estimate_diameter(
     (``typical_diameter``) gives the factor to the model's diameter; while that factor is
     far from the current one, the crop is resampled and measured again (up to
     ``MAX_PASSES`` passes), so the last measurement is made with nuclei near the model's
-    size. Returns (ScaleChoice, scores): scores are the last pass's cell scores when
-    that pass covered the whole plane at the chosen factor (to be re-used), else None.
+    size. Real cells measure about the same at every scale; when two passes disagree by
+    more than 2x (noise or texture taken for cells), the image is predicted at its own
+    scale and the message says so. Returns (ScaleChoice, scores, labels): the last pass's
+    cell scores and their instance labels (sequential, on the scores' grid) when that
+    pass covered the whole plane at the chosen factor (to be re-used), else
+    (ScaleChoice, None, None).
     """
     from .instances import plane_labels
 
     reference = model_diameter(model)
     if reference is None:
-        return ScaleChoice(), None
+        return ScaleChoice(), None, None
     plane = plane if plane.ndim == 3 else plane[..., None]
     height, width = plane.shape[:2]
     factor, measured, scores, whole = 1.0, None, None, False
+    unsure = False
     for _ in range(MAX_PASSES):
         side = max(1, int(ESTIMATE_CROP / factor))
         ch, cw = min(side, height), min(side, width)
@@ -912,17 +922,31 @@ def estimate_diameter(
         crop = resize_plane(plane[y0 : y0 + ch, x0 : x0 + cw], scaled_shape((ch, cw), factor))
         scores = _score_plane(crop, model, predictor, None, stop)
         if scores is None:
-            return ScaleChoice(factor, measured, reference, True), None
+            return ScaleChoice(factor, measured, reference, True), None, None
         whole = (ch, cw) == (height, width)
-        seen = typical_diameter(plane_labels(scores, instances)[0])
+        labels = plane_labels(scores, instances)[0]
+        seen = typical_diameter(labels)
         if seen is None:
             break
-        measured = seen / factor
+        previous, measured = measured, seen / factor
+        if previous is not None and max(measured / previous, previous / measured) > 2:
+            # real cells measure the same at any scale; texture or noise does not
+            factor, scores, unsure = 1.0, None, True
+            break
         if 1 / TOLERANCE <= seen / reference <= TOLERANCE:
             break
         factor = factor_for(measured, reference)
         scores = None
-    return _estimated_choice(factor, measured, reference), scores if whole else None
+    if unsure:
+        message = (
+            "Could not measure the cell size consistently (objects of "
+            f"{previous:.0f} px at the image's scale, {measured:.0f} px after resampling): "
+            "predicted at the image's own scale. If cells come out split or merged, give "
+            "their diameter in px."
+        )
+        return ScaleChoice(1.0, None, reference, True, message), None, None
+    choice = _estimated_choice(factor, measured, reference)
+    return (choice, scores, labels) if whole and scores is not None else (choice, None, None)
 
 
 def _estimated_choice(factor: float, measured: float | None, reference: float) -> ScaleChoice:

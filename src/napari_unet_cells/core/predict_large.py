@@ -501,7 +501,7 @@ def _chunked_scale_messages(image, model, instances, config, diameter) -> list[s
     crop = np.asarray(plane[y0 : y0 + 1024, x0 : x0 + 1024])
     predictor = TorchPredictor(model.net, config.device)
     try:
-        choice, _ = estimate_diameter(
+        choice, _, _ = estimate_diameter(
             normalize(crop, model.normalization), model, predictor, instances
         )
     finally:
