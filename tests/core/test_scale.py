@@ -180,3 +180,15 @@ def test_a_cell_size_far_outside_the_models_range_is_reported():
     assert far.factor == 1 / 8 and "outside what this model covers" in far.message
     near = _estimated_choice(1.0, 19.0, 20.0)
     assert near.factor == 1.0 and "Estimated cell diameter 19 px" in near.message
+
+
+def test_a_smooth_background_without_cells_gives_almost_no_cells():
+    """Issue 16.7: a smooth, noisy background (no cells, signal/noise above 5) with the
+    bundled model and default settings; v1 gave 98 cells on such a field."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:384, :384]
+    smooth = 100 + 60 * np.exp(-((yy - 150) ** 2 + (xx - 220) ** 2) / (2 * 110**2))
+    smooth = smooth + 30 * np.sin(xx / 60.0)
+    image = rng.poisson(smooth).astype(np.uint16)
+    labels = predict(image, None, device="cpu")
+    assert labels.max() <= 10
