@@ -391,7 +391,10 @@ def figure_dock_annotate(out_dir: Path, quick: bool = False) -> list[Path]:
         widget.parts_spin.setValue(parts)
         widget.watershed_button.click()
         # 2. true cells the model missed near it: click their centres, Points -> cells
-        missed = _missed_cells(predicted, true, center, radius=80)
+        for radius in (80, 160, 10_000):  # the nearest missed cells, wherever they are
+            missed = _missed_cells(predicted, true, center, radius=radius)
+            if len(missed):
+                break
         viewer.add_points(missed, name="missed cells", size=3, face_color="white")
         widget.radius_spin.setValue(5.0)
         widget.points_button.click()

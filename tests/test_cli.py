@@ -47,7 +47,7 @@ def test_info_without_a_model_describes_the_bundled_one(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "nuclei_unet.npz (bundled)" in out and "1,940,834 parameters" in out
-    assert "threshold 0.5, seeds at 0.9" in out
+    assert "threshold 0.4, seeds at 0.8" in out and "nuclei of 20 px" in out
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):

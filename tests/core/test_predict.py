@@ -300,17 +300,19 @@ def test_predict_takes_every_instance_setting():
 
     model = resolve_model(None)
     image, _ = synthetic_cells((160, 160), seed=4)
-    labels, probs = predict(image, model, device="cpu", return_probabilities=True)
+    # at the image's own grid (diameter=None), so the probabilities are the labels' own
+    labels, probs = predict(image, model, device="cpu", return_probabilities=True, diameter=None)
     defaults = instance_defaults(model)
-    assert defaults.seed_threshold == 0.9
+    assert defaults.seed_threshold is not None
     np.testing.assert_array_equal(labels, probabilities_to_labels(probs, defaults))
     for given, field in (
         ({"seed_threshold": 0}, {"seed_threshold": None}),
         ({"seed_threshold": 0.97}, {"seed_threshold": 0.97}),
-        ({"min_confidence": 0.0, "threshold": 0.4}, {"min_confidence": 0.0, "threshold": 0.4}),
+        ({"min_confidence": 0.7, "threshold": 0.6}, {"min_confidence": 0.7, "threshold": 0.6}),
     ):
         expected = probabilities_to_labels(probs, dataclasses.replace(defaults, **field))
         assert not np.array_equal(expected, labels)  # the setting matters here
+        given = {**given, "diameter": None}
         np.testing.assert_array_equal(predict(image, model, device="cpu", **given), expected)
 
 
