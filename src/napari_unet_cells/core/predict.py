@@ -760,6 +760,7 @@ def predict_iter(
             )
             if scores is not None and len(prepared.planes) == 1:
                 probs = scores.reshape(*prepared.lead_shape, *scores.shape)
+                yield PredictProgress(1, 1, 0, 1)  # the estimate's pass was the whole image
             else:
                 reused = None
         if stop_requested(stop):

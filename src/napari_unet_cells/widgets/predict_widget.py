@@ -116,6 +116,7 @@ class PredictWidget(Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # the size note after a run is long
         self.extend(
             [
                 self.image_combo,
