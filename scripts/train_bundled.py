@@ -110,22 +110,12 @@ def tune_post_processing(model, pairs) -> tuple[InstanceConfig, dict[str, float]
         for image, _ in pairs
     ]
     start = InstanceConfig(min_size=MAX_MIN_SIZE)
-    best, _, scores = tune_instances(probabilities, [labels for _, labels in pairs], start=start)
-    if best.min_size > MAX_MIN_SIZE:
-        allowed = {
-            key: ap
-            for key, ap in scores.items()
-            if key != "start" and int(key.split("_s")[-1].split("_")[0]) <= MAX_MIN_SIZE
-        }
-        key = max(allowed, key=allowed.get)
-        threshold, seed, size, confidence = key[1:].split("_")
-        best = dataclasses.replace(
-            best,
-            threshold=float(threshold),
-            seed_threshold=None if seed == "seedNone" else float(seed[4:]),
-            min_size=int(size[1:]),
-            min_confidence=float(confidence[1:]),
-        )
+    best, _, scores = tune_instances(
+        probabilities,
+        [labels for _, labels in pairs],
+        start=start,
+        max_min_size=MAX_MIN_SIZE,
+    )
     return best, scores
 
 

@@ -16,7 +16,7 @@ from napari_unet_cells.core.instances import (
     separation_border,
 )
 from napari_unet_cells.core.labels import touching_pairs
-from napari_unet_cells.core.synthetic import synthetic_cells
+from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
 
 
 def _best_match(labels, truth, cell):
@@ -152,3 +152,15 @@ def test_tune_instances_finds_better_settings_and_keeps_a_good_start():
     assert scores["start"] == 0.0 and ap > 0.9 and config.min_size < 5000
     again, ap_again, _ = tune_instances([probs], [truth], start=config)
     assert again == config and ap_again == ap  # nothing better: the start is kept
+
+
+def test_tuning_can_cap_the_minimum_size():
+    from napari_unet_cells.core.instances import perfect_probabilities, tune_instances
+
+    _, labels = synthetic_cells((96, 96), seed=1, config=SyntheticConfig(diameter=(20, 28)))
+    probs = perfect_probabilities(labels)
+    start = InstanceConfig(min_size=10)
+    best, _, scores = tune_instances([probs], [labels], start=start, max_min_size=20)
+    assert best.min_size <= 20
+    sizes = {int(key.split("_s")[-1].split("_")[0]) for key in scores if key.startswith("t")}
+    assert sizes and max(sizes) <= 20

@@ -259,6 +259,7 @@ def tune_instances(
     ignore: Sequence[np.ndarray | None] | None = None,
     start: InstanceConfig | None = None,
     time_limit_s: float | None = None,
+    max_min_size: int | None = None,
 ) -> tuple[InstanceConfig, float, dict[str, float]]:
     """The post-processing with the best pooled AP50 on annotated images.
 
@@ -269,6 +270,7 @@ def tune_instances(
     (default: InstanceConfig()) is kept unless a setting scores higher. Returns
     (config, its AP50, AP50 by setting name). ``time_limit_s``: stop searching after
     this many seconds and keep the best setting found so far (``scores["timed_out"]`` 1).
+    ``max_min_size``: try no minimum size above this many px (``start``'s must obey it).
     """
     import dataclasses
     import itertools
@@ -288,6 +290,8 @@ def tune_instances(
     sizes = {10, 20, 30, start.min_size}
     if areas.size:
         sizes.add(round(0.25 * float(np.median(areas))))
+    if max_min_size is not None:
+        sizes = {size for size in sizes if size <= max_min_size}
 
     def pooled_ap(config: InstanceConfig) -> float:
         tp = fp = fn = 0
