@@ -67,7 +67,7 @@ def bench_overhead(
     from napari_unet_cells.core.synthetic import synthetic_cells
 
     if weights == "bundled":  # trained weights: realistic probabilities and post-processing
-        from napari_unet_cells.core.predict import resolve_model
+        from napari_unet_cells.core.registry import resolve_model
 
         model = resolve_model(None)
         base, depth = model.config.base, model.config.depth

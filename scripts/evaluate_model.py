@@ -35,7 +35,8 @@ import numpy as np
 
 from napari_unet_cells.core.labels import touching_pairs
 from napari_unet_cells.core.metrics import iou_matrix, match, split_merge_counts
-from napari_unet_cells.core.predict import bundled_model_path, predict, resolve_model
+from napari_unet_cells.core.predict import predict
+from napari_unet_cells.core.registry import bundled_model_path, resolve_model
 from napari_unet_cells.core.synthetic import SyntheticConfig, random_config, synthetic_cells
 
 TEST_STREAM = 3

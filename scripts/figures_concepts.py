@@ -71,7 +71,7 @@ def _grey(ax, image: np.ndarray, title: str, **kwargs) -> None:
 
 
 def _bundled_model():
-    from napari_unet_cells.core.predict import bundled_model_path, resolve_model
+    from napari_unet_cells.core.registry import bundled_model_path, resolve_model
 
     path = bundled_model_path()
     if path is None:  # pragma: no cover - the package ships one
@@ -348,7 +348,8 @@ def fig_tile_sizes(out_dir: Path, quick: bool = False) -> list[Path]:
     from napari_unet_cells.core.data import choose_tile
     from napari_unet_cells.core.device import resolve_device
     from napari_unet_cells.core.errors import UNetCellsError
-    from napari_unet_cells.core.predict import auto_tile_and_batch, bundled_model_path
+    from napari_unet_cells.core.predict import auto_tile_and_batch
+    from napari_unet_cells.core.registry import bundled_model_path
     from napari_unet_cells.core.unet import (
         context_margin,
         min_input_size,

@@ -296,7 +296,7 @@ def figure_dock_weightmap(out_dir: Path, quick: bool = False) -> list[Path]:
 def figure_dock_finetune(out_dir: Path, quick: bool = False) -> list[Path]:
     """The Fine-tune dock after a short real training run from the bundled model on the
     sample image and its ground truth: live loss and validation AP50 plot."""
-    from napari_unet_cells.core.predict import unregister_model
+    from napari_unet_cells.core.registry import unregister_model
 
     out = Path(out_dir).resolve()
     errors = _Errors()

@@ -138,9 +138,9 @@ def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, capsys
     assert main(_args(folder, folder / "image.tif", "-o", existing)) == 2
     assert existing.read_bytes() == b"mine"
     # no model and no bundled model (a build without the file)
-    import napari_unet_cells.core.predict as P
+    import napari_unet_cells.core.registry as R
 
-    monkeypatch.setattr(P, "bundled_model_path", lambda: None)
+    monkeypatch.setattr(R, "bundled_model_path", lambda: None)
     assert main(["predict", str(folder / "image.tif"), "-o", str(out_dir / "x.tif")]) == 2
     assert "no bundled model yet" in capsys.readouterr().err
     assert sorted(p.name for p in out_dir.iterdir()) == ["taken.tif"]

@@ -146,7 +146,7 @@ def _add_info(sub) -> None:
 
 def _run_info(args: argparse.Namespace) -> int:
     from .core.checkpoint import read_model_info
-    from .core.predict import bundled_model_path
+    from .core.registry import bundled_model_path
 
     path = args.model or bundled_model_path()
     if path is None:
@@ -675,8 +675,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from .core.config import PredictConfig
     from .core.instances import instance_defaults
-    from .core.predict import resolve_model
     from .core.predict_large import check_output, file_kind, open_image, predict_file
+    from .core.registry import resolve_model
     from .core.scale import parse_diameter
 
     if args.tile == "auto":
@@ -922,7 +922,7 @@ def _add_export(sub) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from .core.interop.bioimageio import export_bioimageio, read_bioimageio_weights
-    from .core.predict import bundled_model_path
+    from .core.registry import bundled_model_path
 
     model = args.model or bundled_model_path()
     test_image = None

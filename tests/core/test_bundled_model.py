@@ -8,7 +8,8 @@ from napari_unet_cells.core.checkpoint import load_model, read_model_info
 from napari_unet_cells.core.config import config_to_dict
 from napari_unet_cells.core.instances import instance_defaults
 from napari_unet_cells.core.metrics import match
-from napari_unet_cells.core.predict import bundled_model_path, predict
+from napari_unet_cells.core.predict import predict
+from napari_unet_cells.core.registry import bundled_model_path
 from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
 
 

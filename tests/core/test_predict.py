@@ -250,7 +250,7 @@ def test_input_errors(tiny_model):
 
 
 def test_models_bundled_files_and_session_registry(tiny_model, tmp_path, monkeypatch):
-    import napari_unet_cells.core.predict as P
+    import napari_unet_cells.core.registry as P
 
     monkeypatch.setattr(P, "bundled_model_path", lambda: None)  # a build without the file
     with pytest.raises(UNetCellsError, match="no bundled model"):
@@ -295,7 +295,7 @@ def test_predict_takes_every_instance_setting():
     import dataclasses
 
     from napari_unet_cells.core.instances import instance_defaults, probabilities_to_labels
-    from napari_unet_cells.core.predict import resolve_model
+    from napari_unet_cells.core.registry import resolve_model
     from napari_unet_cells.core.synthetic import synthetic_cells
 
     model = resolve_model(None)
@@ -317,7 +317,7 @@ def test_predict_takes_every_instance_setting():
 
 
 def test_session_models_are_capped_oldest_first(tiny_model, monkeypatch):
-    import napari_unet_cells.core.predict as P
+    import napari_unet_cells.core.registry as P
 
     monkeypatch.setattr(P, "MAX_SESSION_MODELS", 3)
     before = registered_models()

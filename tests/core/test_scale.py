@@ -11,7 +11,8 @@ from napari_unet_cells.core.config import ModelConfig, PredictConfig
 from napari_unet_cells.core.errors import UNetCellsError
 from napari_unet_cells.core.instances import probabilities_to_labels
 from napari_unet_cells.core.metrics import match
-from napari_unet_cells.core.predict import bundled_model_path, predict, predict_iter, run
+from napari_unet_cells.core.predict import predict, predict_iter, run
+from napari_unet_cells.core.registry import bundled_model_path
 from napari_unet_cells.core.scale import (
     factor_for,
     labels_to_shape,

@@ -279,7 +279,7 @@ def test_defaults_after_predict_point_at_a_copy_not_the_prediction(make_napari_v
     (none), so 'Start from prediction' failed and Delete/Merge edited the prediction."""
     from napari_unet_cells.core.checkpoint import CellModel
     from napari_unet_cells.core.config import ModelConfig
-    from napari_unet_cells.core.predict import register_model, unregister_model
+    from napari_unet_cells.core.registry import register_model, unregister_model
 
     register_model("tiny", CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=0))
     try:

@@ -28,7 +28,7 @@ def test_readme_tour_one_click_of_run_segments_the_sample(make_napari_viewer, mo
     # the README promises: `unet-cells demo`, then "Run" in the Predict dock -> cells
     from napari_unet_cells.core.instances import instance_defaults
     from napari_unet_cells.core.metrics import average_precision
-    from napari_unet_cells.core.predict import resolve_model
+    from napari_unet_cells.core.registry import resolve_model
 
     viewer = make_napari_viewer()
     monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)

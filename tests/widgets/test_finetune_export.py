@@ -10,7 +10,7 @@ pytest.importorskip("bioimageio.core", reason="needs the interop extra")
 
 from napari_unet_cells.core.checkpoint import CellModel, load_model
 from napari_unet_cells.core.interop import bioimageio as bio
-from napari_unet_cells.core.predict import unregister_model
+from napari_unet_cells.core.registry import unregister_model
 
 
 def test_export_button_after_training(

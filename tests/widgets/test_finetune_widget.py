@@ -9,7 +9,7 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_unet_cells.core.checkpoint import CellModel, load_model, save_model
-from napari_unet_cells.core.predict import registered_models, unregister_model
+from napari_unet_cells.core.registry import registered_models, unregister_model
 from napari_unet_cells.core.synthetic import synthetic_cells
 
 MAX_GUI_GAP_S = 0.5  # the main thread must never be blocked longer than this

@@ -11,7 +11,7 @@ import torch
 from napari_unet_cells.core import annotation as A
 from napari_unet_cells.core.config import ModelConfig, TrainConfig
 from napari_unet_cells.core.metrics import average_precision
-from napari_unet_cells.core.predict import register_model, unregister_model
+from napari_unet_cells.core.registry import register_model, unregister_model
 from napari_unet_cells.core.synthetic import synthetic_cells
 from napari_unet_cells.core.train import finetune
 from napari_unet_cells.widgets.annotate_widget import select

@@ -8,7 +8,7 @@ import pytest
 
 from napari_unet_cells.core.checkpoint import CellModel
 from napari_unet_cells.core.config import ModelConfig
-from napari_unet_cells.core.predict import register_model, unregister_model
+from napari_unet_cells.core.registry import register_model, unregister_model
 
 MODEL_NAME = "tiny test model"
 

@@ -81,3 +81,79 @@ def check_writable(path: Path, what: str = "the output") -> None:
             f"Cannot write {what} to {path} ({folder}: {reason}); choose a folder you can "
             "write to."
         ) from None
+
+
+def check_new_output(
+    path: Path,
+    what: str = "the output",
+    *,
+    overwrite: bool = False,
+    inputs: tuple[Path, ...] = (),
+    hint: str = "choose another name (existing files are never overwritten)",
+) -> Path:
+    """Refuse an output path before any work is done; return it expanded.
+
+    Parameters
+    ----------
+    path : the file (or zarr folder) to create.
+    what : what is written, for the message ("the labels", "the model").
+    overwrite : allow replacing an existing file (never an input, never a folder for a file).
+    inputs : files read by the same run; writing over one of them is always refused.
+    hint : what to do when the path exists and ``overwrite`` is False.
+
+    Raises UNetCellsError when the path is one of ``inputs``, exists (unless ``overwrite``),
+    or its folder does not exist.
+    """
+    from .errors import UNetCellsError
+
+    path = Path(path).expanduser()
+    if any(path.resolve() == Path(p).expanduser().resolve() for p in inputs):
+        raise UNetCellsError(f"{path} is an input file; write {what} to a new file.")
+    if path.exists() and not overwrite:
+        raise UNetCellsError(f"{path} already exists; {hint}.")
+    if not path.parent.is_dir():
+        raise UNetCellsError(
+            f"The folder {path.parent} does not exist; create it first or choose another folder."
+        )
+    return path
+
+
+def reserve_sibling(path: Path, suffix: str = ".partial") -> Path:
+    """A new, unused path next to ``path`` for writers that need a name, not a file object
+    (zarr folders, tifffile): created empty as a reservation and returned; the caller writes
+    to it (replacing the empty file) and then calls :func:`commit`."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def commit(tmp: Path, path: Path, *, replace: bool = False) -> None:
+    """Move the finished ``tmp`` (file or folder) to ``path`` after fsyncing it; refuse when
+    ``path`` appeared meanwhile unless ``replace``. ``tmp`` is left for the caller to remove
+    on error (see :func:`remove_quietly`)."""
+    from .errors import UNetCellsError
+
+    tmp, path = Path(tmp), Path(path)
+    if path.exists() and not replace:
+        raise UNetCellsError(
+            f"{path} appeared while working; it was not overwritten: run again with another "
+            "output name."
+        )
+    if tmp.is_file():
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a temporary file or folder if it is there; never raise."""
+    import shutil
+
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()

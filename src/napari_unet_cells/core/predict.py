@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,13 @@ from .config import InstanceConfig, PredictConfig
 from .errors import UNetCellsError
 from .normalize import MIN_SIGNAL_TO_NOISE, normalize, signal_to_noise
 from .progress import StopFlag, run, stop_requested
+from .registry import (  # noqa: F401  (re-exported: predict(model=name) resolves through it)
+    bundled_model_path,
+    register_model,
+    registered_models,
+    resolve_model,
+    unregister_model,
+)
 from .scale import (
     ESTIMATE_CROP,
     MAX_FACTOR,
@@ -59,7 +65,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .checkpoint import CellModel
-    from .unet import UNet
 
 logger = logging.getLogger(__name__)
 
@@ -68,89 +73,6 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 
 _CPU_BUDGET = 1 << 30  # bytes of activations per network call on the CPU
 _MAX_AUTO_TILE = 2048
-
-
-# --------------------------------------------------------------------------------------
-# models: bundled, files, and the models of this session
-# --------------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, CellModel] = {}
-_REGISTRY_LOCK = threading.Lock()
-MAX_SESSION_MODELS = 8  # models kept in memory; the oldest is forgotten first
-
-
-def register_model(name: str, model: CellModel) -> None:
-    """Make ``model`` available by ``name`` to the Predict dock and ``predict(model=name)``.
-
-    The Fine-tune dock registers the models it trains in this session (it also saves each
-    to a file); re-registering a name replaces the model. At most ``MAX_SESSION_MODELS``
-    are kept in memory: registering one more forgets the oldest (its file stays).
-    """
-    with _REGISTRY_LOCK:
-        _REGISTRY.pop(str(name), None)
-        _REGISTRY[str(name)] = model
-        while len(_REGISTRY) > MAX_SESSION_MODELS:
-            oldest = next(iter(_REGISTRY))
-            del _REGISTRY[oldest]
-            logger.info(
-                "forgot the session model %r (at most %d are kept)", oldest, MAX_SESSION_MODELS
-            )
-
-
-def unregister_model(name: str) -> None:
-    """Forget a registered model (no error if unknown)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.pop(str(name), None)
-
-
-def registered_models() -> dict[str, CellModel]:
-    """The models registered in this session, by name (a copy)."""
-    with _REGISTRY_LOCK:
-        return dict(_REGISTRY)
-
-
-def bundled_model_path() -> Path | None:
-    """The model file shipped with the plugin (core/models/*.npz), or None if none yet."""
-    folder = Path(__file__).parent / "models"
-    files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
-    return files[0] if files else None
-
-
-def resolve_model(model: CellModel | UNet | str | Path | None) -> CellModel:
-    """A CellModel from a CellModel, a bare UNet, a registered name, a file path or None.
-
-    None means the bundled model; while the plugin ships none, that is an error that says
-    to pass a model file.
-    """
-    from .checkpoint import CellModel, load_model
-    from .unet import UNet
-
-    if model is None:
-        path = bundled_model_path()
-        if path is None:
-            raise UNetCellsError(
-                "no bundled model yet: pass a model file (model=PATH, or --model FILE on the "
-                "command line), e.g. one saved by the Fine-tune dock."
-            )
-        return load_model(path)
-    if isinstance(model, CellModel):
-        return model
-    if isinstance(model, UNet):
-        return CellModel(net=model)
-    if isinstance(model, str | Path):
-        registered = registered_models().get(str(model))
-        if registered is not None:
-            return registered
-        if isinstance(model, str) and Path(model).suffix != ".npz" and not Path(model).exists():
-            raise UNetCellsError(
-                f"No model file or model of this session is called {model!r} (a session "
-                f"keeps the {MAX_SESSION_MODELS} newest); choose its model file (.npz) instead, "
-                "e.g. the one the Fine-tune dock saved."
-            )
-        return load_model(model)
-    raise UNetCellsError(
-        f"model must be a CellModel, a model file path or None, got {type(model).__name__}."
-    )
 
 
 def cell_class_index(model: CellModel) -> int:

@@ -32,9 +32,9 @@ from .predict import (
     predict_iter,
     predict_tiles,
     probabilities_on_image_grid,
-    resolve_model,
 )
 from .progress import run
+from .registry import resolve_model
 from .tiling import plan_tiles
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -72,12 +72,11 @@ from .metrics import match
 from .predict import (
     TorchPredictor,
     auto_tile_and_batch,
-    bundled_model_path,
     cell_score_weights,
     predict_tiles,
-    resolve_model,
 )
 from .progress import StopFlag, run, stop_requested
+from .registry import bundled_model_path, resolve_model
 from .tiling import dependency_reach, plan_tiles
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ builds a :class:`TrainConfig`, runs :func:`core.train.train_iter` in a napari th
 worker and shows its events (progress, time left, a live plot of training loss and
 validation AP50). When training ends or is stopped, the core saves the best model to
 the chosen file, the dock registers it with the Predict dock of this session
-(``core.predict.register_model``) and offers one click to run it on the current image.
+(``core.registry.register_model``) and offers one click to run it on the current image.
 "Preview augmentation" adds a few training tiles, exactly as the network sees them, as
 new layers. Closing napari during training stops it and waits for the worker.
 
@@ -54,12 +54,9 @@ from ..core.errors import UNetCellsError
 from ..core.fileio import check_writable
 from ..core.labels import mask_to_instances
 from ..core.predict import (
-    bundled_model_path,
     is_out_of_memory,
-    register_model,
-    registered_models,
-    resolve_model,
 )
+from ..core.registry import bundled_model_path, register_model, registered_models, resolve_model
 from ..core.train import SCRATCH_CONFIG, TrainEvent, TrainResult, preview_augmentation, train_iter
 from ._plot import LivePlot
 from ._tips import tip

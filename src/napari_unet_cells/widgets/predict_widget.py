@@ -294,7 +294,7 @@ class PredictWidget(Container):
         ]
 
     def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        from ..core.predict import bundled_model_path, registered_models
+        from ..core.registry import bundled_model_path, registered_models
 
         choices: list[tuple[str, Any]] = []
         if bundled_model_path() is not None:
@@ -338,7 +338,7 @@ class PredictWidget(Container):
     # -- inputs --------------------------------------------------------------------------
 
     def _model_choice(self) -> Any:
-        from ..core.predict import registered_models
+        from ..core.registry import registered_models
 
         choice = self.model_combo.value
         if choice == _BUNDLED:
@@ -360,7 +360,7 @@ class PredictWidget(Container):
         try:
             model = self._model_choice()
             if model is None:
-                from ..core.predict import bundled_model_path
+                from ..core.registry import bundled_model_path
 
                 model = bundled_model_path()
             if isinstance(model, Path):
@@ -377,7 +377,7 @@ class PredictWidget(Container):
         try:
             model = self._model_choice()
             if model is None:
-                from ..core.predict import bundled_model_path
+                from ..core.registry import bundled_model_path
 
                 model = bundled_model_path()
             if isinstance(model, Path):

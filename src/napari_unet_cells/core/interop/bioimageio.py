@@ -122,7 +122,7 @@ def export_bioimageio(
     require("bioimageio.core", "Exporting to bioimage.io")
     name = name or _default_name(path)
     _check_fields(name, license)
-    from ..predict import resolve_model
+    from ..registry import resolve_model
 
     cell_model = resolve_model(model)
     with tempfile.TemporaryDirectory(prefix="unet-cells-export-") as tmp:
