@@ -1,0 +1,209 @@
+"""The state the docks of one napari viewer share, headless and evented.
+
+A :class:`Workspace` owns what used to live inside the docks:
+
+- the **training set**: (image, labels, ignore) layer triples that Fine-tune trains on and
+  that Annotate adds to;
+- the **annotation links**: which Labels layer annotates which Image layer, with which
+  ignore mask (Annotate creates them; they are saved with an annotation project);
+- the **predictions**: the newest prediction layer written for each image (Predict writes
+  them; Annotate offers them as the starting point of corrections);
+- requests between docks: "run this model on this image" (Fine-tune asks, Predict runs).
+
+The models trained in this session live in :mod:`napari_unet_cells.core.registry`
+(process-wide, also used headless by ``predict(model=name)``).
+
+Docks observe ``workspace.events`` (psygnal signals, no Qt) and call one method per user
+action; no dock imports or drives another. ``workspace_for(viewer)`` gives the one
+workspace of a viewer; tests may build a ``Workspace()`` without any viewer.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psygnal import Signal, SignalGroup
+
+from . import layers as L
+from .core.errors import UNetCellsError
+
+
+@dataclass(eq=False)
+class TrainingPair:
+    """One entry of the training set: an Image layer, its instance labels, optional ignore."""
+
+    image: Any
+    labels: Any
+    ignore: Any | None = None
+
+    def describe(self) -> str:
+        text = f"{self.image.name}  /  {self.labels.name}"
+        return text + (f"  /  ignore: {self.ignore.name}" if self.ignore is not None else "")
+
+
+@dataclass(eq=False)
+class AnnotationLink:
+    """An annotation (Labels) layer, the Image layer it annotates and its ignore mask."""
+
+    image: Any
+    annotation: Any
+    ignore: Any | None = None
+    identity: dict | None = None  # how the image was identified in a saved project
+    in_training: bool = False  # kept equal to "the annotation is in the training set"
+    dirty: bool = True  # edited since the last save
+    saved_state: tuple | None = field(default=None, repr=False)  # state() at the last save
+
+    def state(self) -> tuple:
+        """What a project save records besides the pixels: flag, names, placement."""
+        return (
+            self.in_training,
+            self.annotation.name,
+            None if self.ignore is None else self.ignore.name,
+            tuple(self.annotation.scale),
+            tuple(self.annotation.translate),
+        )
+
+
+class WorkspaceEvents(SignalGroup):
+    """Signals of a :class:`Workspace`; each carries what changed."""
+
+    training_set = Signal()  # pairs added, removed or changed
+    links = Signal()  # annotation links added or removed
+    prediction_added = Signal(object, object)  # (image layer, prediction Labels layer)
+    prediction_requested = Signal(object, str)  # (image layer, model name): Predict runs it
+
+
+class Workspace:
+    """The training set, annotation links and predictions of one viewer (see module doc)."""
+
+    def __init__(self) -> None:
+        self.events = WorkspaceEvents()
+        self.pairs: list[TrainingPair] = []
+        self.links: list[AnnotationLink] = []
+        self._predictions: dict[int, tuple[Any, Any]] = {}  # id(image) -> (image, labels)
+
+    # -- training set ----------------------------------------------------------------------
+
+    def add_pair(self, image: Any, labels: Any, ignore: Any | None = None) -> TrainingPair:
+        """Add (image, labels, ignore) to the training set; shapes are checked now.
+
+        Adding the same image and labels again replaces the ignore layer. Returns the pair.
+        """
+        image, labels, ignore = L.unwrap(image), L.unwrap(labels), L.unwrap(ignore)
+        if not L.is_image(image) or not L.is_labels(labels):
+            raise UNetCellsError(
+                "A training pair is an Image layer and a Labels layer: choose one of each."
+            )
+        L.check_same_plane(image, labels)
+        if ignore is not None and tuple(ignore.data.shape) != tuple(labels.data.shape):
+            raise UNetCellsError(
+                f"The ignore layer '{ignore.name}' {tuple(ignore.data.shape)} and the labels "
+                f"'{labels.name}' {tuple(labels.data.shape)} differ in shape; choose an ignore "
+                "layer painted on the same image."
+            )
+        pair = next((p for p in self.pairs if p.image is image and p.labels is labels), None)
+        if pair is None:
+            pair = TrainingPair(image, labels, ignore)
+            self.pairs.append(pair)
+        else:
+            pair.ignore = ignore
+        self._training_set_changed()
+        return pair
+
+    def remove_pair(self, index: int) -> None:
+        """Remove the ``index``-th pair from the training set (the layers stay)."""
+        del self.pairs[index]
+        self._training_set_changed()
+
+    def in_training(self, labels: Any) -> bool:
+        """Whether a Labels layer is the labels of a pair of the training set."""
+        labels = L.unwrap(labels)
+        return any(p.labels is labels for p in self.pairs)
+
+    def training_counts(self) -> dict[str, int]:
+        """Images, cells and touching pairs in the training set (core.annotation)."""
+        from .core.annotation import training_counts
+
+        return training_counts([np.asarray(p.labels.data) for p in self.pairs])
+
+    def _training_set_changed(self) -> None:
+        for link in self.links:
+            link.in_training = self.in_training(link.annotation)
+        self.events.training_set.emit()
+
+    # -- annotation links ------------------------------------------------------------------
+
+    def link_of(self, annotation: Any) -> AnnotationLink | None:
+        """The link of an annotation layer, or None."""
+        annotation = L.unwrap(annotation)
+        return next((k for k in self.links if k.annotation is annotation), None)
+
+    def add_link(self, link: AnnotationLink) -> AnnotationLink:
+        """Record a link (checked: the annotation covers the image); returns it."""
+        L.check_same_plane(link.image, link.annotation, what="the annotation")
+        link.in_training = self.in_training(link.annotation)
+        self.links.append(link)
+        self.events.links.emit()
+        return link
+
+    # -- predictions -----------------------------------------------------------------------
+
+    def add_prediction(self, image: Any, labels: Any) -> None:
+        """Record ``labels`` as the newest prediction of ``image``."""
+        image, labels = L.unwrap(image), L.unwrap(labels)
+        self._predictions[id(image)] = (image, labels)
+        self.events.prediction_added.emit(image, labels)
+
+    def prediction_of(self, image: Any) -> Any | None:
+        """The newest prediction layer written for ``image``, or None."""
+        entry = self._predictions.get(id(L.unwrap(image)))
+        return entry[1] if entry is not None and entry[0] is L.unwrap(image) else None
+
+    def request_prediction(self, image: Any, model: str) -> None:
+        """Ask the Predict dock (if one listens) to run the model ``model`` on ``image``."""
+        self.events.prediction_requested.emit(L.unwrap(image), str(model))
+
+    # -- layers removed from the viewer ----------------------------------------------------
+
+    def forget_missing(self, alive: list[Any]) -> None:
+        """Drop pairs, links and predictions whose layers are no longer in ``alive``."""
+        ids = {id(L.unwrap(x)) for x in alive}
+        pairs = [p for p in self.pairs if id(p.image) in ids and id(p.labels) in ids]
+        for pair in pairs:
+            if pair.ignore is not None and id(pair.ignore) not in ids:
+                pair.ignore = None
+        links = [k for k in self.links if id(k.image) in ids and id(k.annotation) in ids]
+        for link in links:
+            if link.ignore is not None and id(link.ignore) not in ids:
+                link.ignore = None
+        self._predictions = {
+            k: v for k, v in self._predictions.items() if id(v[0]) in ids and id(v[1]) in ids
+        }
+        if len(pairs) != len(self.pairs):
+            self.pairs = pairs
+            self._training_set_changed()
+        if len(links) != len(self.links):
+            self.links = links
+            self.events.links.emit()
+
+
+_WORKSPACES: dict[int, tuple[weakref.ref, Workspace]] = {}
+
+
+def workspace_for(viewer: Any) -> Workspace:
+    """The workspace of a napari viewer, made on first use; forgotten with the viewer.
+
+    Layers removed from the viewer are dropped from the workspace automatically.
+    """
+    viewer = L.unwrap(viewer)
+    entry = _WORKSPACES.get(id(viewer))
+    if entry is not None and entry[0]() is viewer:
+        return entry[1]
+    workspace = Workspace()
+    key = id(viewer)
+    _WORKSPACES[key] = (weakref.ref(viewer, lambda _ref: _WORKSPACES.pop(key, None)), workspace)
+    viewer.layers.events.removed.connect(lambda _e: workspace.forget_missing(list(viewer.layers)))
+    return workspace

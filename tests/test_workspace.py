@@ -1,0 +1,80 @@
+"""The workspace shared by the docks: headless (napari layers, no viewer, no Qt)."""
+
+import gc
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels
+
+from napari_unet_cells.core.errors import UNetCellsError
+from napari_unet_cells.workspace import AnnotationLink, Workspace, workspace_for
+
+
+def _layers(shape=(20, 30)):
+    labels = np.zeros(shape, np.int32)
+    labels[2:6, 2:6] = 1
+    labels[2:6, 6:10] = 2  # two touching cells
+    return Image(np.random.default_rng(0).random(shape), name="img"), Labels(labels, name="lab")
+
+
+def test_training_set_events_and_flags():
+    ws = Workspace()
+    image, labels = _layers()
+    link = ws.add_link(AnnotationLink(image, labels))
+    heard = []
+    ws.events.training_set.connect(lambda: heard.append(len(ws.pairs)))
+    pair = ws.add_pair(image, labels)
+    assert heard == [1] and link.in_training and ws.in_training(labels)
+    ignore = Labels(np.zeros((20, 30), np.uint8), name="ignore")
+    assert ws.add_pair(image, labels, ignore) is pair and pair.ignore is ignore  # no duplicate
+    assert len(ws.pairs) == 1 and "ignore: ignore" in pair.describe()
+    counts = ws.training_counts()
+    assert counts["images"] == 1 and counts["cells"] == 2 and counts["touching_pairs"] == 1
+    ws.remove_pair(0)
+    assert heard[-1] == 0 and not link.in_training
+
+
+def test_bad_pairs_are_refused_with_a_message():
+    ws = Workspace()
+    image, labels = _layers()
+    with pytest.raises(UNetCellsError, match="an Image layer and a Labels layer"):
+        ws.add_pair(labels, image)
+    with pytest.raises(UNetCellsError, match="differ in shape"):
+        ws.add_pair(image, Labels(np.zeros((5, 5), np.int32)))
+    with pytest.raises(UNetCellsError, match="ignore layer"):
+        ws.add_pair(image, labels, Labels(np.zeros((5, 5), np.uint8)))
+    assert ws.pairs == []
+
+
+def test_predictions_requests_and_forgetting_removed_layers():
+    ws = Workspace()
+    image, labels = _layers()
+    prediction = Labels(labels.data.copy(), name="pred")
+    seen, asked = [], []
+    ws.events.prediction_added.connect(lambda i, p: seen.append((i, p)))
+    ws.events.prediction_requested.connect(lambda i, m: asked.append((i, m)))
+    ws.add_prediction(image, prediction)
+    assert ws.prediction_of(image) is prediction and seen == [(image, prediction)]
+    ws.request_prediction(image, "my model")
+    assert asked == [(image, "my model")]
+    ws.add_pair(image, labels)
+    ws.add_link(AnnotationLink(image, labels))
+    ws.forget_missing([image, labels])  # the prediction layer was deleted
+    assert ws.prediction_of(image) is None and len(ws.pairs) == 1
+    ws.forget_missing([image])  # the labels too
+    assert ws.pairs == [] and ws.links == []
+
+
+def test_one_workspace_per_viewer_forgotten_with_it(make_napari_viewer):
+    viewer = make_napari_viewer()
+    ws = workspace_for(viewer)
+    assert workspace_for(viewer) is ws
+    image, labels = _layers()
+    viewer.add_layer(image)
+    viewer.add_layer(labels)
+    ws.add_pair(image, labels)
+    viewer.layers.remove(labels)  # deleting a layer drops it from the training set
+    assert ws.pairs == []
+    other = make_napari_viewer()
+    assert workspace_for(other) is not ws
+    gc.collect()
