@@ -31,9 +31,10 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Mark tests that use Qt as ``gui``. Without a display they are skipped (headless
     tests still run), except in CI, where that is an error: run under Xvfb (see README)."""
-    gui = [item for item in items if GUI_FIXTURES & set(getattr(item, "fixturenames", ()))]
-    for item in gui:
-        item.add_marker(pytest.mark.gui)
+    for item in items:
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
+    gui = [item for item in items if item.get_closest_marker("gui") is not None]
     if gui and not _has_display():
         message = (
             "No display: the GUI tests open real napari windows. Run the tests under Xvfb:\n"

@@ -14,7 +14,7 @@ from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "figures_napari.py"
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.gui, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
