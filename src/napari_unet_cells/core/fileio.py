@@ -157,3 +157,39 @@ def remove_quietly(path: Path) -> None:
     else:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def read_image(path: str | Path, what: str = "image"):
+    """Read a TIFF file, or raise one clear error.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TIFF file.
+    what : str
+        What the file holds, for the message ("labels", "ignore mask", ...).
+
+    Returns
+    -------
+    np.ndarray
+        The file's pixels as ``tifffile.imread`` returns them (any shape and dtype).
+
+    Raises
+    ------
+    UNetCellsError
+        When the file does not exist or cannot be read as a TIFF image.
+    """
+    import tifffile
+
+    from .errors import UNetCellsError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UNetCellsError(f"The {what} file {path} does not exist; check the path.")
+    try:
+        return tifffile.imread(path)
+    except Exception as err:  # tifffile raises many types for bad files
+        raise UNetCellsError(
+            f"Cannot read {path} as a TIFF image ({err}); is the file complete? Save it "
+            "again as TIFF."
+        ) from None

@@ -75,11 +75,50 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse + 1, ids
 
 
+def overlap_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts of every pair (object of ``a``, object of ``b``): a contingency table.
+
+    The one place that counts label overlaps: :func:`iou_matrix`,
+    :func:`split_merge_counts` and the annotation check's prediction audit use it.
+
+    Parameters
+    ----------
+    a, b : np.ndarray
+        Integer label images of the same shape (any number of axes), 0 = background.
+
+    Returns
+    -------
+    overlap : np.ndarray
+        int64 (n_a + 1, n_b + 1): ``overlap[i, j]`` is the number of pixels in object i of
+        ``a`` and object j of ``b``; row 0 and column 0 are the background (all 0 where an
+        image has none).
+    a_ids, b_ids : np.ndarray
+        The object ids (n_a,) of ``a`` and (n_b,) of ``b``, increasing: row i >= 1 is
+        object ``a_ids[i - 1]``, column j >= 1 object ``b_ids[j - 1]``.
+    """
+    a = check_labels(a, "labels")
+    b = check_labels(b, "labels")
+    if a.shape != b.shape:
+        raise UNetCellsError(f"Label images {a.shape} and {b.shape} must have the same shape.")
+    ta, a_ids = _relabel(a)
+    tb, b_ids = _relabel(b)
+    na, nb = a_ids.size + 1, b_ids.size + 1
+    flat = (ta.astype(np.int64) * nb + tb).ravel()
+    return np.bincount(flat, minlength=na * nb).reshape(na, nb), a_ids, b_ids
+
+
 def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """IoU of every ground-truth object (rows) with every predicted object (columns).
 
-    true, pred: integer label images of the same shape. Returns float64 (n_true, n_pred)
-    with objects in increasing id order.
+    Parameters
+    ----------
+    true, pred : np.ndarray
+        Integer label images of the same shape, 0 = background.
+
+    Returns
+    -------
+    np.ndarray
+        float64 (n_true, n_pred) in [0, 1], objects in increasing id order.
     """
     true = check_labels(true, "ground-truth labels")
     pred = check_labels(pred, "predicted labels")
@@ -87,10 +126,7 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
         raise UNetCellsError(
             f"Ground truth {true.shape} and prediction {pred.shape} must have the same shape."
         )
-    t, t_ids = _relabel(true)
-    p, p_ids = _relabel(pred)
-    nt, np_ = t_ids.size + 1, p_ids.size + 1
-    overlap = np.bincount((t * np_ + p).ravel(), minlength=nt * np_).reshape(nt, np_)
+    overlap = overlap_matrix(true, pred)[0]
     area_t = overlap.sum(axis=1, keepdims=True)
     area_p = overlap.sum(axis=0, keepdims=True)
     union = area_t + area_p - overlap
@@ -103,7 +139,21 @@ def drop_ignored(pred: np.ndarray, ignore: np.ndarray | None, fraction: float = 
     """Remove predicted objects lying mostly (> ``fraction`` of their area) in ``ignore``.
 
     Used where only part of an image is annotated: objects found in the unannotated part
-    are neither right nor wrong. Returns a new label image (same dtype).
+    are neither right nor wrong.
+
+    Parameters
+    ----------
+    pred : np.ndarray
+        Predicted integer labels, any shape.
+    ignore : np.ndarray or None
+        bool mask of unannotated pixels, ``pred``'s shape; None returns ``pred`` itself.
+    fraction : float
+        Share of an object's area (0..1) inside ``ignore`` above which it is removed.
+
+    Returns
+    -------
+    np.ndarray
+        A new label image (same dtype) without those objects.
     """
     if ignore is None:
         return pred
@@ -128,8 +178,20 @@ def match(
 ) -> list[MatchResult]:
     """Match objects one-to-one at each IoU threshold (see the module docstring).
 
-    ignore: optional bool mask of unannotated pixels; predicted objects mostly inside
-    it are dropped first and ignored pixels are cleared from ground truth.
+    Parameters
+    ----------
+    true, pred : np.ndarray
+        Ground-truth and predicted integer labels of the same shape, 0 = background.
+    thresholds : float or sequence of float
+        IoU thresholds in [0, 1].
+    ignore : np.ndarray, optional
+        bool mask of unannotated pixels; predicted objects mostly inside it are dropped
+        first and ignored pixels are cleared from ground truth.
+
+    Returns
+    -------
+    list of MatchResult
+        One per threshold, in the order given.
     """
     pred = drop_ignored(np.asarray(pred), ignore)
     true = np.asarray(true)
@@ -168,12 +230,38 @@ def match(
 def average_precision(
     true: np.ndarray, pred: np.ndarray, threshold: float = 0.5, ignore: np.ndarray | None = None
 ) -> float:
-    """AP = TP / (TP + FP + FN) at one IoU threshold (AP50 for 0.5)."""
+    """AP = TP / (TP + FP + FN) at one IoU threshold (AP50 for 0.5).
+
+    Parameters
+    ----------
+    true, pred, ignore
+        As :func:`match`.
+    threshold : float
+        The IoU threshold in [0, 1].
+
+    Returns
+    -------
+    float
+        AP in [0, 1]; 1.0 when both images are empty.
+    """
     return match(true, pred, threshold, ignore)[0].ap
 
 
 def foreground_iou(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """IoU of the foreground masks (label > 0), ignoring ``ignore`` pixels; 1.0 if both empty."""
+    """IoU of the foreground masks (label > 0).
+
+    Parameters
+    ----------
+    true, pred : np.ndarray
+        Label images of the same shape.
+    ignore : np.ndarray, optional
+        bool mask of pixels left out of both masks.
+
+    Returns
+    -------
+    float
+        IoU in [0, 1]; 1.0 if both foregrounds are empty.
+    """
     t = np.asarray(true) > 0
     p = np.asarray(pred) > 0
     if t.shape != p.shape:
@@ -192,15 +280,24 @@ def split_merge_counts(
 ) -> dict[str, int]:
     """Count merges and splits.
 
-    merges: predicted objects that contain more than ``fraction`` of the area of two or
-    more ground-truth objects (touching cells not separated).
-    splits: ground-truth objects that contain more than ``fraction`` of the area of two or
-    more predicted objects (one cell cut into pieces).
+    Parameters
+    ----------
+    true, pred : np.ndarray
+        Ground-truth and predicted integer labels of the same shape.
+    fraction : float
+        The share of an object's area (0..1) that counts as "most of it".
+
+    Returns
+    -------
+    dict
+        ``merges``: predicted objects that contain more than ``fraction`` of the area of
+        two or more ground-truth objects (touching cells not separated); ``splits``:
+        ground-truth objects that contain more than ``fraction`` of the area of two or more
+        predicted objects (one cell cut into pieces).
     """
-    t, t_ids = _relabel(check_labels(true, "ground-truth labels"))
-    p, p_ids = _relabel(check_labels(pred, "predicted labels"))
-    nt, np_ = t_ids.size + 1, p_ids.size + 1
-    overlap = np.bincount((t * np_ + p).ravel(), minlength=nt * np_).reshape(nt, np_)
+    overlap = overlap_matrix(
+        check_labels(true, "ground-truth labels"), check_labels(pred, "predicted labels")
+    )[0]
     area_t = overlap.sum(axis=1)
     area_p = overlap.sum(axis=0)
     core = overlap[1:, 1:]
@@ -218,10 +315,21 @@ def evaluate(
     thresholds: Sequence[float] = (0.5, 0.75),
     ignore: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """A summary dict: ``ap50``, ``ap75`` (one key per threshold), ``fg_iou``, counts.
+    """A summary of the segmentation quality, ready for JSON.
 
-    Also ``n_true``, ``n_pred``, ``merges``, ``splits`` and precision/recall at the first
-    threshold (``precision50``, ``recall50`` for the default thresholds).
+    Parameters
+    ----------
+    true, pred, ignore
+        As :func:`match`.
+    thresholds : sequence of float
+        IoU thresholds; the first one also gives precision and recall.
+
+    Returns
+    -------
+    dict
+        ``ap50``, ``ap75`` (one key per threshold), ``fg_iou``, ``n_true``, ``n_pred``,
+        ``merges``, ``splits`` and precision/recall at the first threshold
+        (``precision50``, ``recall50`` for the default thresholds).
     """
     pred = drop_ignored(np.asarray(pred), ignore)
     true = np.asarray(true)
