@@ -281,3 +281,68 @@ def test_tiny_images_get_a_hint(files, tmp_path, capsys, shape):
     assert f"only {shape[0]}x{shape[1]} px" in capsys.readouterr().out
     big = run(predict_iter(np.zeros((64, 64), np.uint16), model, diameter=None))
     assert not any("too small" in m for m in big.messages)
+
+
+def _tiny_tiffs(folder, *names):
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(folder / name, synthetic_cells((48, 48), seed=1)[0])
+    return [folder / name for name in names]
+
+
+def test_output_names_keep_the_whole_stem(files, tmp_path):
+    """Issue 13.4: names were cut at the first dot, so a.1.tif and a.2.tif both became
+    a_cells.tif; .ome.tif counts as one extension."""
+    folder, _, _ = files
+    inputs = _tiny_tiffs(tmp_path / "in", "a.1.tif", "a.2.tif", "img.ome.tif", "b.tiff")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(_args(folder, *inputs, "-o", out, "--probabilities")) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.1_cells.tif",
+        "a.1_cells_probabilities.tif",
+        "a.2_cells.tif",
+        "a.2_cells_probabilities.tif",
+        "b_cells.tif",
+        "b_cells_probabilities.tif",
+        "img_cells.tif",
+        "img_cells_probabilities.tif",
+    ]
+
+
+def test_probabilities_name_keeps_a_double_suffix(files, tmp_path):
+    folder, _, _ = files
+    (image,) = _tiny_tiffs(tmp_path, "image.tif")
+    out = tmp_path / "cells.v2.ome.tif"
+    assert main(_args(folder, image, "-o", out, "--probabilities")) == 0
+    assert (tmp_path / "cells.v2_probabilities.ome.tif").is_file() and out.is_file()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("x/img.tif", "y/img.tif"), ("img.tif", "img.ome.tif"), ("img.tif", "img.tiff")],
+)
+def test_colliding_outputs_name_the_inputs_before_any_work(files, tmp_path, capsys, names):
+    """Issue 13.4: jobs were not checked against each other by input: the message now
+    says which inputs collide and what to do; nothing is written."""
+    folder, _, _ = files
+    ok, first, second = _tiny_tiffs(tmp_path / "in", "ok.tif", *names)  # ok: no collision
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(_args(folder, ok, first, second, "-o", out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "img_cells.tif" in err
+    assert str(first) in err and str(second) in err and "-o" in err
+    assert list(out.iterdir()) == []
+
+
+def test_an_existing_output_of_a_later_job_is_refused_before_any_work(files, tmp_path, capsys):
+    folder, _, _ = files
+    inputs = _tiny_tiffs(tmp_path / "in", "a.tif", "b.tif")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_cells.tif").write_bytes(b"mine")
+    assert main(_args(folder, *inputs, "-o", out)) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["b_cells.tif"]
+    assert (out / "b_cells.tif").read_bytes() == b"mine"
