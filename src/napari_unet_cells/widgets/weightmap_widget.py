@@ -29,6 +29,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
+from .. import layers as L
 from ..core.config import WEIGHT_MAP_PRESETS, WeightMapConfig
 from ..core.errors import UNetCellsError
 from ..core.labels import binary_mask_values
@@ -70,7 +71,7 @@ class WeightMapWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(scrollable=True)  # fits any window height
         short_dock_title(self.native, "Weight Map")
-        self.viewer = napari_viewer
+        self.viewer = L.unwrap(napari_viewer)
         self.worker = None
         self.state: WeightMapState | None = None
         self._state_key: tuple | None = None  # (labels layer, ignore layer, config)
@@ -78,7 +79,14 @@ class WeightMapWidget(Container):
         self._watched: list[Labels] = []
         self._pending_full = False
         self._pending_update = False
+        self._add_controls()
+        self._set_tooltips()
+        self._paint_timer = self._timer(PAINT_DEBOUNCE_MS, self.update_now)
+        self._settings_timer = self._timer(SETTINGS_DEBOUNCE_MS, self._live_compute)
+        self._connect()
+        self._watch()
 
+    def _add_controls(self) -> None:
         self.labels_combo = ComboBox(label="Labels", choices=self._labels_choices)
         self.ignore_combo = ComboBox(label="Ignore mask", choices=self._ignore_choices)
         self.preset = ComboBox(label="Preset", choices=list(WEIGHT_MAP_PRESETS), value="paper")
@@ -94,23 +102,11 @@ class WeightMapWidget(Container):
         self.compute_button = PushButton(text="Compute weight map")
         self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self.status = Label(value="")
-        self.extend(
-            [
-                self.labels_combo,
-                self.ignore_combo,
-                self.preset,
-                self.w0,
-                self.sigma,
-                self.class_balance,
-                self.border_width,
-                self.show_border,
-                self.live,
-                self.compute_button,
-                self.progress,
-                self.status,
-            ]
-        )
+        self.extend([self.labels_combo, self.ignore_combo, self.preset, self.w0, self.sigma])
+        self.extend([self.class_balance, self.border_width, self.show_border, self.live])
+        self.extend([self.compute_button, self.progress, self.status])
 
+    def _set_tooltips(self) -> None:
         tips = {
             self.labels_combo: "The instance labels (a Labels layer: 0 = background, each "
             "cell its own number) whose loss weight map is shown.",
@@ -138,15 +134,14 @@ class WeightMapWidget(Container):
         for widget, text in tips.items():
             tip(widget, text)
 
-        self._paint_timer = QTimer(self.native)
-        self._paint_timer.setSingleShot(True)
-        self._paint_timer.setInterval(PAINT_DEBOUNCE_MS)
-        self._paint_timer.timeout.connect(self.update_now)
-        self._settings_timer = QTimer(self.native)
-        self._settings_timer.setSingleShot(True)
-        self._settings_timer.setInterval(SETTINGS_DEBOUNCE_MS)
-        self._settings_timer.timeout.connect(self._live_compute)
+    def _timer(self, interval_ms: int, slot) -> QTimer:
+        timer = QTimer(self.native)
+        timer.setSingleShot(True)
+        timer.setInterval(interval_ms)
+        timer.timeout.connect(slot)
+        return timer
 
+    def _connect(self) -> None:
         self.compute_button.changed.connect(self.compute)
         self.preset.changed.connect(self._on_preset)
         for widget in (self.w0, self.sigma, self.class_balance, self.border_width):
@@ -157,17 +152,11 @@ class WeightMapWidget(Container):
         self.viewer.layers.events.inserted.connect(self.reset_choices)
         self.viewer.layers.events.removed.connect(self.reset_choices)
         self.native.destroyed.connect(lambda *_: self.close_worker())
-        self._watch()
 
     # -- inputs --------------------------------------------------------------------------
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Labels]]:
-        own = {id(layer) for layers in self._owned.values() for layer in layers.values()}
-        return [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, Labels) and id(layer) not in own
-        ]
+        return [(layer.name, layer) for layer in self.viewer.layers if L.is_labels(layer)]
 
     def _ignore_choices(self, _widget=None) -> list[tuple[str, Any]]:
         return [(_NO_MASK, None), *self._labels_choices()]
@@ -193,7 +182,7 @@ class WeightMapWidget(Container):
                 "choose another layer or '(none)'."
             )
         for item in (layer, mask_layer):
-            if item is not None and item.multiscale:
+            if item is not None and getattr(item, "multiscale", False):
                 raise UNetCellsError(
                     f"Layer {item.name!r} is multiscale; weight maps need single-scale labels: "
                     "add the full-resolution level as its own Labels layer."
@@ -206,21 +195,20 @@ class WeightMapWidget(Container):
 
     def _watch(self) -> None:
         """Listen to edits of the chosen labels and ignore layers (and only those)."""
-        for layer in self._watched:
-            for name in ("paint", "labels_update", "data", "set_data"):
-                emitter = getattr(layer.events, name, None)
-                if emitter is not None:
-                    emitter.disconnect(self._on_edit)
+        self._connect_edits(self._watched, connect=False)
         self._watched = [
             layer
             for layer in (self.labels_combo.value, self.ignore_combo.value)
             if layer is not None
         ]
-        for layer in self._watched:
+        self._connect_edits(self._watched, connect=True)
+
+    def _connect_edits(self, layers: list[Labels], connect: bool) -> None:
+        for layer in layers:
             for name in ("paint", "labels_update", "data", "set_data"):
                 emitter = getattr(layer.events, name, None)
                 if emitter is not None:
-                    emitter.connect(self._on_edit)
+                    (emitter.connect if connect else emitter.disconnect)(self._on_edit)
 
     def _on_edit(self, event=None) -> None:
         if self.live.value and self.state is not None:
@@ -349,18 +337,15 @@ class WeightMapWidget(Container):
         image = owned.get("weights")
         top = float(state.weights.max()) if state.weights.size else 1.0
         if image is None or image not in self.viewer.layers:
-            image = self.viewer.add_image(
+            owned["weights"] = self._add_image(
+                layer,
                 state.weights,
-                name=f"{layer.name} weight map",
+                "weight map",
                 colormap="viridis",
                 contrast_limits=(0.0, max(top, 1e-6)),
-                scale=layer.scale,
-                translate=layer.translate,
                 blending="translucent",
                 opacity=0.8,
             )
-            owned["weights"] = image
-            self.reset_choices()
         elif new or image.data is not state.weights:
             image.data = state.weights
             image.contrast_limits = (0.0, max(top, 1e-6))
@@ -368,6 +353,17 @@ class WeightMapWidget(Container):
             image.refresh()
         if self.show_border.value or "border" in owned:
             self._write_border()
+
+    def _add_image(self, layer: Labels, data: np.ndarray, what: str, **kwargs) -> Image:
+        """Add the Image layer "<labels> <what>", placed like ``layer`` (role ``what``)."""
+        return self.viewer.add_image(
+            data,
+            name=f"{layer.name} {what}",
+            scale=layer.scale,
+            translate=layer.translate,
+            metadata={L.ROLE_KEY: what},
+            **kwargs,
+        )
 
     def _write_border(self) -> None:
         layer = self.labels_combo.value
@@ -379,17 +375,14 @@ class WeightMapWidget(Container):
         if border is None or border not in self.viewer.layers:
             if not self.show_border.value:
                 return
-            border = self.viewer.add_image(
+            owned["border"] = self._add_image(
+                layer,
                 carved,
-                name=f"{layer.name} separation border",
+                "separation border",
                 colormap="red",
                 contrast_limits=(0, 1),
                 blending="additive",
-                scale=layer.scale,
-                translate=layer.translate,
             )
-            owned["border"] = border
-            self.reset_choices()
         else:
             border.data = carved
             border.visible = bool(self.show_border.value)
