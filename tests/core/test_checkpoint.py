@@ -221,3 +221,22 @@ def test_building_and_loading_leave_the_global_rng_alone(model, tmp_path):
     C.load_model(path)
     C.CellModel.new(model.config, seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_saving_without_overwrite_never_replaces_a_file(model, tmp_path):
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"theirs")
+    with pytest.raises(UNetCellsError, match="overwrite=True"):
+        C.save_model(model, path, overwrite=False)
+    assert path.read_bytes() == b"theirs"
+    new = C.save_model(model, tmp_path / "new.npz", overwrite=False)
+    C.load_model(new)
+
+    def appears_meanwhile(tmp):  # the name is taken while the file is being written
+        C.save_model(model, tmp)
+        path.with_name("late.npz").write_bytes(b"late")
+
+    with pytest.raises(C.ModelFileExistsError, match="not replaced"):
+        C.create_new_file(tmp_path / "late.npz", appears_meanwhile)
+    assert (tmp_path / "late.npz").read_bytes() == b"late"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.npz", "m.npz", "new.npz"]

@@ -305,3 +305,37 @@ def test_tuning_crops_predict_as_the_whole_region(samples, tiny_config):
     window = np.s_[oy : oy + part.shape[0], ox : ox + part.shape[1]]
     np.testing.assert_array_equal(crop.labels, regions[0].labels[window])
     np.testing.assert_allclose(part, whole[window], atol=1e-5)
+
+
+def test_every_event_kind_emitted_is_declared(samples, tiny_config):
+    """TrainEvent.kind's Literal left out "tuning", which train_iter emits."""
+    import typing
+
+    declared = set(typing.get_args(typing.get_type_hints(T.TrainEvent)["kind"]))
+    kinds = {e.kind for e in T.train_iter(samples, tiny_config, _fast(), device="cpu")}
+    assert kinds == {"start", "tuning", "step", "validation", "done"}
+    assert kinds <= declared
+
+
+def test_a_file_created_during_training_is_not_replaced(samples, tiny_config, tmp_path):
+    """The final save replaced a file that appeared after the check at the start."""
+    out = tmp_path / "m.npz"
+
+    def someone_else_writes(event):
+        if event.kind == "step" and event.step == 1:
+            out.write_bytes(b"theirs")
+
+    gen = T.train_iter(samples, tiny_config, _fast(steps=2), device="cpu", save_to=out)
+    result = T.run(gen, someone_else_writes)
+    assert out.read_bytes() == b"theirs"
+    assert result.trained and result.saved_to is None
+    assert str(out) in result.save_error and "not replaced" in result.save_error
+    assert result.model.provenance["training"]["steps"] == 2  # kept, usable, savable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temporary file
+    # asked to overwrite: the file is replaced by the model
+    gen = T.train_iter(
+        samples, tiny_config, _fast(steps=1), device="cpu", save_to=out, overwrite=True
+    )
+    result = T.run(gen)
+    assert result.saved_to == out and result.save_error is None
+    assert load_model(out).provenance["training"]["steps"] == 1

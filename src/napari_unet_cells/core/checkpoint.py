@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,7 @@ import numpy as np
 
 from .config import ModelConfig, NormalizationConfig, config_from_dict, config_to_dict
 from .errors import UNetCellsError
-from .fileio import atomic_write
+from .fileio import atomic_write, check_new_output, remove_quietly
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -85,20 +87,42 @@ def default_classes(n_classes: int) -> tuple[str, ...]:
     return ("background", "cell", *(f"class {k}" for k in range(2, n_classes)))
 
 
-def save_model(model: CellModel | UNet, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically; returns the path. A UNet alone is wrapped."""
+class ModelFileExistsError(UNetCellsError):
+    """A model file was not written because a file of that name exists (it may have
+    appeared while the model was being made); that file was left as it was."""
+
+
+def save_model(
+    model: CellModel | UNet, path: str | os.PathLike, *, overwrite: bool = True
+) -> Path:
+    """Write ``model`` to a model file, atomically.
+
+    Parameters
+    ----------
+    model : the model; a UNet alone is wrapped in a CellModel with default settings.
+    path : the file to write (``.npz``); its folder must exist.
+    overwrite : True replaces an existing file (atomically: readers see the old or the
+        new file, never half of one); False never replaces one, not even a file that
+        appears while this one is written (``ModelFileExistsError``).
+
+    Returns
+    -------
+    ``path`` as a Path.
+
+    Raises UNetCellsError for a folder, a missing folder, an existing file when not
+    ``overwrite``, class names that do not fit, or provenance that is not JSON; OSError
+    when writing fails (the previous file, if any, is kept, and no temporary file is
+    left).
+    """
     from .unet import UNet
 
     if isinstance(model, UNet):
         model = CellModel(net=model)
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise UNetCellsError(f"Cannot save the model to {path}: it is a folder; give a file name.")
-    if not path.parent.exists():
-        raise UNetCellsError(
-            f"Cannot save the model to {path}: the folder {path.parent} does not exist; "
-            "create it first or choose another folder."
-        )
+    hint = "choose another file name, or save with overwrite=True to replace it"
+    check_new_output(path, "the model", overwrite=overwrite, hint=hint)
     tensors = {name: _to_numpy(value) for name, value in model.net.state_dict().items()}
     if len(model.classes) != model.config.n_classes:
         raise UNetCellsError(
@@ -135,8 +159,53 @@ def save_model(model: CellModel | UNet, path: str | os.PathLike) -> Path:
     arrays = {_META_KEY: np.frombuffer(header.encode("utf-8"), dtype=np.uint8)}
     arrays.update({_TENSOR_PREFIX + k: v for k, v in tensors.items()})
 
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    def write(handle) -> None:
+        np.savez(handle, **arrays)
+
+    if overwrite:
+        atomic_write(path, write)
+    else:
+        create_new_file(path, lambda tmp: atomic_write(tmp, write))
     logger.info("saved model to %s", path)
+    return path
+
+
+def create_new_file(path: str | os.PathLike, write_to: Callable[[Path], object]) -> Path:
+    """Create the file ``path`` without ever replacing one of that name.
+
+    Parameters
+    ----------
+    path : the file to create; its folder must exist.
+    write_to : called with a new temporary path next to ``path``; writes the complete
+        file there (e.g. ``lambda tmp: save_model(model, tmp)``).
+
+    Returns
+    -------
+    ``path``, now holding what ``write_to`` wrote.
+
+    Raises ModelFileExistsError if ``path`` exists when the file is ready, even if it
+    appeared a moment before: the file is hard-linked to its name, which fails
+    atomically if the name is taken (where a file system has no hard links, the name is
+    checked just before the rename). The temporary file is removed in every case.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
+    try:
+        write_to(tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise ModelFileExistsError(
+                f"{path} appeared while the model was being made; it was not replaced."
+            ) from None
+        except OSError:  # no hard links here (some shares, FAT): check, then rename
+            if path.exists():
+                raise ModelFileExistsError(
+                    f"{path} appeared while the model was being made; it was not replaced."
+                ) from None
+            os.replace(tmp, path)
+    finally:
+        remove_quietly(tmp)
     return path
 
 
