@@ -60,16 +60,21 @@ def test_normalize_handles_nan_inf_and_constant():
     assert np.array_equal(normalize(np.full((4, 4), np.nan)), np.zeros((4, 4), np.float32))
 
 
-def test_dask_normalisation_mapping_ignores_nan():
-    from napari_unet_cells.core.predict_large import normalization_affine
+def test_normalization_params_ignore_nan_and_inf():
+    from napari_unet_cells.core.normalize import apply_normalization, normalization_params
 
     values = np.linspace(0, 100, 1001).astype(np.float32)
-    clean = normalization_affine(values, NormalizationConfig())
+    clean = normalization_params(values, NormalizationConfig())
     values[17] = np.nan
     values[33] = np.inf
-    low, scale, _, _ = normalization_affine(values, NormalizationConfig())
-    assert scale > 0 and scale == pytest.approx(clean[1], rel=1e-2)  # was 0 before the fix
-    assert low == pytest.approx(clean[0], abs=1.0)
+    values[44] = -np.inf
+    params = normalization_params(values, NormalizationConfig())
+    assert params.scale > 0 and params.scale == pytest.approx(clean.scale, rel=1e-2)
+    assert params.low == pytest.approx(clean.low, abs=1.0)
+    assert (params.fill_low, params.fill_high) == (0.0, 100.0)
+    out = apply_normalization(values, params)
+    np.testing.assert_array_equal(out, normalize(values))
+    assert out[17] == out[44] == out[0] and out[33] == out[-1]
 
 
 @pytest.mark.parametrize("on", [1, 255])

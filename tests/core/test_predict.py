@@ -24,13 +24,14 @@ from napari_unet_cells.core.predict import (
     predict_iter,
     predict_probabilities_iter,
     prepare_image,
+    run,
+)
+from napari_unet_cells.core.registry import (
     register_model,
     registered_models,
     resolve_model,
-    run,
     unregister_model,
 )
-from napari_unet_cells.core.predict_large import normalization_affine
 from napari_unet_cells.core.unet import input_size_for_output
 
 
@@ -281,13 +282,24 @@ def test_threshold_and_min_size_rerun_without_inference(tiny_model):
     np.testing.assert_array_equal(again, result.labels)
 
 
-def test_normalization_affine_reproduces_normalize():
+def test_normalization_params_apply_to_any_values_like_normalize():
+    from napari_unet_cells.core.normalize import apply_normalization, normalization_params
+
     rng = np.random.default_rng(10)
     sample = rng.gamma(2.0, 300.0, (300, 200)).astype(np.float32)
-    config = NormalizationConfig(p_low=2, p_high=99)
-    low, scale, _, _ = normalization_affine(sample, config)
-    np.testing.assert_allclose((sample - low) / scale, normalize(sample, config), atol=1e-5)
-    assert normalization_affine(np.full((4, 4), 3.0), config)[1] == 0.0
+    for config in (NormalizationConfig(p_low=2, p_high=99), NormalizationConfig(clip=True)):
+        params = normalization_params(sample, config)
+        np.testing.assert_array_equal(
+            apply_normalization(sample, params), normalize(sample, config)
+        )
+        # the same mapping on a part of the plane (a dask chunk), clipped if configured
+        part = sample[:50, :70]
+        np.testing.assert_array_equal(
+            apply_normalization(part, params), normalize(sample, config)[:50, :70]
+        )
+    constant = normalization_params(np.full((4, 4), 3.0), NormalizationConfig())
+    assert constant.scale == 0.0
+    assert not apply_normalization(np.arange(5.0), constant).any()
 
 
 def test_predict_takes_every_instance_setting():
@@ -336,3 +348,100 @@ def test_session_models_are_capped_oldest_first(tiny_model, monkeypatch):
             unregister_model(name)
         for name, model in before.items():
             register_model(name, model)
+
+
+# --------------------------------------------------------------------------------------
+# the one tile loop, shared by in-memory, chunked and validation prediction
+# --------------------------------------------------------------------------------------
+
+
+def test_predict_plane_region_with_real_context_equals_whole_image(tiny_model):
+    from napari_unet_cells.core.predict import cell_score_weights, predict_plane
+    from napari_unet_cells.core.tiling import dependency_reach
+
+    image = np.random.default_rng(11).random((120, 130)).astype(np.float32)
+    whole = _whole_image_probability(tiny_model, image)
+    plane = normalize(image, tiny_model.normalization)
+    reach = dependency_reach(tiny_model.config.depth)
+    # a region on the pooling grid, with real context around it (cropped like validation)
+    y0, y1, x0, x1 = 36, 80, 40, 100
+    crop = plane[y0 - reach : y1 + reach, x0 - reach :]  # ends at the image's right edge
+    core = (reach, reach + y1 - y0, reach, reach + x1 - x0)
+    events = []
+    done = run(
+        predict_plane(
+            TorchPredictor(tiny_model.net, "cpu"),
+            crop,
+            tiny_model.config,
+            cell_score_weights(["background", "cell"]),
+            tile=48,
+            batch_size=2,
+            core=core,
+        ),
+        events.append,
+    )
+    assert done.scores.shape == (y1 - y0, x1 - x0) and done.n_tiles == events[-1].total
+    np.testing.assert_allclose(done.scores, whole[y0:y1, x0:x1], atol=1e-5)
+    # a class index instead of weights, and the whole plane mirrored at its edges
+    full = run(
+        predict_plane(TorchPredictor(tiny_model.net, "cpu"), plane, tiny_model.config, 1, tile=60)
+    )
+    np.testing.assert_allclose(full.scores, whole, atol=1e-5)
+
+
+def test_predict_plane_stops_between_batches_and_retries_out_of_memory(tiny_model):
+    from napari_unet_cells.core.predict import predict_plane
+
+    image = np.random.default_rng(12).random((150, 150)).astype(np.float32)
+    plane = normalize(image, tiny_model.normalization)[..., None]
+    stop = threading.Event()
+    gen = predict_plane(
+        TorchPredictor(tiny_model.net, "cpu"), plane, tiny_model.config, 1, tile=48, stop=stop
+    )
+    next(gen)
+    stop.set()
+    assert run(gen) is None
+    fake = _OomPredictor(tiny_model, limit=70)
+    messages = []
+    done = run(
+        predict_plane(fake, plane, tiny_model.config, 1, tile=200, batch_size=2),
+        lambda e: e.message and messages.append(e.message),
+    )
+    assert done.tile <= 70 and done.predictor is fake and "Out of memory" in messages[0]
+    np.testing.assert_allclose(done.scores, _whole_image_probability(tiny_model, image), atol=1e-5)
+
+
+def test_torch_predictor_leaves_the_callers_network_alone(tiny_model):
+    """The caller's network keeps its device, memory layout and mode (it used to be
+    converted in place, and ``close()`` moved it to the CPU)."""
+    net = _model(seed=3).net.train()
+    before = [p.data_ptr() for p in net.parameters()]
+    image = np.random.default_rng(13).random((1, 1, 60, 60)).astype(np.float32)
+    predictor = TorchPredictor(net, "cpu", channels_last=True)
+    first = predictor(image)
+    predictor.close()
+    assert net.training and predictor.owns_copy
+    assert [p.data_ptr() for p in net.parameters()] == before
+    assert all(p.is_contiguous() for p in net.parameters())  # not made channels-last
+    np.testing.assert_array_equal(predictor(image), first)  # usable again after close
+    shared = TorchPredictor(net, "cpu", channels_last=False)  # already fits: no copy
+    assert not shared.owns_copy and shared.net is net
+    shared.close()
+    assert [p.data_ptr() for p in net.parameters()] == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_predictor_on_the_gpu_keeps_the_network_where_it_was(tiny_model):
+    net = _model(seed=4).net
+    image = np.random.default_rng(14).random((1, 1, 60, 60)).astype(np.float32)
+    predictor = TorchPredictor(net, "cuda")
+    predictor(image)
+    predictor.close()
+    assert all(p.device.type == "cpu" for p in net.parameters())
+    net.to("cuda")
+    predictor = TorchPredictor(net, "cuda", channels_last=False)
+    predictor(image)
+    cpu = predictor.on_cpu()
+    predictor.close()
+    assert all(p.device.type == "cuda" for p in net.parameters())  # not moved back
+    assert cpu.device.type == "cpu" and cpu(image).shape == (1, 2, *cpu(image).shape[2:])

@@ -175,7 +175,7 @@ def test_an_empty_field_of_camera_noise_gives_no_cells_and_says_so(sized_model):
 
 
 def test_a_cell_size_far_outside_the_models_range_is_reported():
-    from napari_unet_cells.core.predict import _estimated_choice
+    from napari_unet_cells.core.diameter import _estimated_choice
 
     far = _estimated_choice(1 / 8, 400.0, 20.0)
     assert far.factor == 1 / 8 and "outside what this model covers" in far.message

@@ -125,7 +125,17 @@ def reserve_sibling(path: Path, suffix: str = ".partial") -> Path:
     path = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    with contextlib.suppress(OSError):  # the file it becomes gets open()'s permissions
+        os.chmod(name, _default_file_mode())
     return Path(name)
+
+
+def reserve_sibling_dir(path: Path, suffix: str = ".partial") -> Path:
+    """A new, empty folder next to ``path`` (e.g. to build a zarr folder in): write
+    ``folder / path.name``, :func:`commit` that to ``path``, then remove the folder with
+    :func:`remove_quietly`."""
+    path = Path(path)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
 
 
 def commit(tmp: Path, path: Path, *, replace: bool = False) -> None:

@@ -1,33 +1,36 @@
-"""Batched overlap-tile inference: any image -> cell probabilities -> instance labels.
+"""Batched overlap-tile inference: any image -> cell scores -> instance labels.
 
 The pipeline for one image:
 
-1. ``prepare_image``: one place for input layouts: (Y, X) greyscale; (..., Y, X) stacks and
-   time series, processed plane by plane; (..., Y, X, C) RGB/multichannel reduced or
-   selected to the model's ``in_channels``; any integer/float dtype; NaN/Inf replaced.
-2. ``normalize`` (core/normalize.py, the function training uses) per plane.
-3. Tiles of the plane (core/tiling.py) are batched and passed to a *predictor*: any
-   callable ``(B, C, Ty, Tx) float32 -> (B, K, Oy, Ox) float32`` class probabilities
-   (``TorchPredictor`` runs the U-Net; tests pass fakes). The chosen class channel of
-   each tile's write region is stitched into a preallocated CPU array, so peak memory
-   does not grow with the number of tiles.
-4. ``core.instances.probabilities_to_labels`` turns probabilities into labels; it can be
-   re-run with another threshold / minimum size without running the network again.
+1. ``prepare_image`` (core/inputs.py): one place for input layouts: (Y, X) greyscale;
+   (..., Y, X) stacks and time series, processed plane by plane; (..., Y, X, C)
+   RGB/multichannel reduced or selected to the model's ``in_channels``; any dtype.
+2. ``diameter="auto"``: the cell size is estimated (core/diameter.py) and each plane is
+   resampled to the model's cell size (core/scale.py).
+3. ``normalize`` (core/normalize.py, the function training uses) per plane.
+4. The one tile loop (core/tile_loop.py ``predict_plane``): tiles of the plane
+   (core/tiling.py) are batched and passed to a *predictor* (core/predictor.py: any
+   callable ``(B, C, Ty, Tx) float32 -> (B, K, Oy, Ox) float32`` class probabilities;
+   ``TorchPredictor`` runs the U-Net, tests pass fakes). The cell score
+   (``cell_score_weights``) of each tile's write region is stitched into a preallocated
+   CPU array, so peak memory does not grow with the number of tiles. On CUDA
+   out-of-memory the cache is freed, the tile halved and the plane redone, down to the
+   smallest valid tile; then the prediction falls back to the CPU, with a message.
+5. ``core.instances.probabilities_to_labels`` turns scores into labels; it can be re-run
+   with another threshold / minimum size without running the network again.
 
 Long work is a generator (``predict_iter``, ``predict_probabilities_iter``) that yields a
-``PredictProgress`` per tile and checks a stop flag between tiles; its return value is the
-result (None if stopped). ``predict`` runs it to completion.
+``PredictProgress`` per tile and checks a stop flag between batches; its return value is
+the result (None if stopped). ``predict`` runs it to completion.
 
-On CUDA out-of-memory the cache is freed, the tile halved and the plane redone, down to
-the smallest valid tile; then the prediction falls back to the CPU, with a message.
-
-Images larger than memory (zarr) and files go through ``core/predict_large.py``.
+Images larger than memory (zarr) and files go through ``core/predict_large.py``. The names
+of the modules above are re-exported here, so ``from napari_unet_cells.core.predict import
+prepare_image, TorchPredictor, auto_tile_and_batch, estimate_diameter, ...`` keeps working.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,447 +39,75 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import InstanceConfig, PredictConfig
-from .errors import UNetCellsError
-from .normalize import MIN_SIGNAL_TO_NOISE, normalize, signal_to_noise
-from .progress import StopFlag, run, stop_requested
-from .registry import (  # noqa: F401  (re-exported: predict(model=name) resolves through it)
-    bundled_model_path,
-    register_model,
-    registered_models,
-    resolve_model,
-    unregister_model,
+from .diameter import estimate_diameter, given_scale
+from .inputs import (
+    PreparedImage,
+    channel_layout,
+    describe_layout,
+    guess_channel_axis,
+    prepare_image,
 )
+from .normalize import MIN_SIGNAL_TO_NOISE, normalize, signal_to_noise
+from .predictor import (
+    BOUNDARY_SCORE,
+    Predictor,
+    TorchPredictor,
+    auto_tile_and_batch,
+    bytes_per_pixel,
+    cell_class_index,
+    cell_score_weights,
+    is_out_of_memory,
+    predictor_device,
+)
+from .progress import StopFlag, run, stop_requested
+from .registry import resolve_model
 from .scale import (
-    ESTIMATE_CROP,
-    MAX_FACTOR,
-    MAX_PASSES,
-    TOLERANCE,
     ScaleChoice,
-    factor_for,
     model_diameter,
     parse_diameter,
     resize_plane,
     scaled_shape,
-    typical_diameter,
 )
-from .tiling import TileGrid, plan_tiles, read_tile, smallest_tile, snap_tile
+from .tile_loop import PlaneScores, PredictProgress, predict_plane, predict_tiles
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from .checkpoint import CellModel
+
+__all__ = [
+    "BOUNDARY_SCORE",
+    "PlaneScores",
+    "PredictProgress",
+    "PredictionResult",
+    "Predictor",
+    "PreparedImage",
+    "TorchPredictor",
+    "auto_tile_and_batch",
+    "bytes_per_pixel",
+    "cell_class_index",
+    "cell_score_weights",
+    "channel_layout",
+    "describe_layout",
+    "estimate_diameter",
+    "guess_channel_axis",
+    "is_out_of_memory",
+    "predict",
+    "predict_iter",
+    "predict_plane",
+    "predict_probabilities_iter",
+    "predict_tiles",
+    "prepare_image",
+    "probabilities_on_image_grid",
+    "resolve_model",
+    "run",
+    "tiny_image_message",
+]
 
 logger = logging.getLogger(__name__)
 
-#: a predictor: (B, C, Ty, Tx) float32 normalised tiles -> (B, K, Oy, Ox) float32 probabilities
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-_CPU_BUDGET = 1 << 30  # bytes of activations per network call on the CPU
-_MAX_AUTO_TILE = 2048
-
-
-def cell_class_index(model: CellModel) -> int:
-    """Index of the "cell" class among the model's output classes (1 if not named)."""
-    return model.classes.index("cell") if "cell" in model.classes else 1
-
-
-#: share of the "boundary" class's probability counted in the cell score
-BOUNDARY_SCORE = 0.5
-
-
-def cell_score_weights(model: CellModel) -> np.ndarray:
-    """float32 (K,): the cell score is ``sum_k weights[k] * p_k`` over the K classes.
-
-    Two classes (the paper: background, cell): the cell probability. Three classes
-    (background, cell, boundary: each cell's 1 px outline and the seams between touching
-    cells): p_cell + 0.5 p_boundary, about 1 inside cells, 0.5 on outlines and seams, 0
-    on background. The instance step (core/instances.py) then seeds cells in the
-    interiors (above the seed threshold) and floods them over outlines (above the
-    threshold), splitting touching cells along the seams.
-    """
-    weights = np.zeros(len(model.classes), np.float32)
-    weights[cell_class_index(model)] = 1.0
-    if "boundary" in model.classes:
-        weights[model.classes.index("boundary")] = BOUNDARY_SCORE
-    return weights
-
 
 # --------------------------------------------------------------------------------------
-# input handling
+# cell scores
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """An input image as a stack of planes.
-
-    planes: (N, Y, X, C) view or array of the original values (not yet normalised).
-    lead_shape: the original leading axes (stack/time); N = prod(lead_shape).
-    message: what was done to the channels, for the user ("" if nothing).
-    """
-
-    planes: np.ndarray
-    lead_shape: tuple[int, ...]
-    message: str = ""
-
-    @property
-    def plane_shape(self) -> tuple[int, int]:
-        return int(self.planes.shape[1]), int(self.planes.shape[2])
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (*self.lead_shape, *self.plane_shape)
-
-
-def guess_channel_axis(
-    shape: tuple[int, ...],
-    in_channels: int,
-    rgb: bool | None,
-    channel_axis: int | None,
-    channel: int | None,
-) -> int | None:
-    """The channel axis of an image of ``shape`` (None: no channels, all planes).
-
-    Given ``channel_axis`` or ``rgb`` win. Otherwise a last axis of at most 4 next to a
-    larger one is channels (RGB(A), or 2 stains: a plane 2 px wide is no image), as is a
-    last axis of ``in_channels`` > 1; and ``channel`` with a (C, Y, X) shape means axis 0.
-    Leading axes are otherwise planes (Z, T): (2, Y, X) is two planes unless told.
-    """
-    if channel_axis is not None:
-        return channel_axis
-    if rgb is not None:
-        return -1 if rgb else None
-    ndim = len(shape)
-    if ndim >= 3 and (
-        (shape[-1] <= 4 and shape[-2] > 4 * shape[-1])
-        or (in_channels > 1 and shape[-1] == in_channels)
-    ):
-        return -1
-    if channel is None or ndim < 3:
-        return None
-    if ndim == 3:
-        return 0
-    raise UNetCellsError(
-        f"channel={channel} was given, but which axis of the image {tuple(shape)} holds the "
-        "channels? Give channel_axis too (e.g. 1 for (Z, C, Y, X))."
-    )
-
-
-def channel_layout(
-    shape: tuple[int, ...],
-    in_channels: int = 1,
-    rgb: bool | None = None,
-    channel_axis: int | None = None,
-    channel: int | None = None,
-) -> int | None:
-    """``guess_channel_axis``, and a refusal (UNetCellsError naming the choices) when a
-    1-channel model would get the mean of channels that are not RGB(A). Needs only the
-    shape, so a dock can check before starting a worker."""
-    axis = guess_channel_axis(tuple(shape), in_channels, rgb, channel_axis, channel)
-    n = 1 if axis is None else int(shape[axis])
-    if in_channels == 1 and channel is None and n not in (1, 3, 4):
-        raise UNetCellsError(
-            f"The image {tuple(shape)} has {n} channels and the model reads 1: choose one, "
-            f"0 to {n - 1} (channel=N in Python, --channel N for unet-cells predict, "
-            "'Channel' in the Predict dock)."
-        )
-    return axis
-
-
-def describe_layout(shape: tuple[int, ...], channel_axis: int | None, channel: int | None) -> str:
-    """What an image of ``shape`` is read as, e.g. "5 planes of 512x512, channel 1 of 2"."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) - (channel_axis is not None) < 2:
-        return f"shape {shape}"
-    n_channels = 1
-    if channel_axis is not None:
-        n_channels = shape[channel_axis]
-        shape = shape[: channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1 :]
-    planes = math.prod(shape[:-2])
-    text = f"{planes} plane{'s' if planes != 1 else ''} of {shape[-2]}x{shape[-1]}"
-    if n_channels > 1:
-        which = f"channel {channel}" if channel is not None else "the mean of the channels"
-        text += f", {which} of {n_channels}"
-    return text
-
-
-def prepare_image(
-    image: Any,
-    in_channels: int = 1,
-    *,
-    rgb: bool | None = None,
-    channel_axis: int | None = None,
-    channel: int | None = None,
-) -> PreparedImage:
-    """Bring any image to (N, Y, X, C) planes with C == ``in_channels``.
-
-    image: (Y, X), (..., Y, X) stacks/time series, or with channels: last axis if ``rgb``,
-    or ``channel_axis``; if neither, see ``_channel_axis`` (a last axis of <= 4 is
-    channels; (C, Y, X) only with ``channel``).
-    channel: with more channels than the model reads, use this one; by default a
-    1-channel model gets the mean of RGB(A) channels, and other channel counts are
-    refused with the choices (a mean of stains is no nucleus image). Integer, float and
-    bool dtypes are accepted; complex and object arrays are refused. Raises UNetCellsError when the
-    shape cannot fit the model.
-    """
-    array = np.asarray(image)
-    if array.dtype == object or np.iscomplexobj(array) or array.dtype.kind in "SUVM":
-        raise UNetCellsError(
-            f"Cannot segment an image of dtype {array.dtype}: give a numeric (integer or "
-            "float) image."
-        )
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if array.size == 0:
-        raise UNetCellsError(
-            f"The image is empty (shape {array.shape}): it has no pixels; check that the "
-            "file or layer holds image data."
-        )
-    channel_axis = channel_layout(array.shape, in_channels, rgb, channel_axis, channel)
-    has_channels = channel_axis is not None
-    if channel_axis is not None:
-        array = np.moveaxis(array, channel_axis, -1)
-    spatial_ndim = array.ndim - (1 if has_channels else 0)
-    if spatial_ndim < 2:
-        raise UNetCellsError(
-            f"The image must have at least two spatial axes (Y, X), got shape "
-            f"{np.shape(image)}{' with channels last' if has_channels else ''}: give a 2-D "
-            "image or a stack of 2-D planes."
-        )
-    if not has_channels:
-        array = array[..., None]
-    lead_shape = tuple(int(s) for s in array.shape[:-3])
-    height, width, n_channels = array.shape[-3:]
-    planes = array.reshape(-1, height, width, n_channels)
-    message = ""
-    if n_channels != in_channels:
-        if in_channels == 1:
-            if channel is not None:
-                if not 0 <= channel < n_channels:
-                    raise UNetCellsError(
-                        f"channel {channel} does not exist: the image has {n_channels} channels; "
-                        f"choose one from 0 to {n_channels - 1}."
-                    )
-                planes = planes[..., channel : channel + 1]
-                message = (
-                    f"The image has {n_channels} channels and the model reads 1: using "
-                    f"channel {channel}."
-                )
-            else:
-                planes = planes.astype(np.float32).mean(axis=-1, keepdims=True)
-                message = (
-                    f"The image has {n_channels} channels and the model reads 1: using their "
-                    "mean (to use one channel only, split the layer in napari: right-click > "
-                    "Split RGB; or pass channel=N in Python)."
-                )
-        else:
-            raise UNetCellsError(
-                f"The model reads {in_channels} channels but the image has {n_channels} "
-                f"(shape {np.shape(image)}): give an image with {in_channels} channels "
-                "(channels last)."
-            )
-    if message:
-        logger.info(message)
-    return PreparedImage(planes=planes, lead_shape=lead_shape, message=message)
-
-
-# --------------------------------------------------------------------------------------
-# predictors
-# --------------------------------------------------------------------------------------
-
-
-class TorchPredictor:
-    """Runs a U-Net on a batch: (B, C, Ty, Tx) float32 -> (B, K, Oy, Ox) float32 softmax.
-
-    device: "auto" picks CUDA with bf16 autocast, else the CPU in fp32 (core/device.py).
-    tta: average the softmax of the 4 flips (identity, X, Y, both); stays exactly tileable.
-    The network is moved to the device and put in eval mode.
-    """
-
-    def __init__(
-        self,
-        net: torch.nn.Module,
-        device: str | Any = "auto",
-        *,
-        tta: bool = False,
-        channels_last: bool = True,
-    ):
-        import torch
-
-        from .device import inference_dtype, resolve_device
-
-        self.device = resolve_device(device)
-        self.dtype = inference_dtype(self.device)
-        self.tta = tta
-        # channels-last runs inference faster on CPUs and GPUs alike (values unchanged;
-        # benchmarks/bench_predict.py: channels_last_speedup); off for a network that is
-        # being trained: its backward pass is about 2x slower in that layout on a CPU
-        self.channels_last = channels_last
-        self.layout = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = net.to(self.device, memory_format=self.layout).eval()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        from .device import autocast
-
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        x = x.contiguous(memory_format=self.layout)
-        with torch.inference_mode(), autocast(self.device, self.dtype):
-            probs = torch.softmax(self.net(x).float(), dim=1)
-            if self.tta:
-                for dims in ((-1,), (-2,), (-2, -1)):
-                    probs += torch.softmax(self.net(x.flip(dims)).float(), dim=1).flip(dims)
-                probs /= 4
-        return probs.cpu().numpy()
-
-    def on_cpu(self) -> TorchPredictor | None:
-        """The same predictor on the CPU (None if already there): the OOM fallback."""
-        if self.device.type == "cpu":
-            return None
-        from .device import release_memory
-
-        previous = self.device
-        cpu = TorchPredictor(self.net, "cpu", tta=self.tta, channels_last=self.channels_last)
-        release_memory(previous)
-        return cpu
-
-    def release(self) -> None:
-        """Free cached device memory (the network stays where it is)."""
-        from .device import release_memory
-
-        release_memory(self.device)
-
-    def close(self) -> None:
-        """After the last batch: move the network back to the CPU and free device memory."""
-        if self.device.type != "cpu":
-            self.net.to("cpu")
-        self.release()
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """True for a device out-of-memory error (torch.OutOfMemoryError or its message)."""
-    try:
-        import torch
-
-        if isinstance(err, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):  # pragma: no cover - very old torch
-        pass
-    return isinstance(err, RuntimeError | MemoryError) and "out of memory" in str(err).lower()
-
-
-def bytes_per_pixel(model: CellModel, half: bool = False) -> float:
-    """Rough activation memory of one network call per input pixel, bytes.
-
-    ~12 * base float values per pixel (both paths, skips and the concatenations), halved
-    under bf16 autocast. Used only to pick automatic tile and batch sizes.
-    """
-    return 12 * model.config.base * (2 if half else 4)
-
-
-def auto_tile_and_batch(
-    model: CellModel, device: Any, tile: int | None = None, batch_size: int | None = None
-) -> tuple[int, int]:
-    """(tile, batch) from the device's memory when not given.
-
-    CPU: 1 GiB of activations per call. CUDA: half the free memory. Tiles are capped at
-    2048 px and snapped to valid sizes; the batch fills the rest of the budget (1..64).
-    """
-    from .device import inference_dtype
-
-    depth, padding = model.config.depth, model.config.padding
-    if tile is not None and batch_size is not None:
-        return snap_tile(tile, depth, padding), batch_size
-    on_gpu = getattr(device, "type", "cpu") == "cuda"
-    per_px = bytes_per_pixel(model, half=inference_dtype(device) is not None)
-    budget = _CPU_BUDGET
-    if on_gpu:
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(device)
-        budget = free // 2
-    if tile is None:
-        side = int(math.sqrt(budget / per_px / (batch_size or 1)))
-        tile = snap_tile(min(side, 1024 if on_gpu else _MAX_AUTO_TILE), depth, padding)
-    else:
-        tile = snap_tile(tile, depth, padding)
-    if batch_size is None:
-        batch_size = int(max(1, min(64, budget // (per_px * tile * tile)))) if on_gpu else 1
-    return tile, batch_size
-
-
-# --------------------------------------------------------------------------------------
-# tiled inference
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PredictProgress:
-    """One progress event: ``done`` of ``total`` tiles over all planes.
-
-    plane / n_planes: the plane being processed (stacks, time series).
-    tile_shape: the network input size in use; message: news for the user (OOM fallback,
-    channel handling), else "".
-    """
-
-    done: int
-    total: int
-    plane: int = 0
-    n_planes: int = 1
-    tile_shape: tuple[int, int] = (0, 0)
-    message: str = ""
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-
-def predict_tiles(
-    plane: np.ndarray,
-    grid: TileGrid,
-    predictor: Predictor,
-    out: np.ndarray,
-    *,
-    channel: int | np.ndarray = 1,
-    batch_size: int = 1,
-    stop: StopFlag = None,
-) -> Generator[int, None, bool]:
-    """Run ``predictor`` over the tiles of ``grid`` and stitch class ``channel`` into ``out``.
-
-    plane: (Y, X, C) float32 normalised; out: (Y, X) float32, preallocated on the CPU.
-    channel: a class index, or class weights (K,) (``cell_score_weights``): then the
-    weighted sum of the K class probabilities is stitched.
-    Yields the index of each finished tile; returns False if stopped (``out`` is then
-    incomplete), True when every write region has been filled.
-    """
-    ty, tx = grid.tile_shape
-    n_channels = plane.shape[-1]
-    buffer = np.empty((max(1, batch_size), n_channels, ty, tx), np.float32)
-    tiles = grid.tiles
-    for first in range(0, len(tiles), batch_size):
-        if stop_requested(stop):
-            return False
-        batch = tiles[first : first + batch_size]
-        for i, tile in enumerate(batch):
-            buffer[i] = read_tile(plane, tile).transpose(2, 0, 1)
-        probs = predictor(buffer[: len(batch)])
-        expected = (len(batch), grid.out_shape[0], grid.out_shape[1])
-        if probs.ndim != 4 or (probs.shape[0], *probs.shape[2:]) != expected:
-            raise UNetCellsError(
-                f"The predictor returned shape {probs.shape} for {len(batch)} tiles of "
-                f"{ty}x{tx} px; expected ({expected[0]}, K, {expected[1]}, {expected[2]})."
-            )
-        for i, tile in enumerate(batch):
-            y0, y1, x0, x1 = tile.write
-            cy0, cy1, cx0, cx1 = tile.crop
-            if np.ndim(channel) == 0:
-                out[y0:y1, x0:x1] = probs[i, channel, cy0:cy1, cx0:cx1]
-            else:
-                crop = probs[i, :, cy0:cy1, cx0:cx1]
-                out[y0:y1, x0:x1] = np.tensordot(channel, crop, axes=1)
-            yield tile.index
-    return True
 
 
 def predict_probabilities_iter(
@@ -493,11 +124,34 @@ def predict_probabilities_iter(
 ) -> Generator[PredictProgress, None, np.ndarray | None]:
     """Cell scores of ``image`` (``cell_score_weights``), as a generator of progress events.
 
-    image: see ``prepare_image`` ((Y, X), stacks (..., Y, X), channels). scale: resample
-    each normalised plane by this factor first (core/scale.py). Returns (via
-    StopIteration.value) float32 scores in [0, 1] of shape (..., Y', X'), Y' = round(Y *
-    scale), or None if stopped. ``predictor`` replaces the network call (tests, custom
-    backends); it may have an ``on_cpu()`` method used as out-of-memory fallback.
+    Parameters
+    ----------
+    image : array-like
+        (Y, X), stacks (..., Y, X), with channels: see ``prepare_image``.
+    model : CellModel, str, Path or None
+        A model, a model file, a session model's name, or None for the bundled model.
+    config : PredictConfig, optional
+        Device, input tile size (px), batch size, flip TTA.
+    predictor : Predictor, optional
+        Replaces the network call (tests, custom backends); it may have ``release()`` and
+        ``on_cpu()`` (out-of-memory fallback). It is released, not closed, at the end.
+    stop : StopFlag
+        Checked between batches.
+    rgb, channel_axis, channel : optional
+        The channel layout (``prepare_image``).
+    scale : float
+        Resample each normalised plane by this factor first (core/scale.py).
+
+    Yields
+    ------
+    PredictProgress
+        One per tile over all planes, plus messages (channels, out-of-memory fallbacks).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float32 scores in [0, 1] of shape (..., Y', X'), Y' = round(Y * scale) (the
+        generator's ``StopIteration.value``), or None if stopped.
     """
     config = config or PredictConfig()
     cell_model = resolve_model(model)
@@ -505,29 +159,20 @@ def predict_probabilities_iter(
     prepared = prepare_image(
         image, net_config.in_channels, rgb=rgb, channel_axis=channel_axis, channel=channel
     )
-    net = cell_model.net
-    was_training = net.training
-    own_predictor = predictor is None
+    own = predictor is None
     if predictor is None:
-        predictor = TorchPredictor(net, config.device, tta=config.tta)
-        device = predictor.device
-    else:
-        from .device import resolve_device
-
-        device = getattr(predictor, "device", None) or resolve_device("cpu")
-    tile, batch_size = auto_tile_and_batch(cell_model, device, config.tile, config.batch_size)
-    class_weights = cell_score_weights(cell_model)
+        predictor = TorchPredictor(cell_model.net, config.device, tta=config.tta)
+    device = predictor_device(predictor)
+    tile, batch_size = auto_tile_and_batch(net_config, device, config.tile, config.batch_size)
     n_planes = prepared.planes.shape[0]
     logger.info(
-        "predicting %d plane(s) of %s px on %s: tiles of up to %d px, batch %d",
+        "predicting %d plane(s) of %s px on %s: input tiles of up to %d px, batch %d",
         n_planes,
         "x".join(map(str, prepared.plane_shape)),
         device,
         tile,
         batch_size,
     )
-    grid_shape = scaled_shape(prepared.plane_shape, scale)
-    out = np.empty((n_planes, *grid_shape), np.float32)
     if prepared.message:
         yield PredictProgress(0, 0, 0, n_planes, message=prepared.message)
     if net_config.padding != "valid":
@@ -536,84 +181,75 @@ def predict_probabilities_iter(
             "prediction is not exactly equal to whole-image prediction (small differences "
             "near tile edges); models with 'valid' padding, like the bundled one, have none."
         )
-    done = 0
+    was_training = cell_model.net.training
+    created = [predictor] if own else []  # ours to close: own, and any CPU fallback
     try:
-        net.eval()
-        for index in range(n_planes):
-            plane = normalize(prepared.planes[index], cell_model.normalization)
-            plane = resize_plane(plane, grid_shape)
-            while True:
-                grid = plan_tiles(grid_shape, tile, net_config.depth, net_config.padding)
-                total = done + len(grid) * (n_planes - index)
-                count = 0
-                try:
-                    tiles = predict_tiles(
-                        plane,
-                        grid,
-                        predictor,
-                        out[index],
-                        channel=class_weights,
-                        batch_size=batch_size,
-                        stop=stop,
-                    )
-                    for _ in tiles:
-                        count += 1
-                        yield PredictProgress(
-                            done + count, total, index, n_planes, grid.tile_shape
-                        )
-                        if stop_requested(stop):
-                            logger.info("prediction stopped")
-                            return None
-                    done += count
-                    break
-                except Exception as err:  # only out-of-memory is handled below
-                    if not is_out_of_memory(err):
-                        raise
-                    predictor, tile, message = _shrink_after_oom(
-                        predictor, grid, net_config.depth, net_config.padding
-                    )
-                    logger.warning(message)
-                    yield PredictProgress(done, total, index, n_planes, grid.tile_shape, message)
-            if stop_requested(stop):
-                return None
+        out = yield from _score_planes(
+            prepared, cell_model, predictor, tile, batch_size, scale, stop, created
+        )
     finally:
-        net.train(was_training)
-        # our own predictor: weights back to the CPU; a caller's: only free the cache
-        done_with = getattr(predictor, "close" if own_predictor else "release", None)
-        if done_with is not None:
-            done_with()
-    return out.reshape(*prepared.lead_shape, *grid_shape)
+        cell_model.net.train(was_training)
+        for ours in created:
+            ours.close()
+        release = None if own else getattr(predictor, "release", None)
+        if release is not None:
+            release()
+    if out is None:
+        return None
+    return out.reshape(*prepared.lead_shape, *out.shape[1:])
 
 
-def _shrink_after_oom(
-    predictor: Predictor, grid: TileGrid, depth: int, padding: str
-) -> tuple[Predictor, int, str]:
-    """After an out-of-memory error: (predictor, tile, message) for the next try."""
-    release = getattr(predictor, "release", None)
-    if release is not None:
-        release()
-    current = max(grid.tile_shape)
-    smallest = smallest_tile(depth, padding)  # type: ignore[arg-type]
-    if current > smallest:
-        tile = snap_tile(current // 2, depth, padding)  # type: ignore[arg-type]
-        return (
+def _score_planes(
+    prepared: PreparedImage,
+    model: CellModel,
+    predictor: Predictor,
+    tile: int,
+    batch_size: int,
+    scale: float,
+    stop: StopFlag,
+    created: list,
+) -> Generator[PredictProgress, None, np.ndarray | None]:
+    """Every plane through the tile loop: float32 (N, Y', X'), or None if stopped.
+
+    The input tile size and the predictor that fitted one plane (after out-of-memory
+    retries) are kept for the next; CPU fallbacks are added to ``created`` and a GPU
+    predictor of ours is closed as soon as it is replaced.
+    """
+    n_planes = prepared.planes.shape[0]
+    grid_shape = scaled_shape(prepared.plane_shape, scale)
+    out = np.empty((n_planes, *grid_shape), np.float32)
+    weights = cell_score_weights(model)
+    done = 0
+    for index in range(n_planes):
+        plane = normalize(prepared.planes[index], model.normalization)
+        plane = resize_plane(plane, grid_shape)
+        result = yield from predict_plane(
             predictor,
-            tile,
-            f"Out of memory with {current} px tiles: freed the cache, retrying with {tile} px.",
+            plane,
+            model.config,
+            weights,
+            tile=tile,
+            batch_size=batch_size,
+            out=out[index],
+            stop=stop,
+            plane_index=index,
+            n_planes=n_planes,
+            done_before=done,
         )
-    on_cpu = getattr(predictor, "on_cpu", None)
-    fallback = on_cpu() if on_cpu is not None else None
-    if fallback is None:
-        raise UNetCellsError(
-            f"Out of memory even with the smallest tile ({smallest} px) on this device: "
-            "close other programs that use a lot of memory, or predict a smaller (cropped) "
-            "image or a smaller model."
-        )
-    return (
-        fallback,
-        current,
-        f"Out of memory on the GPU even with {current} px tiles: continuing on the CPU (slower).",
-    )
+        if result is None:
+            logger.info("prediction stopped")
+            return None
+        if result.predictor is not predictor:
+            created.append(result.predictor)
+            if any(p is predictor for p in created):
+                predictor.close()  # type: ignore[attr-defined]  # our GPU copy is done
+        predictor, tile, done = result.predictor, result.tile, done + result.n_tiles
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# labels
+# --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -651,11 +287,26 @@ def predict_iter(
     channel: int | None = None,
     diameter: float | str | None = "auto",
 ) -> Generator[PredictProgress, None, PredictionResult | None]:
-    """Probabilities and instance labels, as a generator of per-tile progress events.
+    """Cell scores and instance labels, as a generator of per-tile progress events.
 
-    diameter: the typical nucleus diameter in px, "auto" (estimated, ``estimate_diameter``)
-    or None (no rescaling); used only with models that record their own diameter.
-    Returns (StopIteration.value) a PredictionResult, or None if stopped.
+    Stages: the cell size (given, estimated or none: ``_choose_scale``), the scores
+    (``predict_probabilities_iter``, skipped when the estimate's pass already covered the
+    image), planes without signal blanked, the instance step.
+
+    Parameters
+    ----------
+    image, model, config, predictor, stop, rgb, channel_axis, channel
+        As for ``predict_probabilities_iter``.
+    instances : InstanceConfig, optional
+        The instance step (default: the model's stored recommendation).
+    diameter : float, "auto" or None
+        The typical nucleus diameter in px, "auto" (estimated, ``estimate_diameter``) or
+        None (no rescaling); used only with models that record their own diameter.
+
+    Returns
+    -------
+    PredictionResult or None
+        (``StopIteration.value``) None if stopped.
     """
     from .instances import instance_defaults, probabilities_to_labels
 
@@ -664,27 +315,16 @@ def predict_iter(
     instances = instances or instance_defaults(model)
     messages: list[str] = []
     wanted = parse_diameter(diameter)
-    reference = model_diameter(model)
     prepared = prepare_image(
         image, model.config.in_channels, rgb=rgb, channel_axis=channel_axis, channel=channel
     )
-    choice, probs, reused = ScaleChoice(model_diameter=reference), None, None
     own = None
+    if predictor is None and wanted == "auto" and model_diameter(model) is not None:
+        predictor = own = TorchPredictor(model.net, config.device, tta=config.tta)
     try:
-        if isinstance(wanted, float) and reference is not None:
-            choice = _given_scale(wanted, reference)
-        elif wanted == "auto" and reference is not None:
-            if predictor is None:
-                predictor = own = TorchPredictor(model.net, config.device, tta=config.tta)
-            plane = normalize(prepared.planes[len(prepared.planes) // 2], model.normalization)
-            choice, scores, reused = estimate_diameter(
-                plane, model, predictor, instances, tile=config.tile, stop=stop
-            )
-            if scores is not None and len(prepared.planes) == 1:
-                probs = scores.reshape(*prepared.lead_shape, *scores.shape)
-                yield PredictProgress(1, 1, 0, 1)  # the estimate's pass was the whole image
-            else:
-                reused = None
+        choice, probs, reused = yield from _choose_scale(
+            prepared, model, instances, wanted, predictor, config.tile, stop
+        )
         if stop_requested(stop):
             return None
         if choice.message:
@@ -710,19 +350,12 @@ def predict_iter(
             own.close()
     if probs is None or stop_requested(stop):
         return None
-    empty = _planes_without_signal(prepared.planes)
-    if empty:
-        probs = probs.copy()
-        flat = probs.reshape(-1, *probs.shape[-2:])
-        flat[[k for k, _ in empty]] = 0.0
-        message = _no_signal_message(empty, len(prepared.planes))
-        messages.append(message)
-        yield PredictProgress(0, 0, 0, len(prepared.planes), message=message)
-    tiny = tiny_image_message(prepared.plane_shape, reference)
+    probs, blanked = yield from _blank_planes_without_signal(probs, prepared, messages)
+    tiny = tiny_image_message(prepared.plane_shape, model_diameter(model))
     if tiny:
         messages.append(tiny)
         yield PredictProgress(0, 0, 0, len(prepared.planes), message=tiny)
-    if reused is not None and not empty and reused.shape == tuple(prepared.plane_shape):
+    if reused is not None and not blanked and reused.shape == tuple(prepared.plane_shape):
         labels = reused.reshape(*prepared.lead_shape, *reused.shape)  # the estimate's cells
     else:
         labels = probabilities_to_labels(probs, instances, shape=prepared.plane_shape)
@@ -733,6 +366,48 @@ def predict_iter(
         scale=choice,
         image_shape=prepared.plane_shape,
     )
+
+
+def _choose_scale(
+    prepared: PreparedImage,
+    model: CellModel,
+    instances: InstanceConfig,
+    wanted: float | str | None,
+    predictor: Predictor | None,
+    tile: int | None,
+    stop: StopFlag,
+) -> Generator[PredictProgress, None, tuple[ScaleChoice, np.ndarray | None, Any]]:
+    """(ScaleChoice, scores, labels): how to resample, and the estimate's scores (..., Y,
+    X) and labels when its pass covered the single plane (to be re-used), else None."""
+    reference = model_diameter(model)
+    if reference is None or wanted is None:
+        return ScaleChoice(model_diameter=reference), None, None
+    if isinstance(wanted, float):
+        return given_scale(wanted, reference), None, None
+    plane = normalize(prepared.planes[len(prepared.planes) // 2], model.normalization)
+    choice, scores, reused = estimate_diameter(
+        plane, model, predictor, instances, tile=tile, stop=stop
+    )
+    if scores is None or len(prepared.planes) != 1:
+        return choice, None, None
+    yield PredictProgress(1, 1, 0, 1)  # the estimate's pass was the whole image
+    return choice, scores.reshape(*prepared.lead_shape, *scores.shape), reused
+
+
+def _blank_planes_without_signal(
+    probs: np.ndarray, prepared: PreparedImage, messages: list[str]
+) -> Generator[PredictProgress, None, tuple[np.ndarray, bool]]:
+    """Zero the scores of planes that are camera noise only; (scores, any blanked)."""
+    empty = _planes_without_signal(prepared.planes)
+    if not empty:
+        return probs, False
+    probs = probs.copy()
+    flat = probs.reshape(-1, *probs.shape[-2:])
+    flat[[k for k, _ in empty]] = 0.0
+    message = _no_signal_message(empty, len(prepared.planes))
+    messages.append(message)
+    yield PredictProgress(0, 0, 0, len(prepared.planes), message=message)
+    return probs, True
 
 
 TINY_IMAGE_PX = 32  # planes narrower than this hold at most a cell or two
@@ -772,129 +447,6 @@ def _no_signal_message(empty: list[tuple[int, float]], n_planes: int) -> str:
     )
 
 
-def _given_scale(diameter: float, reference: float) -> ScaleChoice:
-    factor = factor_for(diameter, reference)
-    message = ""
-    if factor != 1.0:
-        message = (
-            f"Cells of {diameter:g} px (model: {reference:g} px): the image is resampled "
-            f"x{factor:.2f} for prediction; labels come back on the image's grid."
-        )
-    return ScaleChoice(factor, diameter, reference, estimated=False, message=message)
-
-
-def _score_plane(
-    plane: np.ndarray, model: CellModel, predictor: Predictor, tile: int | None, stop: StopFlag
-) -> np.ndarray | None:
-    """Cell scores of one normalised (Y, X, C) plane, float32 (Y, X); None if stopped."""
-    device = getattr(predictor, "device", None)
-    if device is None:
-        from .device import resolve_device
-
-        device = resolve_device("cpu")
-    size, batch = auto_tile_and_batch(model, device, tile)
-    cfg = model.config
-    grid = plan_tiles(plane.shape[:2], size, cfg.depth, cfg.padding)
-    out = np.empty(plane.shape[:2], np.float32)
-    weights = cell_score_weights(model)
-    tiles = predict_tiles(
-        plane, grid, predictor, out, channel=weights, batch_size=batch, stop=stop
-    )
-    for _ in tiles:
-        pass
-    return None if stop_requested(stop) else out
-
-
-def estimate_diameter(
-    plane: np.ndarray,
-    model: CellModel,
-    predictor: Predictor,
-    instances: InstanceConfig,
-    *,
-    tile: int | None = None,
-    stop: StopFlag = None,
-) -> tuple[ScaleChoice, np.ndarray | None, np.ndarray | None]:
-    """The typical nucleus diameter of a normalised plane, by running the network.
-
-    plane: (Y, X) or (Y, X, C) float32, normalised. The network and the instance step run
-    on a central crop (up to ``ESTIMATE_CROP`` px on the model's grid), first at the
-    image's own scale; the median equivalent diameter of the objects found
-    (``typical_diameter``) gives the factor to the model's diameter; while that factor is
-    far from the current one, the crop is resampled and measured again (up to
-    ``MAX_PASSES`` passes), so the last measurement is made with nuclei near the model's
-    size. Real cells measure about the same at every scale; when two passes disagree by
-    more than 2x (noise or texture taken for cells), the image is predicted at its own
-    scale and the message says so. Returns (ScaleChoice, scores, labels): the last pass's
-    cell scores and their instance labels (sequential, on the scores' grid) when that
-    pass covered the whole plane at the chosen factor (to be re-used), else
-    (ScaleChoice, None, None).
-    """
-    from .instances import plane_labels
-
-    reference = model_diameter(model)
-    if reference is None:
-        return ScaleChoice(), None, None
-    plane = plane if plane.ndim == 3 else plane[..., None]
-    height, width = plane.shape[:2]
-    factor, measured, scores, whole = 1.0, None, None, False
-    unsure = False
-    for _ in range(MAX_PASSES):
-        side = max(1, int(ESTIMATE_CROP / factor))
-        ch, cw = min(side, height), min(side, width)
-        y0, x0 = (height - ch) // 2, (width - cw) // 2
-        crop = resize_plane(plane[y0 : y0 + ch, x0 : x0 + cw], scaled_shape((ch, cw), factor))
-        scores = _score_plane(crop, model, predictor, None, stop)
-        if scores is None:
-            return ScaleChoice(factor, measured, reference, True), None, None
-        whole = (ch, cw) == (height, width)
-        labels = plane_labels(scores, instances)[0]
-        seen = typical_diameter(labels)
-        if seen is None:
-            break
-        previous, measured = measured, seen / factor
-        if previous is not None and max(measured / previous, previous / measured) > 2:
-            # real cells measure the same at any scale; texture or noise does not
-            factor, scores, unsure = 1.0, None, True
-            break
-        if 1 / TOLERANCE <= seen / reference <= TOLERANCE:
-            break
-        factor = factor_for(measured, reference)
-        scores = None
-    if unsure:
-        message = (
-            "Could not measure the cell size consistently (objects of "
-            f"{previous:.0f} px at the image's scale, {measured:.0f} px after resampling): "
-            "predicted at the image's own scale. If cells come out split or merged, give "
-            "their diameter in px."
-        )
-        return ScaleChoice(1.0, None, reference, True, message), None, None
-    choice = _estimated_choice(factor, measured, reference)
-    return (choice, scores, labels) if whole and scores is not None else (choice, None, None)
-
-
-def _estimated_choice(factor: float, measured: float | None, reference: float) -> ScaleChoice:
-    if measured is None:
-        message = (
-            "No cells found to estimate their size: predicted at the image's own scale. "
-            "If the image has cells, give their diameter in px."
-        )
-        return ScaleChoice(factor, None, reference, True, message)
-    low, high = reference / MAX_FACTOR, reference * MAX_FACTOR
-    if not low <= measured <= high:
-        message = (
-            f"Estimated cell diameter {measured:.0f} px is outside what this model covers by "
-            f"rescaling ({low:.0f}-{high:.0f} px): check the result, or give the diameter."
-        )
-    elif factor != 1.0:
-        message = (
-            f"Estimated cell diameter {measured:.0f} px (model: {reference:g} px): the image "
-            f"is resampled x{factor:.2f} for prediction; labels come back on its own grid."
-        )
-    else:
-        message = f"Estimated cell diameter {measured:.0f} px (model: {reference:g} px)."
-    return ScaleChoice(factor, measured, reference, True, message)
-
-
 def _collect_messages(gen, messages: list[str]):
     result = None
     try:
@@ -931,16 +483,39 @@ def predict(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment cells: ``image`` (..., Y, X[, C]) -> int32 labels (..., Y, X), one per cell.
 
-    model: a CellModel, a model file, the name of a model registered in this session, or
-    None for the bundled model. device: "auto" | "cpu" | "cuda[:N]". tile: network input
-    size in px (None: by memory). The instance step (``InstanceConfig``): threshold: cell
-    probability (0..1) above which a pixel can belong to a cell; seed_threshold: cells
-    grow from cores above this probability (separates touching cells; 0: no seeds);
-    min_size: smallest object kept, px; min_confidence: smallest mean probability of an
-    object. Each left at None takes the model's stored recommendation
-    (``instance_defaults``; the bundled model: 0.5, 0.9, 30 px, 0.7). With
-    ``return_probabilities`` returns (labels, float32 cell-class probabilities).
-    ``progress`` receives a PredictProgress per tile.
+    Parameters
+    ----------
+    image : array-like
+        (Y, X), stacks (..., Y, X), channels last or ``channel_axis`` (``prepare_image``).
+    model : CellModel, str, Path or None
+        A CellModel, a model file, the name of a model registered in this session, or
+        None for the bundled model.
+    device : str
+        "auto" | "cpu" | "cuda[:N]" | "mps".
+    tile, batch_size : int, optional
+        Network input tile size in px and tiles per call (None: by memory).
+    tta : bool
+        Flip test-time augmentation (4x slower).
+    threshold, seed_threshold, min_size, min_confidence : optional
+        The instance step (``InstanceConfig``): cell score (0..1) above which a pixel can
+        belong to a cell; cells grow from cores above ``seed_threshold`` (separates
+        touching cells; 0: no seeds); smallest object kept, px; smallest mean score of an
+        object. Each left at None takes the model's stored recommendation
+        (``instance_defaults``; the bundled model: 0.5, 0.9, 30 px, 0.7).
+    return_probabilities : bool
+        Also return the float32 cell scores on the input's grid.
+    rgb, channel_axis, channel : optional
+        The channel layout (``prepare_image``).
+    diameter : float, "auto" or None
+        Typical nucleus diameter in px, estimated, or no rescaling.
+    progress : callable, optional
+        Receives a PredictProgress per tile.
+
+    Returns
+    -------
+    numpy.ndarray or (numpy.ndarray, numpy.ndarray)
+        int32 labels (..., Y, X), 0 = background; with ``return_probabilities``
+        (labels, float32 scores (..., Y, X)).
     """
     import dataclasses
 

@@ -15,27 +15,28 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import InstanceConfig, NormalizationConfig, PredictConfig
+from .config import InstanceConfig, PredictConfig
+from .diameter import estimate_diameter
 from .errors import UNetCellsError
-from .normalize import normalize
-from .predict import (
-    PredictProgress,
+from .fileio import check_new_output, commit, remove_quietly, reserve_sibling, reserve_sibling_dir
+from .normalize import NormalizationParams, apply_normalization, normalization_params, normalize
+from .predict import predict_iter, probabilities_on_image_grid
+from .predictor import (
+    Predictor,
     TorchPredictor,
     auto_tile_and_batch,
     cell_score_weights,
-    estimate_diameter,
-    predict_iter,
-    predict_tiles,
-    probabilities_on_image_grid,
+    predictor_device,
 )
 from .progress import run
 from .registry import resolve_model
-from .tiling import plan_tiles
+from .tile_loop import PredictProgress, predict_plane
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array
@@ -47,30 +48,6 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------
 # images larger than memory: dask
 # --------------------------------------------------------------------------------------
-
-
-def normalization_affine(
-    sample: np.ndarray, config: NormalizationConfig
-) -> tuple[float, float, float, float]:
-    """(low, scale, nan_value, inf_value) such that normalize(x) ~= (x - low) / scale.
-
-    Derived by running ``normalize`` itself on ``sample`` (a representative subsample of
-    the plane, <= 2**20 values), so large images chunked by dask get the same mapping as
-    the in-memory path (up to float32 rounding). scale is 0 for a constant image.
-    """
-    values = np.asarray(sample, np.float64).ravel()
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0, 0.0, 0.0, 0.0
-    normed = normalize(values.astype(np.float32), config).astype(np.float64)
-    masked = np.where(np.isfinite(values), values, np.nan)
-    lo_i, hi_i = int(np.nanargmin(masked)), int(np.nanargmax(masked))
-    x0, x1 = float(finite.min()), float(finite.max())
-    if x1 == x0 or normed[hi_i] == normed[lo_i]:
-        return x0, 0.0, x0, x1
-    scale = (x1 - x0) / (normed[hi_i] - normed[lo_i])
-    low = x0 - normed[lo_i] * scale
-    return low, scale, x0, x1
 
 
 def plane_sample(array: Any, max_values: int = 1 << 20) -> np.ndarray:
@@ -86,62 +63,75 @@ def plane_sample(array: Any, max_values: int = 1 << 20) -> np.ndarray:
 def _predict_block(
     block: np.ndarray,
     model: CellModel,
-    affine: tuple[float, float, float, float],
+    params: NormalizationParams,
     config: PredictConfig,
-    halo: tuple[tuple[int, int], tuple[int, int]],
+    pads: tuple[tuple[int, int], tuple[int, int]],
 ) -> np.ndarray:
-    """One dask block (with ``halo`` px of overlap before/after per axis) -> probability.
+    """One dask block (with ``pads`` px of overlap before/after per axis) -> cell scores.
 
     Context inside the image comes from the overlap (real pixels); at the image's edges,
-    where dask adds no overlap, the tile reader mirrors. Returns the block's core,
-    float32, without the halo.
+    where dask adds no overlap, the tile reader mirrors. Runs the shared tile loop (with
+    its out-of-memory retry and CPU fallback, remembered for the next blocks). Returns
+    float32 scores of the block's core, without the overlap.
     """
-    from .tiling import shift_reads
-
-    low, scale, nan_value, inf_value = affine
-    plane = np.asarray(block, np.float32)
-    if not np.isfinite(plane).all():
-        plane = np.nan_to_num(plane, nan=nan_value, posinf=inf_value, neginf=nan_value)
-    if scale > 0:
-        plane = (plane - np.float32(low)) / np.float32(scale)
-    else:
-        plane = np.zeros_like(plane)
-    (top, bottom), (left, right) = halo
-    core_shape = (plane.shape[0] - top - bottom, plane.shape[1] - left - right)
-    out = np.empty(core_shape, np.float32)
-    predictor = _cached_predictor(model, config)
-    tile, batch_size = auto_tile_and_batch(model, predictor.device, config.tile, config.batch_size)
-    grid = plan_tiles(core_shape, tile, model.config.depth, model.config.padding)
-    grid = shift_reads(grid, top, left)
-    for _ in predict_tiles(
-        plane[..., None],
-        grid,
-        predictor,
-        out,
-        channel=cell_score_weights(model),
-        batch_size=batch_size,
-    ):
-        pass
-    return out
+    (top, bottom), (left, right) = pads
+    plane = apply_normalization(block, params)
+    core = (top, plane.shape[0] - bottom, left, plane.shape[1] - right)
+    cached = _cached_predictor(model, config)
+    predictor, wanted = cached.predictor, cached.tile or config.tile
+    tile, batch_size = auto_tile_and_batch(
+        model.config, predictor_device(predictor), wanted, config.batch_size
+    )
+    done = run(
+        predict_plane(
+            predictor,
+            plane,
+            model.config,
+            cell_score_weights(model),
+            tile=tile,
+            batch_size=batch_size,
+            core=core,
+        )
+    )
+    if done.predictor is not predictor or done.tile != tile:  # out of memory: remember
+        with _PREDICTOR_LOCK:
+            cached.predictor, cached.tile = done.predictor, done.tile
+    return done.scores
 
 
-_PREDICTOR_CACHE: dict[tuple, tuple[CellModel, TorchPredictor]] = {}
+@dataclass
+class _CachedRun:
+    """A predictor kept for the blocks of one model, and the input tile that fitted after
+    an out-of-memory retry (None: not needed yet)."""
+
+    model: CellModel
+    predictor: Predictor
+    tile: int | None = None
+
+
+_PREDICTOR_CACHE: dict[tuple, _CachedRun] = {}
 _PREDICTOR_LOCK = threading.Lock()
 
 
-def _cached_predictor(model: CellModel, config: PredictConfig) -> TorchPredictor:
+def _cached_predictor(model: CellModel, config: PredictConfig) -> _CachedRun:
     """One TorchPredictor per model object, device and TTA setting (dask workers reuse it).
 
-    The cache holds the model itself, so its id cannot be recycled by another model.
+    The cache holds the model itself, so its id cannot be recycled by another model. A
+    predictor for another model replaces the cached one, which is closed (its copy of
+    the weights and its cached device memory freed).
     """
     key = (id(model), id(model.net), config.device, config.tta)
+    evicted: list[_CachedRun] = []
     with _PREDICTOR_LOCK:
         cached = _PREDICTOR_CACHE.get(key)
-        if cached is None or cached[0] is not model:
+        if cached is None or cached.model is not model:
+            evicted = list(_PREDICTOR_CACHE.values())
             _PREDICTOR_CACHE.clear()
-            cached = (model, TorchPredictor(model.net, config.device, tta=config.tta))
+            cached = _CachedRun(model, TorchPredictor(model.net, config.device, tta=config.tta))
             _PREDICTOR_CACHE[key] = cached
-        return cached[1]
+    for old in evicted:
+        old.predictor.close()  # type: ignore[attr-defined]
+    return cached
 
 
 def release_cached_predictors() -> None:
@@ -149,8 +139,8 @@ def release_cached_predictors() -> None:
     with _PREDICTOR_LOCK:
         cached = list(_PREDICTOR_CACHE.values())
         _PREDICTOR_CACHE.clear()
-    for _, predictor in cached:
-        predictor.close()
+    for entry in cached:
+        entry.predictor.close()  # type: ignore[attr-defined]
 
 
 def predict_probabilities_dask(
@@ -197,24 +187,23 @@ def predict_probabilities_dask(
             f"Cannot segment an image of dtype {image.dtype}: give a numeric (integer or "
             "float) image."
         )
-    halo = dependency_reach(cfg.depth, cfg.padding)
-    image = align_chunks(image, 2**cfg.depth, halo, chunk)
-    affine = normalization_affine(plane_sample(image), cell_model.normalization)
-    cell_model.net.eval()
+    reach = dependency_reach(cfg.depth, cfg.padding)
+    image = align_chunks(image, 2**cfg.depth, reach, chunk)
+    params = normalization_params(plane_sample(image), cell_model.normalization)
     numblocks = image.numblocks
 
     def block_fn(block, model=None, block_id=None):
         pads = tuple(
-            (halo if block_id[a] > 0 else 0, halo if block_id[a] < numblocks[a] - 1 else 0)
+            (reach if block_id[a] > 0 else 0, reach if block_id[a] < numblocks[a] - 1 else 0)
             for a in range(2)
         )
-        return _predict_block(block, model, affine, config, pads)
+        return _predict_block(block, model, params, config, pads)
 
     return da.map_overlap(
         block_fn,
         image,
         model=dask.delayed(cell_model, pure=True),
-        depth={0: halo, 1: halo},
+        depth={0: reach, 1: reach},
         boundary="none",
         trim=False,
         dtype=np.float32,
@@ -223,8 +212,8 @@ def predict_probabilities_dask(
     )
 
 
-def align_chunks(image, step: int, halo: int, chunk: int | None = None):
-    """Rechunk a 2D dask array: regular chunks, multiples of ``step``, all > ``halo`` px.
+def align_chunks(image, step: int, reach: int, chunk: int | None = None):
+    """Rechunk a 2D dask array: regular chunks, multiples of ``step``, all > ``reach`` px.
 
     chunk: wanted chunk size (px); default: the array's largest chunk. Returns ``image``
     itself if its chunks already qualify.
@@ -233,14 +222,14 @@ def align_chunks(image, step: int, halo: int, chunk: int | None = None):
     for axis, length in enumerate(image.shape):
         current = image.chunks[axis]
         starts_ok = all(c % step == 0 and c == current[0] for c in current[:-1])
-        sizes_ok = len(current) == 1 or (min(current) > halo and current[-1] <= current[0])
+        sizes_ok = len(current) == 1 or (min(current) > reach and current[-1] <= current[0])
         if chunk is None and starts_ok and sizes_ok:
             new_chunks.append(current)
             continue
         target = chunk or max(current)
-        target = max(math.ceil(target / step) * step, math.ceil((halo + 1) / step) * step)
-        # regular chunks (zarr needs them); a last chunk, if shorter, still exceeds the halo
-        while target < length and 0 < length % target <= halo:
+        target = max(math.ceil(target / step) * step, math.ceil((reach + 1) / step) * step)
+        # regular chunks (zarr needs them); a last chunk, if shorter, still exceeds the reach
+        while target < length and 0 < length % target <= reach:
             target += step
         if target >= length:
             new_chunks.append((length,))
@@ -337,67 +326,42 @@ def _open_zarr(path: Path):
     return image
 
 
-def _temporary_sibling(path: Path) -> Path:
-    import tempfile
-
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    import os
-
-    os.close(handle)
-    Path(name).unlink()
-    return Path(name)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    import os
-
-    if path.exists():
-        raise UNetCellsError(
-            f"{path} appeared while predicting; not overwriting it: run again with another "
-            "output name."
-        )
-    os.replace(tmp, path)
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def write_array(array: Any, path: Path) -> None:
-    """Write a numpy or dask array to TIFF or zarr, atomically (temporary name, rename)."""
-    kind = file_kind(path)
-    tmp = _temporary_sibling(path)
-    try:
-        if kind == "tiff":
-            import tifffile
+    """Write a numpy or dask array to TIFF or zarr (by suffix), atomically.
 
+    The data go to a reserved sibling (a file for TIFF, a folder holding the zarr) that is
+    fsynced and renamed to ``path`` when complete (``core.fileio.commit``); ``path``
+    appearing meanwhile is an error, not overwritten. On any error nothing is left.
+    """
+    path = Path(path)
+    if file_kind(path) == "tiff":
+        import tifffile
+
+        tmp = reserve_sibling(path)
+        try:
             data = array.compute() if hasattr(array, "compute") else array
             tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack")  # never RGB
-        else:
-            import dask.array as da
+            commit(tmp, path)
+        finally:
+            remove_quietly(tmp)
+        return
+    import dask.array as da
 
-            lazy = array if hasattr(array, "compute") else da.from_array(array)
-            lazy.to_zarr(str(tmp))
-        _commit(tmp, path)
+    folder = reserve_sibling_dir(path)
+    try:
+        lazy = array if hasattr(array, "compute") else da.from_array(array)
+        lazy.to_zarr(str(folder / path.name))
+        commit(folder / path.name, path)
     finally:
-        _remove(tmp)
+        remove_quietly(folder)
 
 
 def check_output(path: Path) -> None:
     """Refuse an output path that exists, has an unknown format or no parent folder."""
     file_kind(path)
-    if path.exists():
-        raise UNetCellsError(
-            f"{path} already exists; choose another output name (existing files are never "
-            "overwritten)."
-        )
-    if not path.parent.is_dir():
-        raise UNetCellsError(f"The folder {path.parent} does not exist; create it first.")
+    check_new_output(
+        Path(path), hint="choose another output name (existing files are never overwritten)"
+    )
 
 
 def predict_file(
@@ -531,7 +495,7 @@ def _write_results(labels, output: Path, probs, prob_path: Path | None) -> int:
         write_array(labels, output)
     except BaseException:
         for path in written:  # all or nothing
-            _remove(path)
+            remove_quietly(path)
         raise
     top = labels.max()
     return int(top.compute() if hasattr(top, "compute") else top)

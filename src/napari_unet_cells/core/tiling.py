@@ -20,7 +20,18 @@ context margin of the valid network of the same depth (rounded up to a multiple 
 *not* exactly equal to a whole-image prediction, because zero padding reaches further than
 the context.
 
-Coordinates are (Y, X) pixels of one plane. Nothing here needs torch.
+Vocabulary (the same names in core/predict.py, core/tile_loop.py, core/predict_large.py):
+
+- *tile* / *input tile* (``tile``, ``TileGrid.tile_shape``): the network input size, px;
+- *output tile* (``TileGrid.out_shape``): the network output for one input tile, px;
+- *margin* (``tile_margin``): context added on each side of a write region, px;
+- *write region* / *read region* (``Tile.write`` / ``Tile.read``) and *crop* (the part
+  of the output tile that goes to the write region);
+- *reach* (``dependency_reach``): how far an output pixel's inputs extend, px: the
+  overlap chunked prediction needs between chunks.
+
+Coordinates are (Y, X) pixels of one plane. Nothing here needs torch (the size
+arithmetic comes from core/unet_sizes.py).
 """
 
 from __future__ import annotations
@@ -33,7 +44,12 @@ from typing import Literal
 import numpy as np
 
 from .errors import UNetCellsError
-from .unet import context_margin, input_size_for_output, nearest_valid_input_size, output_size
+from .unet_sizes import (
+    context_margin,
+    input_size_for_output,
+    nearest_valid_input_size,
+    output_size,
+)
 
 Padding = Literal["valid", "same"]
 
