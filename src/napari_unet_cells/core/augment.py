@@ -67,7 +67,17 @@ class AugmentParams:
 def draw_params(
     rng: np.random.Generator, config: AugmentConfig | None = None, n: int = 1
 ) -> list[AugmentParams]:
-    """Draw ``n`` independent augmentations from ``rng`` (the only source of randomness)."""
+    """Draw ``n`` independent augmentations.
+
+    Parameters
+    ----------
+    rng : the only source of randomness.
+    config : the recipe (default AugmentConfig(): the paper's 3x3 grid, 10 px).
+    n : how many (one per tile).
+
+    Returns
+    -------
+    ``n`` AugmentParams."""
     config = config or AugmentConfig()
     g = config.elastic_grid
     out = []
@@ -103,16 +113,29 @@ def draw_params(
 def displacement_field(displacement: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Per-pixel displacements from coarse-grid ones by bicubic interpolation.
 
-    displacement: (N, 2, G, G) pixels (dy, dx). Returns (N, 2, H, W) float32 pixels; the
-    grid's corner points sit on the corner pixels (``align_corners=True``).
+    Parameters
+    ----------
+    displacement : (N, 2, G, G) float, px (dy, dx) at the grid points.
+    shape : (H, W), px.
+
+    Returns
+    -------
+    (N, 2, H, W) float32, px; the grid's corner points sit on the corner pixels
+    (``align_corners=True``).
     """
     return F.interpolate(displacement, size=shape, mode="bicubic", align_corners=True)
 
 
 def sampling_grid(field: torch.Tensor) -> torch.Tensor:
-    """``grid_sample`` grid (N, H, W, 2) in [-1, 1] (x, y order) for pixel displacements.
+    """The ``grid_sample`` grid for per-pixel displacements.
 
-    field: (N, 2, H, W) displacement (dy, dx) in pixels.
+    Parameters
+    ----------
+    field : (N, 2, H, W) displacement (dy, dx), px.
+
+    Returns
+    -------
+    (N, H, W, 2) in [-1, 1], (x, y) order.
     """
     n, _, h, w = field.shape
     theta = torch.eye(2, 3, dtype=field.dtype, device=field.device).expand(n, 2, 3)
@@ -130,11 +153,17 @@ def elastic_deform(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Apply one deformation per sample to smooth and nearest-neighbour channels.
 
-    displacement: (N, 2, G, G) coarse-grid displacements in pixels.
-    smooth: (N, C, H, W) float (image, weight map): bilinear.
-    nearest: (N, K, H, W) float holding integers (labels, class target): nearest
+    Parameters
+    ----------
+    displacement : (N, 2, G, G) coarse-grid displacements, px.
+    smooth : (N, C, H, W) float (image, weight map): interpolated bilinearly.
+    nearest : (N, K, H, W) float holding integers (labels, class target): nearest
         neighbour, so every output value is one of the input values.
-    Pixels from outside the tile are mirrored. Returns the deformed (smooth, nearest).
+
+    Returns
+    -------
+    The deformed (smooth, nearest), same shapes (None where not given). Pixels from
+    outside the tile are mirrored.
     """
     ref = smooth if smooth is not None else nearest
     assert ref is not None
@@ -216,9 +245,18 @@ def augment_batch(
 ) -> AugmentedBatch:
     """Apply ``params[i]`` to tile i of each array; runs in torch on ``device``.
 
-    image, weight: (N, S, S) float32; target: (N, S, S) small integers; labels: optional
-    (N, S, S) integer instance ids (< 2**24). S must be the same on both axes (quarter
-    turns keep the shape). Returns an AugmentedBatch on ``device``.
+    Parameters
+    ----------
+    params : one AugmentParams per tile (``draw_params``).
+    image, weight : (N, S, S) float32; S the same on both axes (quarter turns keep the
+        shape), px.
+    target : (N, S, S) small integers (the class per pixel).
+    labels : optional (N, S, S) integer instance ids (< 2**24).
+    device : where the work runs.
+
+    Returns
+    -------
+    An AugmentedBatch on ``device``: image (N, 1, S, S) float32, weight, target, labels.
 
     Flips and quarter turns are folded into the deformation's sampling grid, so the whole
     batch is resampled by one ``grid_sample`` call per interpolation mode (few, large

@@ -4,7 +4,10 @@ A model file is a NumPy ``.npz`` archive (a zip): one array per weight tensor an
 header in the member ``__meta__``. Loading uses ``allow_pickle=False``, so a file can
 never run code; the zip CRCs and a SHA-256 over all tensors catch damage. Saving writes
 a temporary file in the same folder, fsyncs it and renames it over the target, so an
-interrupted save never leaves a broken file where a good one was.
+interrupted save never leaves a broken file where a good one was; with
+``overwrite=False`` (and in ``create_new_file``) the finished file gets its name only if
+no file has it, checked atomically at that moment, so a file that appeared meanwhile
+(e.g. during a training run) is never replaced.
 
 Reading the header (``read_model_info``) does not import torch.
 """
@@ -77,9 +80,18 @@ class CellModel:
 
 
 def default_classes(n_classes: int) -> tuple[str, ...]:
-    """Class names for a new network: ("background", "cell") as in the paper; with 3
-    classes ("background", "cell", "boundary"), the boundary class being each cell's 1 px
-    outline, seams between touching cells included (core/data.py ``class_target``)."""
+    """Class names for a new network, one per output channel, background first.
+
+    Parameters
+    ----------
+    n_classes : the network's output channels (>= 2).
+
+    Returns
+    -------
+    ("background", "cell") as in the paper; with 3 classes ("background", "cell",
+    "boundary"), the boundary class being each cell's 1 px outline, seams between
+    touching cells included (core/data.py ``class_target``); more: "class k" for the rest.
+    """
     if n_classes == 2:
         return ("background", "cell")
     if n_classes == 3:
@@ -210,11 +222,22 @@ def create_new_file(path: str | os.PathLike, write_to: Callable[[Path], object])
 
 
 def read_model_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of a model file (config, normalisation, classes, provenance).
+    """The JSON header of a model file, read without loading the weights.
 
     Checks that the file is a model file of a supported format; does not verify the
-    weights (``load_model`` does) and does not import torch. A bioimage.io package
-    exported by this plugin gives the header stored in it.
+    weights (``load_model`` does) and does not import torch.
+
+    Parameters
+    ----------
+    path : a model file (.npz), or a bioimage.io package exported by this plugin (the
+        header stored in it).
+
+    Returns
+    -------
+    {"format", "format_version", "model_config", "normalization", "classes",
+    "provenance", "extra", "tensors" (dtype and shape of each), "sha256"}.
+
+    Raises UNetCellsError naming the file if it is missing, foreign, damaged or newer.
     """
     path = Path(path)
     if _is_bioimageio_package(path):
@@ -226,12 +249,22 @@ def read_model_info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> CellModel:
-    """Load a model file, verify its integrity and rebuild the network on ``device``.
+    """Load a model file, verify its integrity and rebuild the network.
 
-    Raises UNetCellsError naming the file if it is missing, foreign, truncated, damaged
-    or from a newer format. The network is returned in eval mode. ``path`` may also be a
-    bioimage.io package (.zip) exported by this plugin (``unet-cells export``); one from
-    another architecture raises UNetCellsError saying so.
+    Parameters
+    ----------
+    path : a model file (.npz), or a bioimage.io package (.zip) exported by this plugin
+        (``unet-cells export``).
+    device : where the network goes ("cpu", "cuda[:N]", "mps", "auto" or a
+        torch.device).
+
+    Returns
+    -------
+    The CellModel, its network in eval mode on ``device``.
+
+    Raises UNetCellsError naming the file if it is missing, foreign (a bioimage.io
+    package of another architecture too), truncated, damaged (the weights' SHA-256 does
+    not match) or from a newer format.
     """
     import torch
 

@@ -69,10 +69,19 @@ def as_samples(
 ) -> list[TrainingSample]:
     """Training samples from arrays or lists of arrays (one entry per image).
 
-    images: (Y, X) planes or (Z, Y, X) stacks; labels: same shapes, integer instance ids;
-    ignore: None, or per image None / a mask of the same shape (nonzero = unannotated).
-    Stacks give one sample per plane with at least one labelled cell. Raises
-    UNetCellsError for mismatched shapes, non-integer labels or no annotation at all.
+    Parameters
+    ----------
+    images : (Y, X) planes or (Z, Y, X) stacks, or a list of them.
+    labels : the same shapes, integer instance ids (0 = background).
+    ignore : None, or per image None / a mask of the same shape (nonzero = unannotated).
+    names : one name per image for the provenance (default: "image 0", ...).
+
+    Returns
+    -------
+    One TrainingSample per plane; stacks give one per plane with at least one labelled
+    cell.
+
+    Raises UNetCellsError for mismatched shapes, non-integer labels or no annotation.
     """
     image_list = _as_list(images, "images")
     label_list = _as_list(labels, "labels")
@@ -196,9 +205,17 @@ class PreparedSample:
 def class_target(
     labels: np.ndarray, n_classes: int = 2, weight_config: WeightMapConfig | None = None
 ) -> np.ndarray:
-    """The per-pixel training class of a (Y, X) label plane: uint8 (Y, X).
+    """The per-pixel training class of a label plane.
 
-    2 classes (the paper): 1 = cell, 0 = background and the separation borders carved
+    Parameters
+    ----------
+    labels : (Y, X) integer instance ids.
+    n_classes : 2 (the paper) or 3 (with a boundary class).
+    weight_config : how the separation borders are carved (default WeightMapConfig()).
+
+    Returns
+    -------
+    uint8 (Y, X). 2 classes: 1 = cell, 0 = background and the separation borders carved
     between touching cells (``weightmap.separation_target``). 3 classes: 0 background,
     2 boundary = every cell pixel with a 4- or 8-neighbour outside the cell (its 1 px
     outline, so the carved seams between touching cells too), 1 = the cell's interior.
@@ -227,8 +244,18 @@ def prepare_sample(
 ) -> PreparedSample:
     """Normalise the image and compute target and weight map of the whole plane.
 
-    n_classes: 2 (paper) or 3 (with a boundary class), see ``class_target``. The loss
-    weight map is the paper's in both cases (its border term sits on the seams).
+    Parameters
+    ----------
+    sample : one (Y, X) image with labels and optional ignore mask.
+    normalization : the model's input normalisation (default NormalizationConfig()).
+    weight_config : the loss weight map's settings (paper eq. 2; w0, sigma in px).
+    n_classes : 2 (paper) or 3 (with a boundary class), see ``class_target``.
+
+    Returns
+    -------
+    A PreparedSample: float32 image, int32 labels, uint8 target, float32 weight (0 in
+    the ignore mask), all (Y, X). The loss weight map is the paper's with either number
+    of classes (its border term sits on the seams).
     """
     from .weightmap import weight_map
 
@@ -291,6 +318,18 @@ def split_validation(
     axis (or its start, if only the start has cells) is held out: its pixels get loss
     weight 0 in training and it is predicted with the rest of the image as context.
     Images whose strip would be under 16 px keep all their pixels for training.
+
+    Parameters
+    ----------
+    samples : the training samples.
+    val_samples : separate validation samples, or None (hold out strips).
+    config : ``val_fraction``, ``weight_map``.
+    model_config : the network (number of classes, context reach).
+    normalization : the model's input normalisation.
+
+    Returns
+    -------
+    (one PreparedSample per training sample, the ValidationRegions).
     """
     margin = context_margin(model_config.depth, model_config.padding)
     wcfg = config.weight_map
@@ -345,12 +384,20 @@ def split_validation(
 def choose_tile(
     model_config: ModelConfig, shapes: Sequence[tuple[int, int]], tile: int | None = None
 ) -> tuple[int, int]:
-    """(input tile, output tile) sizes in px for training.
+    """The input and output tile sizes for training.
 
-    tile: requested input size, snapped down to a valid size (up to the smallest). None:
-    an output of about twice the context margin (196 px from a 380 px input for depth 4,
-    a good compromise between context overhead and step time), but not much larger than
-    the largest image.
+    Parameters
+    ----------
+    model_config : the network (depth, padding).
+    shapes : the (Y, X) shapes of the training planes, px.
+    tile : requested input size, px, snapped down to a valid size (up to the smallest).
+        None: an output of about twice the context margin (196 px from a 380 px input
+        for depth 4, a good compromise between context overhead and step time), but not
+        much larger than the largest image.
+
+    Returns
+    -------
+    (input tile, output tile), px.
     """
     depth, padding = model_config.depth, model_config.padding
     if tile is None:
@@ -431,7 +478,16 @@ class TileSampler:
         return int(np.clip(centre - o // 2 + jitter, 0, length - o))
 
     def sample(self, rng: np.random.Generator, n: int) -> TileBatch:
-        """Draw ``n`` tiles; randomness only from ``rng``."""
+        """Draw ``n`` tiles; randomness only from ``rng``.
+
+        Parameters
+        ----------
+        rng : the only source of randomness.
+        n : how many tiles.
+
+        Returns
+        -------
+        A TileBatch of (n, S, S) arrays, S the input tile size in px."""
         s_size, off = self.tile, (self.tile - self.out) // 2
         images = np.empty((n, s_size, s_size), np.float32)
         weights = np.empty((n, s_size, s_size), np.float32)

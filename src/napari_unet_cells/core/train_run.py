@@ -359,9 +359,18 @@ def provenance(
 ) -> dict[str, Any]:
     """What the model file records about the run (JSON-serialisable).
 
-    The start model, the settings, the data (names, shapes, cells, annotated share), the
-    best validation, the post-processing search ``tuning``, the scale matching and the
-    last 200 validations; ``elapsed_s`` is the run's wall time in seconds.
+    Parameters
+    ----------
+    state : the finished run (best weights chosen).
+    tuning : the post-processing search after training (``_search_post_processing`` in
+        core/train.py), or None.
+    elapsed_s : the run's wall time, s.
+
+    Returns
+    -------
+    {"trained_from", "training" (dates, steps, device, tile sizes in px, the settings,
+    the data), "validation" (the best metrics), "instance_tuning", "data_scale",
+    "history" (the last 200 validations, rounded)}.
     """
     return {
         "trained_from": state.start_desc,

@@ -73,10 +73,21 @@ def weighted_cross_entropy(
 
 
 def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
-    """The learning rate of optimiser step ``step`` (1-based).
+    """The learning rate of one optimiser step.
 
     Linear warm-up over ``config.warmup_steps``, then a cosine decay over the budget's
-    ``progress`` (0..1) from the peak down to ``config.final_lr_fraction`` of it.
+    progress from the peak (``config.peak_learning_rate``) down to
+    ``config.final_lr_fraction`` of it.
+
+    Parameters
+    ----------
+    config : the training settings.
+    step : the step, 1-based.
+    progress : the share of the budget (steps or time) used, 0..1.
+
+    Returns
+    -------
+    The learning rate.
     """
     peak = config.peak_learning_rate
     warm = min(1.0, step / config.warmup_steps) if config.warmup_steps else 1.0
@@ -86,8 +97,18 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
 
 
 def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, or the paper's SGD with momentum (``config.optimizer``), over the trainable
-    parameters of ``net``; the learning rate is set before every step."""
+    """The optimiser for ``net``'s trainable parameters.
+
+    Parameters
+    ----------
+    net : the network.
+    config : ``optimizer`` ("adam": AdamW; "sgd": the paper's SGD with ``momentum``),
+        ``weight_decay``; the learning rate is set before every step (``learning_rate``).
+
+    Returns
+    -------
+    A torch optimiser.
+    """
     params = [p for p in net.parameters() if p.requires_grad]
     lr = config.peak_learning_rate
     if config.optimizer == "sgd":
@@ -192,7 +213,16 @@ def _resample(sample: TrainingSample, factor: float) -> TrainingSample:
 
 
 def scale_text(note: dict[str, Any] | None) -> str:
-    """The part of the start message telling how the cells were resampled ("" if not)."""
+    """The part of the start message telling how the cells were resampled.
+
+    Parameters
+    ----------
+    note : the provenance note of ``match_model_scale`` (or None).
+
+    Returns
+    -------
+    "; cells of D px resampled xF to the model's R px", or "" when nothing was resampled.
+    """
     if not note or note["factor"] == 1.0:
         return ""
     return (
@@ -202,8 +232,17 @@ def scale_text(note: dict[str, Any] | None) -> str:
 
 
 def data_summary(samples: Sequence[TrainingSample]) -> list[dict[str, Any]]:
-    """One dict per sample for the provenance: name, shape, dtype, number of cells and
-    the annotated fraction of its pixels (1 minus the ignore mask's share)."""
+    """What the provenance records about the training data.
+
+    Parameters
+    ----------
+    samples : the training (or validation) samples.
+
+    Returns
+    -------
+    One dict per sample: "name", "shape" (px), "dtype", "cells" (labelled instances) and
+    "annotated_fraction" (1 minus the ignore mask's share of the pixels).
+    """
     out = []
     for s in samples:
         annotated = 1.0 if s.ignore is None else float(1.0 - np.mean(s.ignore))

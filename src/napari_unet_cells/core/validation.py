@@ -147,7 +147,16 @@ def region_probabilities(
 
 
 def is_better(new: dict[str, float], best: dict[str, float] | None) -> bool:
-    """True if validation ``new`` beats ``best``: higher AP50, ties broken by lower loss."""
+    """Whether a validation beats the best so far.
+
+    Parameters
+    ----------
+    new, best : validation metrics ("ap50", "loss"); ``best`` None: nothing yet.
+
+    Returns
+    -------
+    True for a higher AP50 (beyond 1e-9), or an equal AP50 with a lower loss.
+    """
     if best is None:
         return True
     if new["ap50"] > best["ap50"] + 1e-9:
@@ -160,9 +169,18 @@ def pooled_ap50(
     regions: Sequence[ValidationRegion],
     config: InstanceConfig,
 ) -> float:
-    """AP at IoU 0.5 pooled over the validation regions (summed TP/FP/FN) when the cell
-    scores ``probabilities`` (one (h, w) array per region core) are post-processed with
-    ``config``."""
+    """AP at IoU 0.5 over the validation regions with one post-processing.
+
+    Parameters
+    ----------
+    probabilities : the cell scores, one float32 (h, w) array per region core.
+    regions : the regions (labels and ignore masks of their cores).
+    config : the post-processing that makes instances of the scores.
+
+    Returns
+    -------
+    TP / (TP + FP + FN) from the matches summed over the regions (0 if all are empty).
+    """
     tp = fp = fn = 0
     for prob, region in zip(probabilities, regions, strict=True):
         labels = probabilities_to_labels(prob, config)
@@ -172,8 +190,16 @@ def pooled_ap50(
 
 
 def tuning_time_cap(budget_s: float | None) -> float:
-    """Seconds the post-processing search before training may take (part of the budget):
-    ``TUNE_SECONDS``, or 10 % of a shorter time budget ``budget_s`` (s), at least 1 s."""
+    """The seconds the post-processing search before training may take.
+
+    Parameters
+    ----------
+    budget_s : the training's time budget, s (None: a step budget only).
+
+    Returns
+    -------
+    ``TUNE_SECONDS``, or 10 % of a shorter time budget, at least 1 s (it counts in it).
+    """
     return TUNE_SECONDS if budget_s is None else min(TUNE_SECONDS, max(1.0, 0.1 * budget_s))
 
 
