@@ -38,6 +38,7 @@ _LAZY = {
     "check_annotation": ".core.annotation",
     "AnnotationProject": ".core.annotation",
     "export_bioimageio": ".core.interop.bioimageio",
+    "measure": ".core.measure",
 }
 
 __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
@@ -64,6 +65,7 @@ __all__ = [  # noqa: RUF022 - kept in the order of _LAZY
     "check_annotation",
     "AnnotationProject",
     "export_bioimageio",
+    "measure",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .core.errors import UNetCellsError
     from .core.interop.bioimageio import export_bioimageio
+    from .core.measure import measure
     from .core.predict import predict
     from .core.synthetic import SyntheticConfig, synthetic_cells
     from .core.train import finetune
