@@ -3,7 +3,11 @@
 ``bioimageio``: ``export_bioimageio`` writes a model as a bioimage.io package (built and
 tested with bioimageio.spec / bioimageio.core, the ``interop`` extra);
 ``load_bioimageio`` reads back a package this plugin exported (``load_model`` calls it;
-needs only torch and PyYAML). ``omezarr``: labels into an OME-Zarr image's ``labels/``
+needs only torch and PyYAML). Its parts: ``bioimageio_files`` (the files a package holds
+and their names), ``bioimageio_describe`` (the spec 0.5 description),
+``bioimageio_card`` (the README model card), ``bioimageio_read`` (loading back);
+``unet2015.py`` is the network as standalone torch source, shipped inside packages.
+``omezarr``: labels into an OME-Zarr image's ``labels/``
 group, or a new OME-Zarr labels image (ome-zarr-py, the ``interop`` extra).
 
 Nothing here is imported by ``napari_unet_cells`` at start-up; heavy imports (torch,

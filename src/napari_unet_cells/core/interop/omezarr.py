@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -289,67 +288,81 @@ def write_ome_zarr(
 ) -> Path:
     """A new OME-Zarr store (NGFF 0.5) at ``path``: ``image`` and its labels image.
 
-    image: (Y, X), (Z, Y, X) or (Y, X, C) with C of 3 or 4 (stored as c, y, x); numpy or
-    dask. labels: int array of the image's spatial shape. ``path`` must not exist; the
-    store is written under a temporary name and renamed when complete.
+    Parameters
+    ----------
+    path : the store to create; it must not exist, its folder must.
+    image : (Y, X), (Z, Y, X) or (Y, X, C) with C of 3 or 4 (stored as c, y, x); numpy
+        or dask.
+    labels : int array of the image's spatial shape, 0 = background.
+    name : the labels image's name under ``labels/``.
+    attributes : extra JSON attributes stored on the labels group.
+
+    Returns
+    -------
+    The store's path. It is written under a temporary name beside ``path`` and renamed
+    when complete, so an interrupted write leaves no half-written store.
     """
+    from ..fileio import commit, remove_quietly, reserve_sibling
+
     writer = require("ome_zarr.writer", "Writing OME-Zarr")
     import zarr
 
-    path = Path(path)
-    if path.exists():
-        raise UNetCellsError(
-            f"{path} already exists; choose another output name (existing files are never "
-            "overwritten). To add labels to an existing OME-Zarr image, use --ome-labels."
-        )
-    if not path.parent.is_dir():
-        raise UNetCellsError(f"The folder {path.parent} does not exist; create it first.")
-    image = _as_dask(image)
-    if image.ndim == 2:
-        axes = ["y", "x"]
-    elif image.ndim == 3 and image.shape[-1] in (3, 4) and labels.ndim == 2:
-        image = image.transpose(2, 0, 1)
-        axes = ["c", "y", "x"]
-    elif image.ndim == 3:
-        axes = ["z", "y", "x"]
-    else:
-        raise UNetCellsError(
-            f"OME-Zarr output takes 2-D images, z-stacks or RGB images, got shape "
-            f"{image.shape}; write TIFF (-o cells.tif) instead."
-        )
+    path = _check_new_path(Path(path))
+    image, axes = _image_axes(_as_dask(image), labels)
     levels = _auto_levels(image.shape, axes)
-    factors = _scale_factors(levels, axes)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    label_levels = [
+        tuple(1 if a == "c" else n for a, n in zip(axes, s, strict=True)) for s in levels
+    ]
+    tmp = reserve_sibling(path)
+    remove_quietly(tmp)  # a reserved name: zarr makes a folder there
     try:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        writer.write_image(image, root, axes=axes, scale_factors=factors, scaler=None)
-        shape = tuple(1 if a == "c" else n for a, n in zip(axes, image.shape, strict=True))
-        fitted = _as_dask(_fit_labels(labels, shape, axes, path))
+        writer.write_image(
+            image, root, axes=axes, scale_factors=_scale_factors(levels, axes), scaler=None
+        )
+        fitted = _as_dask(_fit_labels(labels, label_levels[0], axes, path))
         writer.write_labels(
             fitted.astype(np.int32),
             root,
             name=name,
             scaler=None,
-            scale_factors=_scale_factors(
-                [
-                    tuple(1 if a == "c" else n for a, n in zip(axes, s, strict=True))
-                    for s in levels
-                ],
-                axes,
-            ),
+            scale_factors=_scale_factors(label_levels, axes),
             axes=axes,
             label_metadata=_label_metadata(fitted),
         )
         if attributes:
             zarr.open_group(str(tmp / "labels" / name), mode="a").attrs.update(attributes)
-        if path.exists():
-            raise UNetCellsError(f"{path} appeared while writing; not overwriting it.")
-        os.replace(tmp, path)
+        commit(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
     logger.info("wrote OME-Zarr image and labels %s to %s", name, path)
     return path
+
+
+def _image_axes(image, labels) -> tuple[Any, list[str]]:
+    """(image as stored, its NGFF axis names): RGB(A) moves its colour axis first."""
+    if image.ndim == 2:
+        return image, ["y", "x"]
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and labels.ndim == 2:
+        return image.transpose(2, 0, 1), ["c", "y", "x"]
+    if image.ndim == 3:
+        return image, ["z", "y", "x"]
+    raise UNetCellsError(
+        f"OME-Zarr output takes 2-D images, z-stacks or RGB images, got shape "
+        f"{image.shape}; write TIFF (-o cells.tif) instead."
+    )
+
+
+def _check_new_path(path: Path) -> Path:
+    """Refuse an existing store or a missing folder (``fileio.check_new_output``)."""
+    from ..fileio import check_new_output
+
+    return check_new_output(
+        path,
+        "the OME-Zarr store",
+        hint="choose another output name (existing files are never overwritten); to add "
+        "labels to an existing OME-Zarr image, use --ome-labels",
+    )
 
 
 def read_labels(store: str | os.PathLike, name: str = "cells") -> dict[str, Any]:
@@ -392,14 +405,7 @@ def check_new_store(path: str | os.PathLike) -> Path:
         raise UNetCellsError(
             f"{path}: an OME-Zarr output needs a name ending in .zarr, e.g. cells.ome.zarr."
         )
-    if path.exists():
-        raise UNetCellsError(
-            f"{path} already exists; choose another output name (existing files are never "
-            "overwritten). To add labels to an existing OME-Zarr image, use --ome-labels."
-        )
-    if not path.parent.is_dir():
-        raise UNetCellsError(f"The folder {path.parent} does not exist; create it first.")
-    return path
+    return _check_new_path(path)
 
 
 def predict_to_ome_zarr(
