@@ -25,36 +25,54 @@ each (Y, X) plane:
 This step is cheap: change the threshold or the minimum size and re-run it on the same
 probabilities, without running the network again.
 
-For images larger than memory, ``labels_dask`` runs the same steps chunk by chunk with
-an overlap and joins cells cut by chunk borders, so labels stay unique and sequential.
+For images larger than memory, ``labels_dask`` (in :mod:`core.instances_dask`, importable
+from here) runs the same steps chunk by chunk with an overlap and joins cells cut by
+chunk borders, so labels stay unique and sequential.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .config import InstanceConfig
 from .errors import UNetCellsError
+from .instances_dask import HYSTERESIS_REACH, instance_reach, labels_dask
 
-if TYPE_CHECKING:  # pragma: no cover
-    import dask.array
-
-logger = logging.getLogger(__name__)
+__all__ = [
+    "HYSTERESIS_REACH",
+    "filter_and_relabel",
+    "flood_seeds",
+    "grow_cells",
+    "instance_defaults",
+    "instance_reach",
+    "labels_dask",
+    "perfect_probabilities",
+    "plane_labels",
+    "probabilities_to_labels",
+    "seed_components",
+    "separation_border",
+    "tune_instances",
+]
 
 _BIG = np.iinfo(np.int32).max
 _NEIGHBOURS = ((-1, 0), (0, -1), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
 def separation_border(labels: np.ndarray) -> np.ndarray:
-    """Cell pixels that touch a different cell in the 8-neighbourhood: bool (Y, X).
+    """Cell pixels that touch a different cell in the 8-neighbourhood.
 
-    labels: (Y, X) integer instance labels, 0 = background.
+    Parameters
+    ----------
+    labels : np.ndarray
+        (Y, X) integer instance labels, 0 = background.
+
+    Returns
+    -------
+    np.ndarray
+        bool (Y, X).
     """
     labels = np.asarray(labels)
     highest = ndi.maximum_filter(labels, size=3, mode="nearest")
@@ -65,7 +83,15 @@ def separation_border(labels: np.ndarray) -> np.ndarray:
 def perfect_probabilities(labels: np.ndarray) -> np.ndarray:
     """The ideal cell probability for ``labels``: 1 on cells minus separation borders.
 
-    labels: (Y, X) instance labels. Returns float32 (Y, X) in {0, 1}; for tests and docs.
+    Parameters
+    ----------
+    labels : np.ndarray
+        (Y, X) integer instance labels, 0 = background.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (Y, X) in {0, 1}; for tests and docs.
     """
     labels = np.asarray(labels)
     return ((labels > 0) & ~separation_border(labels)).astype(np.float32)
@@ -78,12 +104,22 @@ def probabilities_to_labels(
 ) -> np.ndarray:
     """Instance labels from cell-class probabilities, plane by plane.
 
-    probabilities: float (..., Y, X) in [0, 1] (the cell score). shape: (Y0, X0) of the
-    image the probabilities were predicted for, when the network saw it resampled
-    (core/scale.py): the cells are found on the probabilities' grid, where the settings
-    apply, and the labels resampled onto ``shape`` (no cell lost). Returns int32
-    (..., Y0, X0) (or (..., Y, X)): 0 = background, 1..N one per cell, unique over all
-    planes, sequential.
+    Parameters
+    ----------
+    probabilities : np.ndarray
+        float (..., Y, X) in [0, 1] (the cell score).
+    config : InstanceConfig, optional
+        The post-processing settings; default ``InstanceConfig()``.
+    shape : (int, int), optional
+        (Y0, X0) of the image the probabilities were predicted for, when the network saw
+        it resampled (core/scale.py): the cells are found on the probabilities' grid,
+        where the settings apply, and the labels resampled onto ``shape`` (no cell lost).
+
+    Returns
+    -------
+    np.ndarray
+        int32 (..., Y0, X0) (or (..., Y, X)): 0 = background, 1..N one per cell, unique
+        over all planes, sequential.
     """
     from .scale import labels_to_shape
 
@@ -106,14 +142,40 @@ def probabilities_to_labels(
 
 
 def plane_labels(probability: np.ndarray, config: InstanceConfig) -> tuple[np.ndarray, int]:
-    """One (Y, X) plane: (int32 labels 1..N sequential, N). See the module docstring."""
+    """Instance labels of one plane (see the module docstring).
+
+    Parameters
+    ----------
+    probability : np.ndarray
+        float (Y, X) cell probability in [0, 1].
+    config : InstanceConfig
+        The post-processing settings.
+
+    Returns
+    -------
+    (np.ndarray, int)
+        int32 (Y, X) labels 1..N, sequential, and N.
+    """
     grown = grow_cells(probability, config)
     return filter_and_relabel(grown, config.min_size, probability, config.min_confidence)
 
 
 def seed_components(probability: np.ndarray, config: InstanceConfig) -> tuple[np.ndarray, int]:
     """Connected components of ``probability > threshold`` (``> seed_threshold`` with
-    hysteresis): (int32 (Y, X), count)."""
+    hysteresis).
+
+    Parameters
+    ----------
+    probability : np.ndarray
+        float (Y, X) cell probability in [0, 1].
+    config : InstanceConfig
+        threshold, seed_threshold, hysteresis and connectivity are used.
+
+    Returns
+    -------
+    (np.ndarray, int)
+        int32 (Y, X) components 1..count (0 = none), and count.
+    """
     level = config.seed_threshold if config.hysteresis else config.threshold
     seeds = np.asarray(probability) > level
     structure = ndi.generate_binary_structure(2, config.connectivity)
@@ -123,12 +185,26 @@ def seed_components(probability: np.ndarray, config: InstanceConfig) -> tuple[np
 
 def flood_seeds(probability: np.ndarray, seeds: np.ndarray, config: InstanceConfig) -> np.ndarray:
     """Hysteresis: seeds flooded by a watershed on ``-probability`` over the pixels above
-    ``config.threshold``; regions there without a seed become 0. Same dtype as ``seeds``.
+    ``config.threshold``; regions there without a seed become 0.
 
     Equal to one ``skimage.segmentation.watershed`` over the whole plane (up to how pixels
     of exactly equal probability are ordered on plateaus), but faster: a region above the
     threshold holding one seed simply becomes that cell, so the watershed runs only in
     the bounding boxes of regions holding several seeds.
+
+    Parameters
+    ----------
+    probability : np.ndarray
+        float (Y, X) cell probability in [0, 1].
+    seeds : np.ndarray
+        Integer (Y, X) seed components (0 = none), lying above ``config.threshold``.
+    config : InstanceConfig
+        threshold and connectivity are used.
+
+    Returns
+    -------
+    np.ndarray
+        (Y, X), the dtype of ``seeds``: each seed's flooded region.
     """
     from skimage.segmentation import watershed
 
@@ -168,10 +244,22 @@ def flood_seeds(probability: np.ndarray, seeds: np.ndarray, config: InstanceConf
 def grow_cells(
     probability: np.ndarray, config: InstanceConfig, components: np.ndarray | None = None
 ) -> np.ndarray:
-    """Seed components grown back over their separation borders: int32 (Y, X), not relabelled.
+    """Seed components grown back over their separation borders (see the module docstring).
 
-    components: the seed components if already known (int32 (Y, X), 0 = none), e.g. with
-    image-wide ids in a chunk; by default ``seed_components(probability)``.
+    Parameters
+    ----------
+    probability : np.ndarray
+        float (Y, X) cell probability in [0, 1] (NaN counts as 0).
+    config : InstanceConfig
+        The post-processing settings.
+    components : np.ndarray, optional
+        The seed components if already known (int32 (Y, X), 0 = none), e.g. with
+        image-wide ids in a chunk; by default ``seed_components(probability)``.
+
+    Returns
+    -------
+    np.ndarray
+        (Y, X), the dtype of ``components`` (int32 by default): grown, not relabelled.
     """
     probability = np.nan_to_num(np.asarray(probability, np.float32), nan=0.0)
     if components is None:
@@ -226,10 +314,24 @@ def filter_and_relabel(
     probability: np.ndarray | None = None,
     min_confidence: float = 0.0,
 ) -> tuple[np.ndarray, int]:
-    """Remove small or faint objects, relabel 1..N in order: (int32 labels, N).
+    """Remove small or faint objects and relabel the rest 1..N in order.
 
-    Objects under ``min_size`` px go; with ``probability`` (float (Y, X)), so do objects
-    whose mean probability is below ``min_confidence``.
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels, any shape, 0 = background.
+    min_size : int
+        Objects under this many pixels are removed.
+    probability : np.ndarray, optional
+        float cell probability of the labels' shape; with it, objects whose mean
+        probability is below ``min_confidence`` are removed too.
+    min_confidence : float
+        In [0, 1]; 0 keeps every object.
+
+    Returns
+    -------
+    (np.ndarray, int)
+        int32 labels 1..N of the labels' shape, and N.
     """
     labels = np.asarray(labels)
     if labels.max(initial=0) == 0:
@@ -246,7 +348,18 @@ def filter_and_relabel(
 
 
 def instance_defaults(model) -> InstanceConfig:
-    """The InstanceConfig a model file recommends (``extra["instances"]``), else defaults."""
+    """The post-processing settings a model file recommends.
+
+    Parameters
+    ----------
+    model : object
+        A loaded model file (anything with an ``extra`` dict).
+
+    Returns
+    -------
+    InstanceConfig
+        From ``model.extra["instances"]``, else ``InstanceConfig()``.
+    """
     from .config import config_from_dict
 
     stored = getattr(model, "extra", {}).get("instances")
@@ -263,14 +376,30 @@ def tune_instances(
 ) -> tuple[InstanceConfig, float, dict[str, float]]:
     """The post-processing with the best pooled AP50 on annotated images.
 
-    probabilities: (Y, X) float32 cell probabilities per image; labels: their instance
-    labels; ignore: bool masks of unannotated pixels (or None). Searches threshold, seed
-    threshold, minimum size (including a quarter of the median annotated cell area) and
-    minimum confidence, re-using the probabilities (the network is not run). ``start``
-    (default: InstanceConfig()) is kept unless a setting scores higher. Returns
-    (config, its AP50, AP50 by setting name). ``time_limit_s``: stop searching after
-    this many seconds and keep the best setting found so far (``scores["timed_out"]`` 1).
-    ``max_min_size``: try no minimum size above this many px (``start``'s must obey it).
+    Searches threshold, seed threshold, minimum size (including a quarter of the median
+    annotated cell area) and minimum confidence, re-using the probabilities (the network
+    is not run).
+
+    Parameters
+    ----------
+    probabilities : sequence of np.ndarray
+        float32 (Y, X) cell probabilities per image.
+    labels : sequence of np.ndarray
+        Their integer (Y, X) instance labels.
+    ignore : sequence of (np.ndarray or None), optional
+        bool (Y, X) masks of unannotated pixels per image.
+    start : InstanceConfig, optional
+        Kept unless a setting scores higher; default ``InstanceConfig()``.
+    time_limit_s : float, optional
+        Stop searching after this many seconds and keep the best setting found so far
+        (``scores["timed_out"]`` is then 1).
+    max_min_size : int, optional
+        Try no minimum size above this many px (``start``'s must obey it).
+
+    Returns
+    -------
+    (InstanceConfig, float, dict)
+        The best settings, their pooled AP50, and the AP50 by setting name.
     """
     import dataclasses
     import itertools
@@ -325,192 +454,3 @@ def tune_instances(
         if ap > best_ap + 1e-9:
             best, best_ap = config, ap
     return best, best_ap, scores
-
-
-# --------------------------------------------------------------------------------------
-# images larger than memory
-# --------------------------------------------------------------------------------------
-
-
-HYSTERESIS_REACH = 64  # px a watershed may flood from its seed across a chunk border
-
-
-def instance_reach(config: InstanceConfig) -> int:
-    """Overlap (px) a chunk needs so its labels match the whole-image computation.
-
-    With hysteresis, exact for cells that extend less than ``HYSTERESIS_REACH`` px from
-    their seed (nuclei up to ~120 px across).
-    """
-    reach = 3 * config.border_width + 2
-    return reach + HYSTERESIS_REACH if config.hysteresis else reach
-
-
-def labels_dask(
-    probabilities: dask.array.Array, config: InstanceConfig, workdir: str | Path
-) -> dask.array.Array:
-    """Instance labels of a large (Y, X) probability map, chunk by chunk, in bounded memory.
-
-    1. Seeds (probability > threshold) are labelled within each chunk and written to a
-       zarr array in ``workdir`` (a folder that must exist until the result is computed).
-       Seed pixels facing each other across a chunk border (4-neighbours, or 8 with
-       connectivity 2) belong to the same component: joining them (connected components of
-       the equivalence graph) gives image-wide component ids, as ``ndi.label`` would.
-    2. Each chunk, with ``instance_reach`` px of overlap, grows its components (with their
-       image-wide ids) over the separation borders (``grow_cells``), written to zarr.
-    3. Sizes are summed per cell over the chunks, cells under ``min_size`` px removed and
-       the rest numbered 1..N.
-
-    Returns a lazy int32 (Y, X) dask array with the chunks of ``probabilities`` (chunks
-    smaller than the overlap merged into a neighbour): the same
-    cells as ``probabilities_to_labels`` (numbered in chunk order), unique across chunks.
-    """
-    import dask
-    import dask.array as da
-    import zarr
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if probabilities.ndim != 2:
-        raise UNetCellsError(f"labels_dask needs (Y, X) probabilities, got {probabilities.shape}.")
-    workdir = Path(workdir)
-    halo = instance_reach(config)
-    merged = tuple(_merge_small_chunks(c, halo) for c in probabilities.chunks)
-    if merged != probabilities.chunks:
-        probabilities = probabilities.rechunk(merged)
-    chunks = probabilities.chunks
-    numblocks = probabilities.numblocks
-    meta = np.empty((0, 0), np.int32)
-
-    # 1. seed components per chunk, then joined across chunk borders
-    local = probabilities.map_blocks(
-        lambda block: seed_components(block, config)[0], dtype=np.int32, meta=meta
-    )
-    seeds_path = workdir / "seeds.zarr"
-    regular = tuple(max(c) for c in chunks)  # zarr stores regular chunks
-    local.rechunk(regular).to_zarr(str(seeds_path), overwrite=True)
-    local = da.from_zarr(str(seeds_path)).rechunk(chunks)
-    counts = np.array(
-        dask.compute(*[dask.delayed(np.max)(b) for row in local.to_delayed() for b in row]),
-        np.int64,
-    ).reshape(numblocks)
-    offsets = np.concatenate([[0], np.cumsum(counts.ravel())[:-1]]).reshape(numblocks)
-    total = int(counts.sum())
-    stored = zarr.open_array(str(seeds_path), mode="r")
-    y_block = np.repeat(np.arange(numblocks[0]), chunks[0])
-    x_block = np.repeat(np.arange(numblocks[1]), chunks[1])
-
-    def global_ids(strip, rows, cols):
-        ids = strip.astype(np.int64) + offsets[y_block[rows][:, None], x_block[cols][None, :]]
-        return np.where(strip > 0, ids, 0)
-
-    height, width = probabilities.shape
-    pairs = [np.empty((0, 2), np.int64)]
-    for y in np.cumsum(chunks[0])[:-1]:
-        strip = global_ids(stored[y - 1 : y + 1, :], np.arange(y - 1, y + 1), np.arange(width))
-        pairs.append(_facing_pairs(strip, config.connectivity))
-    for x in np.cumsum(chunks[1])[:-1]:
-        strip = global_ids(stored[:, x - 1 : x + 1], np.arange(height), np.arange(x - 1, x + 1))
-        pairs.append(_facing_pairs(strip.T, config.connectivity))
-    edges = np.concatenate(pairs)
-    graph = coo_matrix(
-        (np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(total + 1,) * 2
-    )
-    _, group = connected_components(graph, directed=False)
-    # component ids 1..M in order of first appearance; 0 stays background
-    first = np.full(group.max() + 1, total + 1, np.int64)
-    np.minimum.at(first, group, np.arange(total + 1))
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    component_lut = rank[group].astype(np.int32)  # group of id 0 has the smallest first: 0
-
-    def to_global(block, lut=None, block_id=None):
-        ids = np.where(block > 0, block.astype(np.int64) + offsets[block_id], 0)
-        return lut[ids]
-
-    components = local.map_blocks(
-        to_global, lut=dask.delayed(component_lut, pure=True), dtype=np.int32, meta=meta
-    )
-
-    # 2. growth with image-wide ids, in overlapping chunks
-
-    def grow_block(prob, comp, block_id=None):
-        pads = [
-            (halo if block_id[a] > 0 else 0, halo if block_id[a] < numblocks[a] - 1 else 0)
-            for a in range(2)
-        ]
-        grown = grow_cells(prob, config, comp)
-        return grown[
-            pads[0][0] : grown.shape[0] - pads[0][1], pads[1][0] : grown.shape[1] - pads[1][1]
-        ]
-
-    grown = da.map_overlap(
-        grow_block,
-        probabilities,
-        components,
-        depth={0: halo, 1: halo},
-        boundary="none",
-        trim=False,
-        dtype=np.int32,
-        chunks=chunks,
-        meta=meta,
-    )
-    grown_path = workdir / "grown.zarr"
-    grown.rechunk(regular).to_zarr(str(grown_path), overwrite=True)
-    grown = da.from_zarr(str(grown_path)).rechunk(chunks)
-
-    # 3. sizes, minimum size, sequential numbers
-    n_ids = int(component_lut.max()) + 1
-    size = np.zeros(n_ids, np.int64)
-    mass = np.zeros(n_ids, np.float64)  # summed probability per cell
-    rows = zip(grown.to_delayed(), probabilities.to_delayed(), strict=True)
-    for row, prob_row in rows:  # one row of chunks at a time: bounded memory
-        stats = [dask.delayed(_counts)(b, p) for b, p in zip(row, prob_row, strict=True)]
-        for ids, counts, sums in dask.compute(*stats):
-            size[ids] += counts
-            mass[ids] += sums
-    keep = size >= max(config.min_size, 1)
-    if config.min_confidence > 0:
-        keep &= mass >= config.min_confidence * size
-    keep[0] = False
-    final = np.zeros(n_ids, np.int32)
-    final[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    logger.info("labels_dask: %d components -> %d cells", n_ids - 1, int(keep.sum()))
-    return grown.map_blocks(
-        lambda block, lut=None: lut[block],
-        lut=dask.delayed(final, pure=True),
-        dtype=np.int32,
-        meta=meta,
-    )
-
-
-def _merge_small_chunks(sizes: tuple[int, ...], minimum: int) -> tuple[int, ...]:
-    """Chunk sizes along one axis with chunks under ``minimum`` px merged into a neighbour."""
-    out: list[int] = []
-    for size in sizes:
-        if out and (size < minimum or out[-1] < minimum):
-            out[-1] += size
-        else:
-            out.append(size)
-    return tuple(out)
-
-
-def _counts(
-    block: np.ndarray, probability: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, pixel counts, summed probabilities) of the labels in a block, sparse."""
-    ids, inverse, counts = np.unique(block, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse.ravel(), weights=np.asarray(probability, np.float64).ravel())
-    return ids, counts, sums
-
-
-def _facing_pairs(strip: np.ndarray, connectivity: int) -> np.ndarray:
-    """(n, 2) id pairs of nonzero pixels facing across the middle of a (2, W) strip."""
-    a, b = strip[0], strip[1]
-    found = [np.stack([a, b], axis=1)]
-    if connectivity == 2:
-        found.append(np.stack([a[:-1], b[1:]], axis=1))
-        found.append(np.stack([a[1:], b[:-1]], axis=1))
-    pairs = np.concatenate(found)
-    pairs = pairs[(pairs[:, 0] > 0) & (pairs[:, 1] > 0)]
-    return np.unique(pairs, axis=0) if pairs.size else np.empty((0, 2), np.int64)
