@@ -74,7 +74,7 @@ def bench_overhead(
     else:
         model = CellModel.new(ModelConfig(base=base, depth=depth, dropout=0.0), seed=0)
     image, _ = synthetic_cells((size, size), seed=0)
-    tile, batch = auto_tile_and_batch(model, torch.device("cpu"))
+    tile, batch = auto_tile_and_batch(model.config, torch.device("cpu"))
     predict(image[:200, :200], model, device="cpu", tile=tile, batch_size=batch)  # warm-up
     bares, contiguous, fulls = [], [], []
     for _ in range(repeats):  # alternate, keep the best of each: robust to a busy machine

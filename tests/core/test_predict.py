@@ -445,3 +445,71 @@ def test_torch_predictor_on_the_gpu_keeps_the_network_where_it_was(tiny_model):
     predictor.close()
     assert all(p.device.type == "cuda" for p in net.parameters())  # not moved back
     assert cpu.device.type == "cpu" and cpu(image).shape == (1, 2, *cpu(image).shape[2:])
+
+
+# --------------------------------------------------------------------------------------
+# chunked (dask) prediction
+# --------------------------------------------------------------------------------------
+
+
+def test_cached_predictor_closes_the_one_it_replaces(monkeypatch):
+    """A dask worker switching models used to drop the cached predictor without
+    ``close()``, leaving its weights and cached memory on the GPU."""
+    import napari_unet_cells.core.predict_large as PL
+
+    made = []
+
+    class Recording:
+        def __init__(self, net, device="auto", tta=False):
+            self.device, self.closed = torch.device("cpu"), 0
+            made.append(self)
+
+        def close(self):
+            self.closed += 1
+
+    monkeypatch.setattr(PL, "TorchPredictor", Recording)
+    PL.release_cached_predictors()
+    first, second = _model(seed=1), _model(seed=2)
+    config = PredictConfig(device="cpu")
+    PL._cached_predictor(first, config)
+    PL._cached_predictor(first, config)  # reused, not replaced
+    assert len(made) == 1 and made[0].closed == 0
+    PL._cached_predictor(second, config)
+    assert len(made) == 2 and made[0].closed == 1 and made[1].closed == 0
+    PL.release_cached_predictors()
+    assert made[1].closed == 1
+
+
+def test_chunked_prediction_retries_out_of_memory_and_normalises_like_memory(monkeypatch):
+    """The dask path gets the tile loop's out-of-memory retry (it had none) and applies
+    the model's normalisation itself, clipping included (it used to skip ``clip``)."""
+    import dataclasses
+
+    import dask
+    import dask.array as da
+
+    import napari_unet_cells.core.predict_large as PL
+
+    clipped = NormalizationConfig(p_low=5, p_high=90, clip=True)
+    model = dataclasses.replace(_model(seed=5), normalization=clipped)
+    image = np.random.default_rng(15).gamma(2.0, 100.0, (150, 170)).astype(np.float32)
+    expected = _tiled(model, image, 1000)
+    sizes = []
+
+    class OutOfMemoryAbove70(TorchPredictor):
+        def __call__(self, batch):
+            sizes.append(batch.shape[-1])
+            if batch.shape[-1] > 70:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+            return super().__call__(batch)
+
+    monkeypatch.setattr(PL, "TorchPredictor", OutOfMemoryAbove70)
+    PL.release_cached_predictors()
+    lazy = PL.predict_probabilities_dask(
+        da.from_array(image, chunks=64), model, PredictConfig(device="cpu", tile=200), chunk=64
+    )
+    with dask.config.set(scheduler="synchronous"):
+        got = lazy.compute()
+    PL.release_cached_predictors()
+    assert max(sizes) > 70 and sizes[-1] <= 70
+    np.testing.assert_allclose(got, expected, atol=1e-5)

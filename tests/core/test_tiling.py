@@ -110,3 +110,39 @@ def test_bad_input():
         plan_axis(0, 100, 2)
     with pytest.raises(UNetCellsError):
         plan_tiles((10, 10, 3), 100, 2)
+
+
+def test_tiling_needs_no_torch():
+    """core/tiling.py plans tiles without importing torch (it used to, via core/unet.py)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from napari_unet_cells.core import tiling; "
+        "tiling.plan_tiles((300, 200), 100, 2); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_torch_free_sizes_agree_with_the_network_module(depth, padding):
+    from napari_unet_cells.core import unet, unet_sizes
+
+    assert unet_sizes.context_margin(depth, padding) == unet.context_margin(depth, padding)
+    assert unet_sizes.min_input_size(depth, padding) == unet.min_input_size(depth, padding)
+    for size in range(1, 400, 7):
+        valid = unet.is_valid_input_size(size, depth, padding)
+        assert unet_sizes.is_valid_input_size(size, depth, padding) == valid
+        for direction in ("up", "down"):
+            assert unet_sizes.nearest_valid_input_size(
+                size, depth, padding, direction
+            ) == unet.nearest_valid_input_size(size, depth, padding, direction)
+        assert unet_sizes.input_size_for_output(
+            size, depth, padding
+        ) == unet.input_size_for_output(size, depth, padding)
+        if valid:
+            assert unet_sizes.output_size(size, depth, padding) == unet.output_size(
+                size, depth, padding
+            )

@@ -1,8 +1,10 @@
 """Images larger than memory, and files: chunked prediction with dask, TIFF/zarr in and out.
 
 ``predict_probabilities_dask`` runs the network chunk by chunk with
-``dask.array.map_overlap``, each chunk with the network's context of real neighbouring
-pixels as overlap, so the result equals the in-memory prediction (``core/predict.py``).
+``dask.array.map_overlap``, each chunk with the network's reach of real neighbouring
+pixels as overlap, through the same tile loop as the in-memory path
+(``core/tile_loop.py``: batches, out-of-memory retry, CPU fallback), so the result equals
+the in-memory prediction (``core/predict.py``).
 ``predict_file`` reads a TIFF or zarr (OME-Zarr) image, segments it (in memory or with
 dask) and writes the labels atomically, never over an existing file; it is what
 ``unet-cells predict`` runs, on the current dask scheduler (e.g. a dask.distributed
@@ -150,15 +152,37 @@ def predict_probabilities_dask(
     *,
     chunk: int | None = None,
 ) -> dask.array.Array:
-    """Lazy cell probabilities of a large (Y, X) greyscale dask array, chunk by chunk.
+    """Lazy cell scores of a large (Y, X) greyscale dask array, chunk by chunk.
 
-    Each chunk is predicted by ``dask.array.map_overlap`` with the network's reach (context
-    margin + 2**depth px) of real neighbouring pixels as overlap, mirrored only at the
-    image edges, so the result equals the in-memory prediction. Chunks are realigned to
-    multiples of 2**depth px (``chunk`` px if given) so that every tile keeps the pooling
-    grid of the whole image. Memory per task: one chunk with its overlap, its output and
-    one batch of tiles. The normalisation is computed once from a regular subsample.
-    Returns float32 (Y, X) with the realigned chunks.
+    Each chunk is predicted by ``dask.array.map_overlap`` with the network's reach
+    (``tiling.dependency_reach``: context margin + 2**depth px) of real neighbouring
+    pixels as overlap, mirrored only at the image edges, so the result equals the
+    in-memory prediction. Chunks are realigned to multiples of 2**depth px (``chunk`` px
+    if given) so that every tile keeps the pooling grid of the whole image. Memory per
+    task: one chunk with its overlap, its output and one batch of tiles. The
+    normalisation (``normalization_params``) is measured once on a regular subsample of
+    at most 2**20 pixels and applied to every chunk.
+
+    Parameters
+    ----------
+    image : dask.array.Array
+        (Y, X), any real dtype.
+    model : CellModel, str, Path or None
+        A 1-channel model, a model file, a session model's name, or None (bundled).
+    config : PredictConfig, optional
+        Device, input tile size (px), batch size, TTA.
+    chunk : int, optional
+        Chunk size in px (rounded up to the pooling grid); default: the array's chunks.
+
+    Returns
+    -------
+    dask.array.Array
+        float32 (Y, X) cell scores (``cell_score_weights``) with the realigned chunks.
+
+    Raises
+    ------
+    UNetCellsError
+        For a stack or RGB image, a multi-channel model, an empty or non-numeric array.
     """
     import dask
     import dask.array as da
@@ -380,23 +404,45 @@ def predict_file(
 ) -> dict[str, Any]:
     """Segment the image in ``source`` and write labels (int32) to ``output``.
 
-    channel_axis / channel: which axis of a TIFF holds channels and which channel to
-    segment (``core.axes.file_layout`` reads them from the file's metadata).
+    TIFF in: in memory, any layout ``predict`` accepts, resampled to the model's cell
+    size. zarr in: chunk by chunk with ``dask.array.map_overlap``
+    (``predict_probabilities_dask`` and ``core.instances.labels_dask``), in bounded
+    memory, at the image's own scale. Outputs are TIFF or zarr by suffix, written under a
+    temporary name and renamed when complete (``core.fileio``), never over an existing
+    file, so a failure leaves nothing partial. Runs on the current dask scheduler (e.g. a
+    dask.distributed Client).
 
-    diameter: typical cell diameter in px, "auto" or None (see ``core.predict.predict``).
-    TIFF (in memory) is resampled to the model's cell size; chunked zarr prediction does
-    not resample yet: a given diameter that needs it is an error, and an estimated one
-    that would need it is reported in the summary's "messages".
+    Parameters
+    ----------
+    source : str or Path
+        A TIFF (.tif, .tiff) or zarr / OME-Zarr (.zarr) image.
+    output : str or Path
+        Where the int32 (Y, X) labels go (.tif, .tiff or .zarr); must not exist.
+    model : CellModel, str, Path or None
+        A model, a model file, a session model's name, or None (bundled).
+    config : PredictConfig, optional
+        Device, input tile size (px), batch size, TTA.
+    instances : InstanceConfig, optional
+        The instance step (default: the model's recommendation).
+    probabilities : str or Path, optional
+        Also write the float32 cell scores (on the input's grid) there.
+    chunk : int, optional
+        Chunk size in px for zarr input.
+    progress : callable, optional
+        Receives a PredictProgress per tile (TIFF input).
+    diameter : float, "auto" or None
+        Typical cell diameter in px (see ``core.predict.predict``). Chunked zarr
+        prediction does not resample yet: a given diameter that needs it is an error, and
+        an estimated one that would need it is reported in the summary's "messages".
+    channel_axis, channel : int, optional
+        Which axis of a TIFF holds channels and which channel to segment
+        (``core.axes.file_layout`` reads them from the file's metadata).
 
-    TIFF in: in memory, any layout ``predict`` accepts. zarr in: chunk by chunk with
-    ``dask.array.map_overlap`` (``predict_probabilities_dask`` and ``labels_dask``), in
-    bounded memory; ``chunk`` sets the chunk size (px). Outputs are TIFF or zarr by suffix,
-    written under a temporary name and renamed when complete, so a failure leaves nothing
-    partial. ``probabilities``: also write the float32 cell probability there. Runs on the
-    current dask scheduler (e.g. a dask.distributed Client). Returns a summary dict.
+    Returns
+    -------
+    dict
+        {"input", "output", "cells", "messages"}.
     """
-    import tempfile
-
     source, output = Path(source), Path(output)
     from .instances import instance_defaults
 
@@ -410,19 +456,8 @@ def predict_file(
     instances = instances or instance_defaults(cell_model)
     messages: list[str] = []
     if hasattr(image, "compute"):
-        import dask.array as da
-
         messages = _chunked_scale_messages(image, cell_model, instances, config, diameter)
-        with tempfile.TemporaryDirectory(prefix=".unet-cells-", dir=output.parent) as work:
-            work = Path(work)
-            probs = predict_probabilities_dask(image, cell_model, config, chunk=chunk)
-            try:
-                probs.to_zarr(str(work / "probabilities.zarr"))
-            finally:
-                release_cached_predictors()
-            probs = da.from_zarr(str(work / "probabilities.zarr"))
-            labels = labels_dask_from(probs, instances, work)
-            n_cells = _write_results(labels, output, probs, prob_path)
+        n_cells = _predict_chunked(image, cell_model, config, instances, chunk, output, prob_path)
     else:
         result = run(
             predict_iter(
@@ -441,6 +476,33 @@ def predict_file(
         n_cells = _write_results(result.labels, output, probs, prob_path)
     logger.info("%s -> %s: %d cells", source, output, n_cells)
     return {"input": str(source), "output": str(output), "cells": n_cells, "messages": messages}
+
+
+def _predict_chunked(
+    image: dask.array.Array,
+    model: CellModel,
+    config: PredictConfig,
+    instances: InstanceConfig,
+    chunk: int | None,
+    output: Path,
+    prob_path: Path | None,
+) -> int:
+    """Scores and labels of a (Y, X) dask image through zarr files in a temporary folder
+    next to ``output``; writes the results; returns the number of cells."""
+    import tempfile
+
+    import dask.array as da
+
+    with tempfile.TemporaryDirectory(prefix=".unet-cells-", dir=output.parent) as work:
+        work = Path(work)
+        probs = predict_probabilities_dask(image, model, config, chunk=chunk)
+        try:
+            probs.to_zarr(str(work / "probabilities.zarr"))
+        finally:
+            release_cached_predictors()
+        probs = da.from_zarr(str(work / "probabilities.zarr"))
+        labels = labels_dask_from(probs, instances, work)
+        return _write_results(labels, output, probs, prob_path)
 
 
 def _chunked_scale_messages(image, model, instances, config, diameter) -> list[str]:
