@@ -95,14 +95,14 @@ def _check_image(image: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray
 def _measure_plane(plane: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray]:
     """The table of one (Y, X) plane; ``image``: (Y, X) or (Y, X, C) or None.
 
-    Perimeter, solidity and the intensity extremes come from
-    ``skimage.measure.regionprops_table``; centroid and
+    Perimeter and the intensity extremes come from ``skimage.measure.regionprops_table``;
+    solidity from ``scipy.spatial.ConvexHull`` (see :func:`_convex_areas`); centroid and
     the ellipse axes from the same second moments regionprops uses, summed for all cells at
     once (regionprops computes them cell by cell, 5x slower on 2048 x 2048).
     """
     from skimage.measure import regionprops_table
 
-    properties = ["label", "perimeter", "solidity"]
+    properties = ["label", "perimeter"]
     if image is not None:
         properties += ["intensity_max", "intensity_min"]
     raw = regionprops_table(plane, intensity_image=image, properties=properties)
@@ -112,7 +112,7 @@ def _measure_plane(plane: np.ndarray, image: np.ndarray | None) -> dict[str, np.
     table = {k: table[k] for k in ("label", *_MOMENT_ORDER, "perimeter_px")}
     table["equivalent_diameter_px"] = np.sqrt(4 * table["area_px"] / np.pi)
     table["major_axis_px"], table["minor_axis_px"], table["eccentricity"] = _ellipse(table)
-    table["solidity"] = np.asarray(raw["solidity"], dtype=np.float64)
+    table["solidity"] = table["area_px"] / _convex_areas(plane, cells)
     for name in ("mu20", "mu02", "mu11"):
         table.pop(name)
     if image is not None:
@@ -149,6 +149,35 @@ def _moment_columns(plane: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarra
         "mu02": mu02,
         "mu11": mu11,
     }
+
+
+_CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+
+
+def _convex_areas(plane: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Area (px) of each cell's convex hull: the polygon around its pixels' squares.
+
+    The hull of the corners of the cell's outline pixels, by ``scipy.spatial.ConvexHull``.
+    skimage's ``solidity`` counts the pixels whose centres fall in that hull instead, which
+    is 1-7 % smaller on small nuclei and several times slower (it rasterises each hull).
+    """
+    from scipy.spatial import ConvexHull
+
+    padded = np.pad(plane, 1)
+    centre = padded[1:-1, 1:-1]
+    outline = np.zeros(plane.shape, bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        outline |= padded[dy : dy + plane.shape[0], dx : dx + plane.shape[1]] != centre
+    ys, xs = np.nonzero(outline & (plane > 0))
+    ids = plane[ys, xs]
+    order = np.argsort(ids, kind="stable")
+    points = np.stack([ys[order], xs[order]], axis=1).astype(np.float64)
+    bounds = np.searchsorted(ids[order], np.concatenate([cells, [np.iinfo(np.int64).max]]))
+    areas = np.empty(len(cells))
+    for i in range(len(cells)):
+        corners = (points[bounds[i] : bounds[i + 1], None, :] + _CORNERS).reshape(-1, 2)
+        areas[i] = ConvexHull(corners).volume  # in 2-D, "volume" is the area
+    return areas
 
 
 def _ellipse(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
