@@ -7,7 +7,8 @@ halves the channels, then concatenates the centre crop of the matching contracti
 feature map. A 1x1 convolution maps to class scores. With depth 4 an input of 572 px
 gives an output of 388 px: 92 px of context are lost on every side.
 
-The arithmetic functions below need no torch and work for any depth.
+The size arithmetic (any depth) lives in core/unet_sizes.py, which needs no torch; it is
+importable from here too.
 """
 
 from __future__ import annotations
@@ -20,58 +21,54 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import UNetCellsError
+from .unet_sizes import (
+    context_margin,
+    input_size_for_output,
+    is_valid_input_size,
+    min_input_size,
+    nearest_valid_input_size,
+)
+
+__all__ = [
+    "DoubleConv",
+    "UNet",
+    "Up",
+    "context_margin",
+    "count_conv_layers",
+    "count_parameters",
+    "input_size_for_output",
+    "is_valid_input_size",
+    "min_input_size",
+    "nearest_valid_input_size",
+    "output_size",
+    "valid_input_sizes",
+]
 
 # --------------------------------------------------------------------------------------
-# tile arithmetic (sizes in pixels, along one axis)
+# tile arithmetic (sizes in pixels, along one axis): core/unet_sizes.py, without torch
 # --------------------------------------------------------------------------------------
-
-
-def _trace_valid(input_size: int, depth: int) -> int | None:
-    """Output size of a valid-padded U-Net, or None if ``input_size`` is not valid."""
-    size = input_size
-    for _ in range(depth):
-        size -= 4
-        if size <= 0 or size % 2:
-            return None
-        size //= 2
-    size -= 4
-    if size <= 0:
-        return None
-    for _ in range(depth):
-        size = 2 * size - 4
-        if size <= 0:
-            return None
-    return size
-
-
-def context_margin(depth: int = 4, padding: Literal["valid", "same"] = "valid") -> int:
-    """Pixels lost on each side by the network: 6 * 2**depth - 4 (92 for depth 4)."""
-    return 0 if padding == "same" else 6 * 2**depth - 4
-
-
-def is_valid_input_size(
-    size: int, depth: int = 4, padding: Literal["valid", "same"] = "valid"
-) -> bool:
-    """True if every 2x2 pooling sees an even size and the output is non-empty."""
-    if padding == "same":
-        return size > 0 and size % 2**depth == 0
-    return _trace_valid(size, depth) is not None
-
-
-def min_input_size(depth: int = 4, padding: Literal["valid", "same"] = "valid") -> int:
-    """The smallest valid input size (188 px for a valid depth-4 network)."""
-    if padding == "same":
-        return 2**depth
-    size = 2 * context_margin(depth) + 1
-    while not is_valid_input_size(size, depth):
-        size += 1
-    return size
 
 
 def output_size(
     input_size: int, depth: int = 4, padding: Literal["valid", "same"] = "valid"
 ) -> int:
-    """Output size for an input size (572 -> 388 for depth 4); error if not valid."""
+    """The network's output size for an input size.
+
+    Parameters
+    ----------
+    input_size : int
+        Input size in pixels along one axis; must be valid (see :func:`is_valid_input_size`).
+    depth : int
+        The number of 2x2 poolings.
+    padding : {"valid", "same"}
+        Unpadded (the paper) or zero-padded convolutions.
+
+    Returns
+    -------
+    int
+        The output size in pixels (572 -> 388 for depth 4, valid padding). Raises
+        UNetCellsError naming the nearest valid sizes when ``input_size`` is not valid.
+    """
     if not is_valid_input_size(input_size, depth, padding):
         below = nearest_valid_input_size(input_size, depth, padding, direction="down")
         above = nearest_valid_input_size(input_size, depth, padding, direction="up")
@@ -83,44 +80,23 @@ def output_size(
     return input_size if padding == "same" else input_size - 2 * context_margin(depth)
 
 
-def input_size_for_output(
-    out_size: int, depth: int = 4, padding: Literal["valid", "same"] = "valid"
-) -> int:
-    """The smallest valid input size whose output is at least ``out_size`` pixels."""
-    if out_size < 1:
-        raise UNetCellsError(f"The output size must be at least 1 px, got {out_size}.")
-    return nearest_valid_input_size(
-        out_size + 2 * context_margin(depth, padding), depth, padding, direction="up"
-    )
-
-
-def nearest_valid_input_size(
-    size: int,
-    depth: int = 4,
-    padding: Literal["valid", "same"] = "valid",
-    direction: Literal["up", "down"] = "up",
-) -> int | None:
-    """The nearest valid input size >= ``size`` ("up") or <= ``size`` ("down").
-
-    Returns None going down when no valid size exists below ``size``.
-    """
-    if direction not in ("up", "down"):
-        raise UNetCellsError(f"direction must be 'up' or 'down', got {direction!r}.")
-    smallest = min_input_size(depth, padding)
-    step = 2**depth
-    if direction == "up":
-        if size <= smallest:
-            return smallest
-        return smallest + math.ceil((size - smallest) / step) * step
-    if size < smallest:
-        return None
-    return smallest + ((size - smallest) // step) * step
-
-
 def valid_input_sizes(
     max_size: int, depth: int = 4, padding: Literal["valid", "same"] = "valid"
 ) -> list[int]:
-    """All valid input sizes up to ``max_size`` (16k + 12 from 188 for depth 4)."""
+    """All valid input sizes up to ``max_size``.
+
+    Parameters
+    ----------
+    max_size : int
+        The largest size to list, in pixels.
+    depth, padding
+        As :func:`output_size`.
+
+    Returns
+    -------
+    list of int
+        Increasing sizes in pixels (16k + 12 from 188 for depth 4, valid padding).
+    """
     return list(range(min_input_size(depth, padding), max_size + 1, 2**depth))
 
 
@@ -232,6 +208,18 @@ class UNet(nn.Module):
         return context_margin(self.config.depth, self.config.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            float (N, in_channels, H, W); H and W valid input sizes.
+
+        Returns
+        -------
+        torch.Tensor
+            float (N, n_classes, H', W') logits, H' = ``self.output_size(H)``.
+        """
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))  # (N, base*2^i, ...)
@@ -243,10 +231,32 @@ class UNet(nn.Module):
 
 
 def count_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """The number of trainable parameters.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Any network.
+
+    Returns
+    -------
+    int
+        31,030,658 for the paper's U-Net (base 64, depth 4, 1 input, 2 classes).
+    """
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 def count_conv_layers(net: nn.Module) -> int:
-    """Number of convolution layers (3x3, 2x2 up-convolutions and the 1x1 head)."""
+    """The number of convolution layers (3x3, 2x2 up-convolutions and the 1x1 head).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Any network.
+
+    Returns
+    -------
+    int
+        23 for the paper's U-Net (depth 4).
+    """
     return sum(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in net.modules())
