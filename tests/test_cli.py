@@ -71,3 +71,20 @@ def test_synthetic_never_overwrites(tmp_path, capsys):
     assert target.read_bytes() == b"precious"
     assert not (tmp_path / "cells_labels.tif").exists()
     assert "already exist" in capsys.readouterr().err
+
+
+def test_cli_import_stays_light_and_help_states_the_rules():
+    """The cli package (issue 13) imports each subcommand's module at start; they import
+    torch, napari and tifffile only when a command runs, so `unet-cells --help` is quick."""
+    code = (
+        "import sys, napari_unet_cells.cli as c; c.build_parser(); "
+        "print(sorted(m for m in ('torch', 'napari', 'qtpy', 'tifffile') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from napari_unet_cells.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    predict = sub["predict"].format_help()
+    assert "never overwritten" in predict and "NAME_cells.tif" in predict
+    assert "--diameter auto" in predict

@@ -1,4 +1,5 @@
-"""Helpers the subcommands share: reading TIFFs, numbering masks, clear write errors."""
+"""Helpers the subcommands share: reading TIFFs, numbering masks, checked and atomic
+writes with clear errors."""
 
 from __future__ import annotations
 
@@ -8,46 +9,27 @@ import sys
 from pathlib import Path
 
 from ..core.errors import UNetCellsError
+from ..core.fileio import read_image
 
 logger = logging.getLogger("napari_unet_cells")
 
 
-def read_tiff(path: Path, what: str):
-    """Read one TIFF image as a numpy array.
+def read_tiffs(paths: list[Path] | None, what: str) -> list:
+    """``core.fileio.read_image`` of each path (an empty list for None).
 
     Parameters
     ----------
-    path : Path
-        The file to read.
+    paths : list of Path, or None
+        TIFF files.
     what : str
-        What the file is, for the message ("labels", "ignore mask").
+        What the files are, for the message ("labels", "ignore mask").
 
     Returns
     -------
-    numpy.ndarray
-        The image as stored (shape and dtype of the file).
-
-    Raises
-    ------
-    UNetCellsError
-        The file is missing or is not a readable TIFF.
+    list of numpy.ndarray
+        The images as stored; UNetCellsError for a missing or unreadable file.
     """
-    import tifffile
-
-    if not path.is_file():
-        raise UNetCellsError(f"The {what} file {path} does not exist; check the path.")
-    try:
-        return tifffile.imread(path)
-    except Exception as err:  # tifffile raises many types for bad files
-        raise UNetCellsError(
-            f"Cannot read {path} as a TIFF image ({err}); is the file complete? Save it "
-            "again as TIFF."
-        ) from None
-
-
-def read_tiffs(paths: list[Path] | None, what: str) -> list:
-    """:func:`read_tiff` of each path (an empty list for None)."""
-    return [read_tiff(path, what) for path in paths or []]
+    return [read_image(path, what) for path in paths or []]
 
 
 def numbered(labels, name: str):

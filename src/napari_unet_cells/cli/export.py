@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import read_tiff
+from ..core.fileio import read_image
 
 
 def add_export(sub) -> None:
@@ -57,7 +57,7 @@ def run_export(args: argparse.Namespace) -> int:
     model = args.model or bundled_model_path()
     test_image = None
     if args.test_image is not None:
-        test_image = read_tiff(args.test_image, "--test-image")
+        test_image = read_image(args.test_image, "--test-image")
     path = export_bioimageio(
         model,
         args.output,

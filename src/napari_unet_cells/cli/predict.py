@@ -75,7 +75,12 @@ def add_predict(sub) -> None:
 
 
 def _add_network_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None, help="model file (.npz); default: bundled")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model file (.npz) or package (.zip) from unet-cells export; default: bundled",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--tile", default="auto", help="network input tile size in px, or auto")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per network call")

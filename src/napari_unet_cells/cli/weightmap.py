@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ._common import logger, new_output, numbered, read_tiff, write_tiff
+from ..core.fileio import read_image
+from ._common import logger, new_output, numbered, write_tiff
 
 
 def add_weightmap(sub) -> None:
@@ -59,8 +60,8 @@ def run_weightmap(args: argparse.Namespace) -> int:
             hint="choose another name or pass --overwrite to replace it",
         )
     config = _config(args)
-    labels = numbered(read_tiff(args.labels, "labels"), args.labels.name)
-    ignore = read_tiff(args.ignore, "ignore mask") if args.ignore else None
+    labels = numbered(read_image(args.labels, "labels"), args.labels.name)
+    ignore = read_image(args.ignore, "ignore mask") if args.ignore else None
     gen = iter_weight_map(labels, ignore, config)
     while True:
         try:
