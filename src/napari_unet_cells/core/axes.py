@@ -21,8 +21,19 @@ AMBIGUOUS_MAX = 4  # an unlabelled leading axis this short may be channels
 
 
 def tiff_axes(path: str | Path) -> str | None:
-    """The axes letters of a TIFF's first series ("ZCYX", "YXS", ...), or None when the
-    file does not say (only tifffile's unknown axes Q/I besides Y and X)."""
+    """The axes letters of a TIFF's first series.
+
+    Parameters
+    ----------
+    path : str or Path
+        A TIFF file.
+
+    Returns
+    -------
+    str or None
+        Upper-case letters such as "ZCYX" or "YXS"; None when the file does not say (only
+        tifffile's unknown axes Q/I besides Y and X) or cannot be read.
+    """
     import tifffile
 
     try:
@@ -44,7 +55,24 @@ def file_layout(
 
     Uses the file's axes metadata when it has some; otherwise refuses a leading axis of
     <= 4 that could be planes or channels unless ``channel`` (then it is the channel
-    axis) or ``planes`` says which. Raises UNetCellsError with the choices.
+    axis) or ``planes`` says which.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file (its axes metadata is read for TIFFs).
+    shape : tuple of int
+        The shape of the file's array.
+    channel : int, optional
+        The channel the user asked for; with it, an ambiguous first axis is channels.
+    planes : bool
+        The user said every leading axis is a plane.
+
+    Returns
+    -------
+    int or None
+        The channel axis, or None. Raises UNetCellsError naming the choices when the
+        shape is ambiguous.
     """
     path = Path(path)
     axes = tiff_axes(path) if path.suffix.lower() in (".tif", ".tiff") else None

@@ -8,7 +8,21 @@ from .errors import UNetCellsError
 
 
 def check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
-    """Validate an instance label image and return it (any shape, integer dtype, >= 0)."""
+    """Validate an instance label image.
+
+    Parameters
+    ----------
+    labels : array_like
+        Any shape; must be integer (not bool) and >= 0.
+    name : str
+        What the labels are, for the message.
+
+    Returns
+    -------
+    np.ndarray
+        ``labels`` as an array (not copied). Raises UNetCellsError saying how to fix a
+        binary mask, a non-integer image or negative values.
+    """
     labels = np.asarray(labels)
     if labels.dtype == bool:
         raise UNetCellsError(
@@ -31,7 +45,18 @@ def check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
 
 
 def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
-    """Pairs (a, b), a < b, of cells that touch in the 8-neighbourhood of a 2D label image."""
+    """Pairs of cells that touch in the 8-neighbourhood.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer (Y, X) labels, 0 = background.
+
+    Returns
+    -------
+    set of (int, int)
+        Pairs (a, b), a < b.
+    """
     labels = check_labels(labels)
     if labels.ndim != 2:
         raise UNetCellsError(f"touching_pairs expects a 2D label image, got shape {labels.shape}.")
@@ -55,6 +80,16 @@ def binary_mask_values(labels: np.ndarray) -> tuple[int, int] | None:
     A mask: bool, or integers whose only positive value ``v`` (0/1, Fiji's 0/255) covers
     two or more separate (8-connected) objects in some (Y, X) plane, which instance labels
     would number 1, 2, ... An image with a single cell is not a mask.
+
+    Parameters
+    ----------
+    labels : array_like
+        (..., Y, X).
+
+    Returns
+    -------
+    (int, int) or None
+        (0, v) for a mask, else None.
     """
     from scipy import ndimage as ndi
 
@@ -78,8 +113,21 @@ def mask_to_instances(labels: np.ndarray, name: str = "labels") -> tuple[np.ndar
 
     labels: (..., Y, X). If :func:`binary_mask_values` finds a mask, its separate
     (8-connected) objects become cells 1..N (int32, numbered across the planes) and the
-    notice says so; otherwise returns (``labels``, ""). Touching cells are one object in a
-    mask, so they stay merged: the notice says that too.
+    notice says so. Touching cells are one object in a mask, so they stay merged: the
+    notice says that too.
+
+    Parameters
+    ----------
+    labels : array_like
+        (..., Y, X) labels or mask.
+    name : str
+        What the labels are, for the notice.
+
+    Returns
+    -------
+    (np.ndarray, str)
+        The instance labels (``labels`` itself when not a mask) and the notice ("" when
+        not a mask).
     """
     from scipy import ndimage as ndi
 

@@ -107,9 +107,22 @@ def synthetic_cells(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic fluorescence image of nuclei and its exact instance labels.
 
-    shape: (Y, X) in pixels. seed: an int or a numpy Generator (same seed, same output).
-    Returns (image, labels): image (Y, X) of ``config.dtype``; labels (Y, X) int32 with
-    0 = background and 1..N one per cell, each cell a single connected region.
+    Parameters
+    ----------
+    shape : (int, int)
+        (Y, X) in pixels, both at least 8.
+    seed : int or numpy.random.Generator
+        Same seed, same output.
+    config : SyntheticConfig, optional
+        How the cells and the microscope look; default ``SyntheticConfig()``.
+
+    Returns
+    -------
+    image : np.ndarray
+        (Y, X) of ``config.dtype``.
+    labels : np.ndarray
+        int32 (Y, X): 0 = background, 1..N one per cell, each cell a single connected
+        region.
     """
     config = config or SyntheticConfig()
     if len(shape) != 2 or min(shape) < 8:
@@ -436,11 +449,22 @@ def random_config(
     must not split a nucleus), faint to no seams between touching nuclei, dim nuclei
     beside bright ones and a few saturated outliers that leave ordinary nuclei dim after
     percentile normalisation, clean to dusty, 8-bit/16-bit/float and 8-bit values in a
-    16-bit file. ``dtype`` fixes the output type.
+    16-bit file.
 
-    diameter: (lo, hi) px: each image's typical nucleus diameter is drawn log-uniformly
-        from this range and its nuclei vary by +-25 % around it. None: the wide range
-        ~8-60 px of general models.
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The source of randomness.
+    dtype : str, optional
+        Fixes the output type ("uint16", "uint8", "float32", "uint16_8bit"); default drawn.
+    diameter : (float, float), optional
+        (lo, hi) px: each image's typical nucleus diameter is drawn log-uniformly from
+        this range and its nuclei vary by +-25 % around it. None: the wide range ~8-60 px
+        of general models.
+
+    Returns
+    -------
+    SyntheticConfig
     """
     if diameter is None:
         low = float(np.exp(rng.uniform(np.log(8), np.log(40))))

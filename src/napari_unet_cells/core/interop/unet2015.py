@@ -53,10 +53,22 @@ class _Up(nn.Module):
 class UNet2015(nn.Module):
     """(N, in_channels, H, W) float32 -> (N, n_classes, H', W') logits.
 
-    in_channels: image channels; n_classes: output classes (background first);
-    base: channels of the first level (paper: 64); depth: number of poolings (paper: 4);
-    padding: "valid" (paper) or "same"; dropout: probability at the end of the
-    contracting path (inactive in eval mode); batch_norm: after each 3x3 convolution.
+    Parameters
+    ----------
+    in_channels : int
+        Image channels.
+    n_classes : int
+        Output classes (background first).
+    base : int
+        Channels of the first level (paper: 64).
+    depth : int
+        Number of 2x2 poolings (paper: 4).
+    padding : {"valid", "same"}
+        Unpadded (paper) or zero-padded 3x3 convolutions.
+    dropout : float
+        Probability at the end of the contracting path (inactive in eval mode).
+    batch_norm : bool
+        Batch normalisation after each 3x3 convolution.
     """
 
     def __init__(
@@ -85,6 +97,8 @@ class UNet2015(nn.Module):
         self.head = nn.Conv2d(widths[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, n_classes, H', W') of a float32 (N, in_channels, H, W) batch; H' = H -
+        2 * (6 * 2**depth - 4) px with valid padding, H with same."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
