@@ -206,8 +206,21 @@ def plan_tiles(
 ) -> TileGrid:
     """The tile grid of a (Y, X) plane for a U-Net of ``depth`` and ``padding``.
 
-    tile: requested network input size in px (one int for both axes, or (Ty, Tx)); snapped
-    to valid sizes, shrunk for small images, balanced across the image (see plan_axis).
+    Parameters
+    ----------
+    image_shape : (int, int)
+        (Y, X) of the plane (or of the region to predict), px.
+    tile : int or (int, int)
+        Requested input tile size in px (one int for both axes, or (Ty, Tx)); snapped to
+        valid sizes, shrunk for small images, balanced across the image (see plan_axis).
+    depth, padding
+        The network's poolings and padding ("valid" or "same").
+
+    Returns
+    -------
+    TileGrid
+        Write regions covering the plane exactly, read regions (input tiles, may reach
+        outside the plane: mirrored) and the crop of each output tile.
     """
     if len(image_shape) != 2:
         raise UNetCellsError(f"plan_tiles needs a (Y, X) shape, got {image_shape}.")
@@ -271,10 +284,22 @@ def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
 
 
 def read_tile(plane: np.ndarray, tile: Tile, out: np.ndarray | None = None) -> np.ndarray:
-    """The read region of ``tile`` from ``plane`` (Y, X[, C]), mirrored outside the image.
+    """The read region of ``tile`` from ``plane``, mirrored outside the plane.
 
-    Returns (Ty, Tx[, C]) of plane's dtype (written into ``out`` if given). Reads only the
-    pixels the tile needs: no padded copy of the whole plane is made.
+    Parameters
+    ----------
+    plane : numpy.ndarray
+        (Y, X) or (Y, X, C), any dtype.
+    tile : Tile
+        Its ``read`` region (y0, y1, x0, x1) in plane px.
+    out : numpy.ndarray, optional
+        (Ty, Tx[, C]) to write into.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Ty, Tx[, C]) of ``plane``'s dtype. Reads only the pixels the tile needs: no
+        padded copy of the whole plane is made.
     """
     h, w = plane.shape[:2]
     y0, y1, x0, x1 = tile.read
