@@ -339,3 +339,26 @@ def test_a_file_created_during_training_is_not_replaced(samples, tiny_config, tm
     result = T.run(gen)
     assert result.saved_to == out and result.save_error is None
     assert load_model(out).provenance["training"]["steps"] == 1
+
+
+def test_validation_scores_the_cell_class_the_model_names(samples, tiny_config, monkeypatch):
+    """Validation predicted with default class names whatever the model said; it now
+    uses the model's own classes (``cell_score_weights``), as prediction does."""
+    from napari_unet_cells.core.data import split_validation
+
+    net = CellModel.new(tiny_config, seed=1).net
+    _, regions = split_validation(samples, None, TrainConfig(), tiny_config)
+    cpu = torch.device("cpu")
+    [cell] = T.region_probabilities(net, regions, cpu)
+    [swapped] = T.region_probabilities(net, regions, cpu, classes=("cell", "background"))
+    np.testing.assert_allclose(cell + swapped, 1.0, atol=1e-5)  # the other channel
+    seen = []
+
+    def spy(net, regions, device, **kw):
+        seen.append(kw["classes"])
+        return {"loss": 1.0, "ap50": 0.5, "fg_iou": 0.5}
+
+    monkeypatch.setattr(T, "validate", spy)
+    start = CellModel.new(tiny_config, seed=1, classes=("cell", "background"))
+    T.run(T.train_iter(samples, start, _fast(tune_post_processing=False), device="cpu"))
+    assert seen and all(tuple(c) == ("cell", "background") for c in seen)

@@ -21,11 +21,12 @@ Adam reached a usable model several times sooner; the paper's high-momentum SGD 
 for large tiles on a GPU over many hours.
 
 Validation (every ``validate_every`` steps and at the end): tiled prediction of the
-held-out regions with core/predict.py's tile machinery, instances by
-core/instances.py, then object AP at IoU 0.5 (``ap50``), foreground IoU (``fg_iou``)
-and the weighted loss (``loss``). The best model is the one with the highest AP50 (ties:
-lower validation loss); early stopping after ``patience`` validations without
-improvement. Stopping (budget, early stop or request) returns the best model so far.
+held-out regions with the one tile loop (core/tile_loop.py ``predict_plane``; the cell
+score weighs the classes the model names), instances by core/instances.py, then object
+AP at IoU 0.5 (``ap50``), foreground IoU (``fg_iou``) and the weighted loss (``loss``).
+The best model is the one with the highest AP50 (ties: lower validation loss); early
+stopping after ``patience`` validations without improvement. Stopping (budget, early
+stop or request) returns the best model so far.
 
 Determinism: with a step budget on the CPU, the same seed gives the same weights: all
 randomness comes from one numpy Generator (tiles, augmentation) and, for dropout, a
@@ -228,7 +229,12 @@ def _validate(state: TrainingRun) -> dict[str, float] | None:
     """Validate the current weights (``validate``) and record them in the run's history
     and best model; None if stopped. The network is back in training mode."""
     metrics = validate(
-        state.net, state.regions, state.device, instances=state.post, stop=state.stop
+        state.net,
+        state.regions,
+        state.device,
+        instances=state.post,
+        classes=state.start_model.classes,  # the cell score prediction will use
+        stop=state.stop,
     )
     state.net.train()
     return None if metrics is None else state.record(metrics)
@@ -272,7 +278,9 @@ def _tune_for_validation(state: TrainingRun) -> Generator[TrainEvent, None, None
     mcfg = state.start_model.config
     reach = dependency_reach(mcfg.depth, mcfg.padding)
     subset = tuning_regions(state.regions, TUNE_PIXELS, reach=reach, align=2**mcfg.depth)
-    probabilities = region_probabilities(state.net, subset, state.device, stop=state.stop)
+    probabilities = region_probabilities(
+        state.net, subset, state.device, classes=state.start_model.classes, stop=state.stop
+    )
     state.net.train()
     if probabilities is None:
         return
@@ -323,7 +331,9 @@ def _search_post_processing(state: TrainingRun) -> dict[str, Any] | None:
     """
     began = time.perf_counter()
     post = state.post
-    probabilities = region_probabilities(state.net, state.regions, state.device, stop=state.stop)
+    probabilities = region_probabilities(
+        state.net, state.regions, state.device, classes=state.start_model.classes, stop=state.stop
+    )
     if probabilities is None:
         return None
     tuned, _, scores = tune_instances(

@@ -2,7 +2,9 @@
 
 A validation region (``core.data.ValidationRegion``) is a held-out part of an annotated
 image with its real surrounding pixels; the network predicts it tile by tile with
-core/predict.py's tile machinery, core/instances.py turns the cell scores into instances,
+the one tile loop (core/tile_loop.py ``predict_plane``, shared with prediction; the cell
+score weighs the classes the model names, ``cell_score_weights``), core/instances.py
+turns the cell scores into instances,
 and core/metrics.py matches them with the annotation. The same predictions serve the
 search for the post-processing (``core.instances.tune_instances``) before and after
 training, on central crops of the regions (``tuning_regions``, ``tuning_crops``) so that
@@ -18,14 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CellModel, default_classes
+from .checkpoint import default_classes
 from .config import InstanceConfig
 from .data import ValidationRegion
 from .instances import probabilities_to_labels
 from .metrics import match
-from .predict import TorchPredictor, auto_tile_and_batch, cell_score_weights, predict_tiles
-from .progress import StopFlag, stop_requested
-from .tiling import plan_tiles
+from .predictor import TorchPredictor, auto_tile_and_batch, cell_score_weights
+from .progress import StopFlag, run
+from .tile_loop import predict_plane
 
 TUNE_PIXELS = 512 * 512  # validation pixels the pre-training tuning looks at, at most
 TUNE_SECONDS = 20.0  # the most it may take; 10 % of a shorter time budget
@@ -39,6 +41,7 @@ def validate(
     device: torch.device,
     *,
     instances: InstanceConfig | None = None,
+    classes: Sequence[str] | None = None,
     stop: StopFlag = None,
 ) -> dict[str, float] | None:
     """Predict the validation regions tile by tile and score them.
@@ -50,6 +53,8 @@ def validate(
     device : where the network runs.
     instances : the post-processing that turns cell scores into instances (default:
         ``InstanceConfig()``).
+    classes : the meaning of the network's output channels (the model's ``classes``;
+        default ``default_classes``): they give the cell score's weights.
     stop : checked between tiles.
 
     Returns
@@ -61,7 +66,7 @@ def validate(
     (3-class models).
     """
     instances = instances or InstanceConfig()
-    probabilities = region_probabilities(net, regions, device, stop=stop)
+    probabilities = region_probabilities(net, regions, device, classes=classes, stop=stop)
     if probabilities is None:
         return None
     tp = fp = fn = 0
@@ -103,46 +108,59 @@ def region_probabilities(
     regions: Sequence[ValidationRegion],
     device: torch.device,
     *,
+    classes: Sequence[str] | None = None,
     stop: StopFlag = None,
 ) -> list[np.ndarray] | None:
     """Cell scores of the validation regions, predicted tile by tile with their context.
 
+    Each region's whole ``image`` is predicted with the one tile loop
+    (``tile_loop.predict_plane``: batches, out-of-memory fallback, stop between batches)
+    and its evaluated core is cut out, so the core is predicted as it would be with the
+    region's real pixels around it.
+
     Parameters
     ----------
-    net : the U-Net (its ``config`` gives depth, padding and classes); left in eval mode.
+    net : the U-Net (its ``config`` gives depth, padding and classes); used in place (it
+        is on ``device``, in training's memory layout) and left in eval mode.
     regions : the regions; each ``image`` (H, W) float32 holds the evaluated core plus
         the real pixels around it.
-    device : where the network runs (the memory layout stays training's).
-    stop : checked between tiles.
+    device : where the network runs.
+    classes : the meaning of the network's output channels (the model's ``classes``;
+        default ``default_classes(n_classes)``): the cell score's weights
+        (``cell_score_weights``).
+    stop : checked between batches of tiles.
 
     Returns
     -------
-    One float32 (h, w) array per region: the cell score (``cell_score_weights``, 0..1)
-    of the region's evaluated core ``region.core``; None if stopped.
+    One float32 (h, w) array per region: the cell score (0..1) of the region's evaluated
+    core ``region.core``; None if stopped.
     """
+    config = net.config  # type: ignore[attr-defined]
     predictor = TorchPredictor(net, device, channels_last=False)  # keep training's layout
-    cfg = net.config  # type: ignore[attr-defined]
-    cell_model = CellModel(net=net, classes=default_classes(cfg.n_classes))  # type: ignore[arg-type]
-    weights = cell_score_weights(cell_model)
-    tile, batch = auto_tile_and_batch(cell_model, predictor.device)
+    weights = cell_score_weights(classes or default_classes(config.n_classes))
+    tile, batch = auto_tile_and_batch(config, predictor.device)
     probabilities = []
-    for region in regions:
-        grid = plan_tiles(region.image.shape, tile, cfg.depth, cfg.padding)
-        out = np.empty(region.image.shape, np.float32)
-        for _ in predict_tiles(
-            region.image[..., None],
-            grid,
-            predictor,
-            out,
-            channel=weights,
-            batch_size=batch,
-            stop=stop,
-        ):
-            pass
-        if stop_requested(stop):
-            return None
-        y0, y1, x0, x1 = region.core
-        probabilities.append(out[y0:y1, x0:x1])
+    try:
+        for region in regions:
+            done = run(
+                predict_plane(
+                    predictor,
+                    region.image,
+                    config,
+                    weights,
+                    tile=tile,
+                    batch_size=batch,
+                    stop=stop,
+                )
+            )
+            if done is None:
+                return None
+            predictor, tile = done.predictor, done.tile  # after out-of-memory: what fitted
+            y0, y1, x0, x1 = region.core
+            probabilities.append(done.scores[y0:y1, x0:x1])
+    finally:
+        if predictor.owns_copy:  # the CPU fallback's copy of the weights
+            predictor.close()
     return probabilities
 
 
