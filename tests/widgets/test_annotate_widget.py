@@ -10,6 +10,7 @@ import pytest
 from napari_unet_cells.core import annotation as A
 from napari_unet_cells.core.synthetic import synthetic_cells
 from napari_unet_cells.widgets.annotate_widget import select
+from napari_unet_cells.workspace import workspace_for
 
 
 def _touching_pair(labels):
@@ -124,10 +125,10 @@ def test_ignore_mask_training_set_and_points(make_napari_viewer):
     assert widget.add_ignore_mask() is ignore
     ignore.data_setitem(np.nonzero(np.ones((10, 10), bool)), 1)
     pair = widget.add_to_training_set()
-    finetune = widget.finetune_dock()
-    assert finetune.pairs == [pair]
+    workspace = workspace_for(viewer)  # the training set Fine-tune trains on
+    assert workspace.pairs == [pair] and widget.links[0].in_training
     viewer.add_image(np.zeros((4, 4)), name="another layer")  # the list survives changes
-    assert finetune.pairs == [pair]
+    assert workspace.pairs == [pair]
     assert pair.image is image_layer and pair.labels is layer and pair.ignore is ignore
     counts = A.training_counts([gt])
     assert f"{counts['cells']} cells" in widget.counts.text()
@@ -170,7 +171,7 @@ def test_autosave_and_restore(make_napari_viewer, qtbot, tmp_path):
     layer.data_setitem(np.nonzero(gt), gt[gt > 0])  # an edit: autosaved shortly after
     qtbot.waitUntil(lambda: widget.saves > saves, timeout=5000)
     widget.add_to_training_set()
-    qtbot.waitUntil(lambda: not widget.autosave_timer.isActive(), timeout=5000)
+    qtbot.waitUntil(lambda: not widget.autosave.busy, timeout=5000)
     assert widget.last_save_error is None
 
     # a second image with the same name but other pixels never overwrites the first
@@ -192,12 +193,12 @@ def test_autosave_and_restore(make_napari_viewer, qtbot, tmp_path):
     assert (first.image.data == image_layer.data).all()
     assert first.ignore is not None and first.ignore.data.shape == gt.shape
     assert tuple(first.annotation.scale) == (0.5, 0.5)
-    pairs = widget2.finetune_dock().pairs
+    pairs = workspace_for(viewer2).pairs
     assert len(pairs) == 1 and pairs[0].labels is first.annotation
     assert ignore.name == first.ignore.name
 
 
-def test_training_flags_follow_the_finetune_list(make_napari_viewer, tmp_path):
+def test_training_flags_follow_the_workspace_training_set(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     widget, _, gt = _dock(viewer, seed=6)
     layer = widget.new_annotation()
@@ -206,18 +207,53 @@ def test_training_flags_follow_the_finetune_list(make_napari_viewer, tmp_path):
     widget.add_to_training_set()
     widget.save_now()
     assert len(A.AnnotationProject(tmp_path, create=False).training_keys()) == 1
-    widget.finetune_dock().remove_pair(0)  # removed in the Fine-tune dock
+    assert "1 image(s)" in widget.counts.text()
+    workspace_for(viewer).remove_pair(0)  # removed elsewhere (the Fine-tune dock)
+    assert not widget.links[0].in_training and widget.counts.text() == "training set: empty"
+    assert widget.autosave_timer.isActive()  # the flag change is saved by itself
     widget.save_now()
     assert A.AnnotationProject(tmp_path, create=False).training_keys() == []
+
+
+def test_add_to_training_set_needs_no_finetune_widget(make_napari_viewer, monkeypatch):
+    """Issue 13: Annotate docked Fine-tune and called its add_pair inside a broad except;
+    the training set now lives in the workspace."""
+    viewer = make_napari_viewer()
+    widget, _, gt = _dock(viewer, seed=4)
+    opened = []
+    monkeypatch.setattr(
+        viewer.window, "add_plugin_dock_widget", lambda *a, **k: opened.append(a) or (None, None)
+    )
+    layer = widget.new_annotation()
+    layer.data_setitem(np.nonzero(gt), gt[gt > 0])
+    pair = widget.add_to_training_set()
+    assert workspace_for(viewer).pairs == [pair] and pair.labels is layer
+    assert opened == [("napari-unet-cells", "Fine-tune")]  # shown to the user, nothing more
+    assert "cells" in widget.counts.text() and widget.links[0].in_training
+
+
+def test_prediction_default_comes_from_the_workspace(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget, image_layer, gt = _dock(viewer, seed=2)
+    other = viewer.add_image(image_layer.data[::-1].copy(), name="other")
+    role = {"unet_cells_role": "prediction"}
+    mine = viewer.add_labels(gt, name="cells cells", metadata=dict(role))
+    workspace_for(viewer).add_prediction(image_layer, mine)
+    assert widget.prediction_combo.currentData() is mine
+    theirs = viewer.add_labels(gt[::-1].copy(), name="other cells", metadata=dict(role))
+    workspace_for(viewer).add_prediction(other, theirs)
+    assert widget.prediction_combo.currentData() is mine  # newer, but of another image
+    select(widget.image_combo, other)
+    assert widget.prediction_combo.currentData() is theirs
 
 
 def test_autosave_saves_only_changes_and_survives_a_failed_save(
     make_napari_viewer, tmp_path, monkeypatch
 ):
-    import napari_unet_cells.widgets.annotate_widget as aw
+    from napari_unet_cells.widgets.annotate import autosave
 
     errors = []
-    monkeypatch.setattr(aw, "show_error", errors.append)
+    monkeypatch.setattr(autosave, "show_error", errors.append)
     viewer = make_napari_viewer()
     widget, _, gt = _dock(viewer, seed=7)
     layer = widget.new_annotation()
@@ -350,3 +386,49 @@ def test_painted_cells_survive_closing_napari_without_a_project(make_napari_view
     saved = project.load(key)
     assert len(np.unique(saved["labels"][saved["labels"] > 0])) == n > 10
     np.testing.assert_array_equal(saved["image"], image_layer.data)
+
+
+def test_autosave_writes_in_a_worker_one_save_at_a_time(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """Issue 13: autosave compressed, wrote and hashed whole images on the GUI thread.
+    Now the GUI thread only copies the labels; a save requested meanwhile is not lost."""
+    import threading
+
+    threads = {"save": [], "hash": []}
+    gate = threading.Event()
+    real_save, real_identity = A.AnnotationProject.save, A.image_identity
+
+    def save(self, *args, **kwargs):
+        threads["save"].append(threading.current_thread())
+        gate.wait(20)  # hold the first save until the test made a second edit
+        return real_save(self, *args, **kwargs)
+
+    def identity(*args, **kwargs):
+        threads["hash"].append(threading.current_thread())
+        return real_identity(*args, **kwargs)
+
+    monkeypatch.setattr(A.AnnotationProject, "save", save)
+    monkeypatch.setattr(A, "image_identity", identity)
+    viewer = make_napari_viewer()
+    widget, _, gt = _dock(viewer, seed=8)
+    widget.set_project(tmp_path)
+    saves = widget.saves
+    try:
+        layer = widget.new_annotation()
+        layer.data_setitem(np.nonzero(gt), gt[gt > 0])  # autosaved ~1.5 s later
+        qtbot.waitUntil(lambda: len(threads["save"]) == 1, timeout=10_000)
+        assert widget.autosave.busy and widget.saves == saves  # still writing, GUI free
+        layer.data_setitem((np.array([0]), np.array([0])), 77)  # edited during the save
+        widget.autosave.save_in_background()  # the timer fires while the save runs
+    finally:
+        gate.set()
+    qtbot.waitUntil(lambda: not widget.autosave.busy, timeout=20_000)
+    assert len(threads["save"]) == 2 and widget.saves == saves + 2
+    assert widget.last_save_error is None
+    assert threads["hash"] and threading.main_thread() not in threads["save"] + threads["hash"]
+    project = A.AnnotationProject(tmp_path, create=False)
+    (key,) = project.entries
+    saved = project.load(key)["labels"]
+    assert saved[0, 0] == 77 and (saved[gt > 0] == gt[gt > 0]).all()
+    assert not any(link.dirty for link in widget.links)
