@@ -202,3 +202,114 @@ def test_channel_choice_for_multichannel_layers(dock, qtbot):
     _run(widget, qtbot)
     assert viewer.layers["zcyx cells"].data.shape == (3, *plane.shape)
     assert "3 planes of" in widget.status.value
+
+
+def test_the_worker_gets_plain_values_and_never_reads_a_layer(dock, qtbot, monkeypatch):
+    """Issue 13: the worker read ``layer.rgb`` from its thread. Now everything is read on
+    the GUI thread: the core entry point gets no layer, and no layer attribute is read
+    from another thread during the run."""
+    import threading
+
+    from napari.layers import Layer
+
+    from napari_unet_cells.core import predict as core_predict
+
+    viewer, widget, image = dock
+    calls, off_thread = [], []
+
+    def fake_predict_iter(*args, **kwargs):
+        calls.append((args, kwargs))
+        shape = np.asarray(args[0]).shape
+        yield core_predict.PredictProgress(1, 1)
+        return core_predict.PredictionResult(
+            labels=np.zeros(shape, np.int32),
+            probabilities=np.zeros(shape, np.float32),
+            image_shape=shape,
+        )
+
+    monkeypatch.setattr(core_predict, "predict_iter", fake_predict_iter)
+    layer_type = type(image)
+    for name in ("data", "rgb", "scale", "translate", "multiscale", "name", "ndim"):
+        found = [vars(k)[name] for k in layer_type.__mro__ if name in vars(k)]
+        # a property, or (rgb, multiscale) a plain instance attribute
+        fget = found[0].fget if found else (lambda layer, _n=name: layer.__dict__[_n])
+        fset = found[0].fset if found else (lambda layer, v, _n=name: vars(layer).update({_n: v}))
+
+        def spy(layer, _fget=fget, _name=name):
+            if threading.current_thread() is not threading.main_thread():
+                off_thread.append(_name)
+            return _fget(layer)
+
+        monkeypatch.setattr(layer_type, name, property(spy, fset), raising=False)
+    _run(widget, qtbot)
+    assert len(calls) == 1 and off_thread == []
+    args, kwargs = calls[0]
+    assert not any(isinstance(v, Layer) for v in (*args, *kwargs.values()))
+    assert isinstance(args[0], np.ndarray) and kwargs["rgb"] is None
+    assert "synthetic nuclei cells" in viewer.layers
+
+
+def test_a_workspace_request_runs_a_new_session_model_and_records_the_prediction(dock, qtbot):
+    """Issue 13: other docks ask through the workspace (Fine-tune used to drive this dock's
+    controls); a model registered after the dock opened is listed and chosen first."""
+    from napari_unet_cells.layers import is_prediction
+    from napari_unet_cells.workspace import workspace_for
+
+    viewer, widget, image = dock
+    workspace = workspace_for(viewer)
+    assert workspace.prediction_of(image) is None
+    late = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=1)
+    register_model("late model", late)
+    try:
+        widget.tile.value = "108"
+        workspace.request_prediction(image, "late model")
+        assert widget.worker is not None and widget.model_combo.value == "late model"
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+        layer = viewer.layers["synthetic nuclei cells"]
+        assert workspace.prediction_of(image) is layer and is_prediction(layer)
+        assert widget.inference_runs == 1
+
+        # a request while a prediction runs waits for it, then runs
+        widget.run()
+        workspace.request_prediction(image, MODEL_NAME)
+        assert widget.model_combo.value == "late model"  # not changed under a running worker
+        qtbot.waitUntil(lambda: widget.inference_runs == 2, timeout=60000)
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+        assert widget.inference_runs == 3 and widget.model_combo.value == MODEL_NAME
+
+        # an unknown model is a message, not a crash
+        workspace.request_prediction(image, "no such model")
+        assert widget.worker is None and "no such model" in widget.status.value
+    finally:
+        unregister_model("late model")
+
+
+def test_the_model_list_follows_the_registry_until_the_dock_is_destroyed(dock, qtbot):
+    import threading
+
+    from napari_unet_cells.core import registry
+
+    viewer, widget, _ = dock
+    model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=2)
+    register_model("listed", model)
+    try:
+        assert "listed" in widget.model_combo.choices  # no refresh_models() needed
+        unregister_model("listed")
+        assert "listed" not in widget.model_combo.choices
+        # registered from another thread: the list is refreshed on the GUI thread
+        thread = threading.Thread(target=register_model, args=("from a thread", model))
+        thread.start()
+        thread.join()
+        qtbot.waitUntil(lambda: "from a thread" in widget.model_combo.choices, timeout=5000)
+
+        n_registry = len(registry.events.changed)
+        n_requests = len(widget.workspace.events.prediction_requested)
+        viewer.window.remove_dock_widget(widget.native)
+        with qtbot.waitSignal(widget.native.destroyed, timeout=5000):
+            widget.native.deleteLater()
+        assert len(registry.events.changed) == n_registry - 1
+        assert len(widget.workspace.events.prediction_requested) == n_requests - 1
+        register_model("after closing", model)  # reaches no deleted widget
+    finally:
+        for name in ("listed", "from a thread", "after closing"):
+            unregister_model(name)

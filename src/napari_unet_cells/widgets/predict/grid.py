@@ -1,0 +1,91 @@
+"""The tile grid overlay: every tile's write region and one tile's read region with its
+context margin, as in the paper's Figure 2."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ... import layers as L
+from ...core.config import ModelConfig
+from ...core.errors import UNetCellsError
+
+
+def grid_tile(config: ModelConfig, device: str, tile: int | None) -> int:
+    """The input tile (px) a run would use: ``tile`` snapped, or automatic on ``device``
+    (the CPU when that device is not available)."""
+    from ...core.device import resolve_device
+    from ...core.predict import auto_tile_and_batch
+
+    try:
+        resolved = resolve_device(device)
+    except UNetCellsError:
+        resolved = resolve_device("cpu")
+    return auto_tile_and_batch(SimpleNamespace(config=config), resolved, tile, 1)[0]
+
+
+def grid_rectangles(
+    shape: tuple[int, int], config: ModelConfig, tile: int
+) -> tuple[list[np.ndarray], list[str]]:
+    """Write regions of all tiles (yellow) and a middle tile's read region (blue).
+
+    shape: the image plane (Y, X), px. Rectangles in its pixel coordinates, corners
+    (4, 2), half-pixel edges so they frame the pixels.
+    """
+    from ...core.tiling import plan_tiles
+
+    grid = plan_tiles(tuple(shape), tile, config.depth, config.padding)
+
+    def box(y0, y1, x0, x1):
+        return np.array(
+            [
+                [y0 - 0.5, x0 - 0.5],
+                [y0 - 0.5, x1 - 0.5],
+                [y1 - 0.5, x1 - 0.5],
+                [y1 - 0.5, x0 - 0.5],
+            ]
+        )
+
+    rectangles = [box(*t.write) for t in grid.tiles]
+    colors = ["yellow"] * len(rectangles)
+    middle = grid.tiles[len(grid.tiles) // 2]
+    rectangles.append(box(*middle.read))
+    colors.append("dodgerblue")
+    return rectangles, colors
+
+
+class TileGridOverlay:
+    """The Shapes layer "<image> tile grid" (not editable), owned by one dock."""
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+        self.layer: Any | None = None
+
+    def forget_removed(self) -> None:
+        """Drop the layer if the user removed it from the viewer."""
+        if self.layer is not None and self.layer not in self.viewer.layers:
+            self.layer = None
+
+    def hide(self) -> None:
+        """Remove the overlay."""
+        if self.layer is not None and self.layer in self.viewer.layers:
+            self.viewer.layers.remove(self.layer)
+        self.layer = None
+
+    def show(self, image: Any, rectangles: list[np.ndarray], colors: list[str]) -> None:
+        """Show (or replace) the overlay over ``image`` with its scale and translate."""
+        shape = L.plane_shape(image)[-2:]
+        self.hide()
+        self.layer = self.viewer.add_shapes(
+            rectangles,
+            shape_type="rectangle",
+            edge_color=colors,
+            face_color="transparent",
+            edge_width=max(1.0, max(shape) / 400),
+            name=f"{image.name} tile grid",
+            scale=tuple(image.scale)[-2:],
+            translate=tuple(image.translate)[-2:],
+        )
+        self.layer.editable = False

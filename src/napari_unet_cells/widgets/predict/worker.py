@@ -1,0 +1,160 @@
+"""The Predict dock's background work: the prediction and the re-labelling.
+
+Everything a worker needs is read from the layer and the controls on the GUI thread
+(:func:`read_job`) and handed over as plain values: a worker thread never touches a
+napari layer or a widget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...core.config import InstanceConfig, PredictConfig
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """One prediction, in plain values (no napari layer).
+
+    data: the image's pixels (a read-only view of the layer's array, never modified);
+    model: None (the bundled model), a model file Path or a CellModel; rgb: True for an
+    RGB layer, else None (a short last axis may still be channels); channel_axis and
+    channel: the user's channel choice (None: auto); diameter: as ``predict_iter`` takes it.
+    """
+
+    data: np.ndarray
+    model: Any
+    config: PredictConfig
+    instances: InstanceConfig
+    rgb: bool | None
+    channel_axis: int | None
+    channel: int | None
+    diameter: float | str | None
+
+
+def read_job(
+    layer: Any,
+    *,
+    model: Any,
+    config: PredictConfig,
+    instances: InstanceConfig,
+    diameter: float | str | None,
+    channel_choice: tuple[int, int] | None,
+    in_channels: int,
+) -> PredictJob:
+    """Read a PredictJob from an Image layer, on the GUI thread.
+
+    Raises UNetCellsError now (not from the worker) when the channels need a choice.
+    """
+    from ...core.predict import channel_layout
+
+    channel_axis, channel = channel_choice or (None, None)
+    rgb = True if layer.rgb else None  # None: a (Y, X, 2) layer is channels
+    channel_layout(tuple(layer.data.shape), in_channels, rgb, channel_axis, channel)
+    return PredictJob(
+        data=np.asarray(layer.data),
+        model=model,
+        config=config,
+        instances=instances,
+        rgb=rgb,
+        channel_axis=channel_axis,
+        channel=channel,
+        diameter=diameter,
+    )
+
+
+def run_job(job: PredictJob, stop: threading.Event) -> Generator[Any, None, Any]:
+    """``core.predict.predict_iter`` on the job: progress events, then the result (or
+    None when stopped)."""
+    from ...core import predict as core_predict
+
+    return (
+        yield from core_predict.predict_iter(
+            job.data,
+            job.model,
+            job.config,
+            job.instances,
+            stop=stop,
+            rgb=job.rgb,
+            channel_axis=job.channel_axis,
+            channel=job.channel,
+            diameter=job.diameter,
+        )
+    )
+
+
+def prediction_worker(job: PredictJob, stop: threading.Event) -> Any:
+    """A napari GeneratorWorker (not started) that runs :func:`run_job`."""
+    from napari.qt.threading import create_worker
+
+    return create_worker(run_job, job, stop, _start_thread=False)
+
+
+def detach(worker: Any) -> None:
+    """Disconnect every handler of a napari worker and ask it to quit (the dock closes)."""
+    if worker is None:
+        return
+    for name in ("yielded", "returned", "errored", "finished"):
+        signal = getattr(worker, name, None)  # a function worker has no "yielded"
+        with contextlib.suppress(AttributeError, TypeError, RuntimeError):
+            signal.disconnect()  # raises when nothing is connected
+    worker.quit()
+
+
+class Relabeller:
+    """Re-labels kept probabilities in a background thread; the latest request wins.
+
+    ``on_labels(probabilities, labels)`` receives each result on the GUI thread;
+    ``on_error(err)`` any failure.
+    """
+
+    def __init__(
+        self,
+        on_labels: Callable[[np.ndarray, np.ndarray], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        self.on_labels = on_labels
+        self.on_error = on_error
+        self.worker = None
+        self.pending: tuple[np.ndarray, InstanceConfig, Any] | None = None
+
+    def request(self, probabilities: np.ndarray, config: InstanceConfig, shape: Any) -> None:
+        """Re-label ``probabilities`` with ``config`` onto ``shape`` (Y, X), soon."""
+        self.pending = (probabilities, config, shape)
+        if self.worker is None:
+            self._start()
+
+    def cancel(self) -> None:
+        """Forget a request not yet started."""
+        self.pending = None
+
+    def close(self) -> None:
+        """Forget the pending request and detach the running worker."""
+        self.pending = None
+        detach(self.worker)
+
+    def _start(self) -> None:
+        from napari.qt.threading import create_worker
+
+        from ...core.instances import probabilities_to_labels
+
+        (probabilities, config, shape), self.pending = self.pending, None
+        worker = create_worker(
+            probabilities_to_labels, probabilities, config, shape=shape, _start_thread=False
+        )
+        worker.returned.connect(lambda labels: self.on_labels(probabilities, labels))
+        worker.errored.connect(self.on_error)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        worker.start()
+
+    def _finished(self) -> None:
+        self.worker = None
+        if self.pending is not None:
+            self._start()  # the controls moved meanwhile: the latest setting wins
