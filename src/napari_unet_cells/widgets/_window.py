@@ -80,3 +80,11 @@ def compact_controls(widget: QWidget, characters: int = 6) -> None:
         combo.setMinimumContentsLength(characters)
     for edit in widget.findChildren(QLineEdit):
         edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("x" * characters))
+
+
+def connect_while_alive(widget: QWidget, signal, callback: Callable[..., object]) -> None:
+    """Connect ``signal`` (a psygnal signal, e.g. a workspace's or the model registry's,
+    or a napari event emitter) to ``callback`` until ``widget`` is destroyed: a closed
+    dock is no longer called."""
+    signal.connect(callback)
+    widget.destroyed.connect(lambda *_: signal.disconnect(callback))

@@ -1,0 +1,125 @@
+"""What to do with the new model: "Run in Predict", "Save as...", "Export...".
+
+The buttons are enabled once a training run produced a model (``set_available``);
+``save_copy`` and ``start_export`` do the saving and the (background) export.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
+
+from ...core.errors import UNetCellsError
+from ...core.fileio import check_writable
+from ...core.model_files import validation_ap50
+from .._tips import tip
+
+logger = logging.getLogger(__name__)
+
+_TIPS = {
+    "run_button": "Open the Predict dock with the new model and run it on the selected image "
+    "layer (or the first training image).",
+    "save_as_button": "Save the new model to another file, e.g. when its 'Save to' folder "
+    "could not be written (the model stays available in Predict meanwhile).",
+    "export_button": "Export the new model as a bioimage.io package (.zip) for Fiji "
+    "(deepImageJ), ilastik, QuPath or other napari plugins; it is tested before it is "
+    "written. Needs: pip install 'napari-unet-cells[interop]'.",
+}
+
+
+class ResultsPanel(QWidget):
+    """Three buttons acting on the last trained model; disabled until there is one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_button = QPushButton("Run in Predict")
+        self.save_as_button = QPushButton("Save as...")
+        self.export_button = QPushButton("Export...")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.run_button, 1)
+        row.addWidget(self.save_as_button)
+        row.addWidget(self.export_button)
+        for name, text in _TIPS.items():
+            tip(getattr(self, name), text)
+        self.set_available(False)
+
+    def set_available(self, available: bool) -> None:
+        """Enable or disable the three buttons (a new model exists or not)."""
+        for button in (self.run_button, self.save_as_button, self.export_button):
+            button.setEnabled(available)
+
+
+def save_copy(result: Any, path: str | Path) -> Path:
+    """Save a training result's model to ``path`` (.npz) and record it in the result
+    (``saved_to``; ``save_error`` cleared). Raises UNetCellsError when it cannot."""
+    from ...core.checkpoint import save_model
+
+    path = Path(path).expanduser()
+    check_writable(path, "the model")
+    try:
+        result.saved_to = save_model(result.model, path)
+    except OSError as err:
+        raise UNetCellsError(
+            f"Cannot save the model to {path} ({err.strerror}); choose another folder."
+        ) from None
+    result.save_error = None
+    return path
+
+
+def start_export(model: Any, path: str | Path) -> Any:
+    """Export ``model`` as a bioimage.io package at ``path`` (".zip" added if missing;
+    an existing file is replaced) in a thread worker that notifies the outcome.
+    Returns the started worker."""
+    from ...core.interop.bioimageio import export_bioimageio
+
+    path = Path(path) if Path(path).suffix == ".zip" else Path(f"{path}.zip")
+    worker = create_worker(export_bioimageio, model, path, overwrite=True, _start_thread=False)
+    worker.returned.connect(lambda p: show_info(f"Exported the model to {p} (tested)."))
+    worker.errored.connect(lambda err: show_error(str(err)))
+    worker.start()
+    return worker
+
+
+def outcome_message(result: Any, name: str | None) -> str:
+    """What a training run produced, for a notification: no model (``result.trained``
+    false), or its validation AP50, where it was saved (or why not) and the ``name``
+    Predict lists it under."""
+    ended = result.stopped_by.replace("_", " ")
+    if not result.trained:
+        return (
+            f"Fine-tuning made no training step ({ended} before the first step): no new "
+            "model, nothing saved. Give a larger budget."
+        )
+    ap = validation_ap50(result.model.provenance)  # with its chosen post-processing
+    if result.save_error is None:
+        saved = f"saved to {result.saved_to}"
+    else:
+        saved = f"NOT SAVED ({result.save_error}): click 'Save as...' to save it elsewhere"
+    return (
+        f"Fine-tuning done ({ended}): "
+        + (f"validation AP50 {ap:.3f}; " if ap is not None else "")
+        + f"{saved}; available in Predict as '{name}' (choosing it sets Predict's sliders "
+        "to its post-processing)."
+    )
+
+
+def error_message(err: Exception, what: str) -> str:
+    """The notification for an exception a worker raised while doing ``what``: a user
+    error as it is, running out of memory with what to change, anything else logged."""
+    from ...core.predict import is_out_of_memory
+
+    if isinstance(err, UNetCellsError):
+        return str(err)
+    logger.error("%s failed", what, exc_info=err)
+    if is_out_of_memory(err):
+        return (
+            f"{what} ran out of memory: lower 'Batch' or 'Tile size' under Advanced, or "
+            f"choose Device 'cpu', then train again. ({err})"
+        )
+    return f"{what} failed: {err}"
