@@ -1,7 +1,7 @@
 """The ``unet-cells`` command: subcommands over the same core functions the docks use.
 
 One module per subcommand (``demo``, ``synthetic``, ``info``, ``weightmap``,
-``finetune``, ``predict``, ``export``), each with ``add_<name>(subparsers)`` declaring
+``finetune``, ``predict``, ``measure``, ``export``), each with ``add_<name>(subparsers)`` declaring
 its arguments and ``run_<name>(args)`` doing the work; ``predict_jobs`` plans and checks
 a predict run, ``_common`` holds what several share. Assumptions every subcommand
 keeps: inputs are never modified, existing outputs are never overwritten unless an
@@ -22,6 +22,7 @@ from .demo import DEMO_DOCKS, add_demo, setup_demo
 from .export import add_export
 from .finetune import add_finetune
 from .info import add_info
+from .measure import add_measure
 from .predict import add_predict
 from .synthetic import add_synthetic
 from .weightmap import add_weightmap
@@ -33,6 +34,7 @@ SUBCOMMANDS = (
     add_weightmap,
     add_finetune,
     add_predict,
+    add_measure,
     add_export,
 )
 

@@ -294,3 +294,69 @@ def _parse_column(values: list[str]) -> np.ndarray:
         except ValueError:
             continue
     return np.array(values, dtype=object)
+
+
+def tiff_pixel_size(path: Path | str) -> tuple[float, float, str] | None:
+    """The pixel size a TIFF records, as (sy, sx, unit), or None when it records none.
+
+    Reads OME-TIFF ``PhysicalSizeY/X`` (unit from ``PhysicalSizeXUnit``, default µm) or,
+    for ImageJ and other TIFFs, the X/YResolution tags (pixels per unit) with ImageJ's
+    ``unit``. A resolution without a unit (e.g. 72 dpi screenshots) counts as none.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome:
+                return _ome_pixel_size(tif.ome_metadata)
+            page, unit = tif.pages[0], (tif.imagej_metadata or {}).get("unit")
+            tags = page.tags
+            if not unit or "XResolution" not in tags or "YResolution" not in tags:
+                return None
+            sx, sy = (_per_pixel(tags[k].value) for k in ("XResolution", "YResolution"))
+    except Exception:  # unreadable metadata: the reader of the pixels reports the file
+        return None
+    if not (sx and sy):
+        return None
+    unit = {"micron": "um", "\\u00B5m": "um", "µm": "um"}.get(unit, unit)
+    return sy, sx, str(unit)
+
+
+def _per_pixel(resolution) -> float | None:
+    numerator, denominator = resolution
+    return denominator / numerator if numerator else None
+
+
+def _ome_pixel_size(xml: str | None) -> tuple[float, float, str] | None:
+    import re
+
+    if not xml:
+        return None
+    found = {k: re.search(rf'{k}="([^"]+)"', xml) for k in ("PhysicalSizeY", "PhysicalSizeX")}
+    if not all(found.values()):
+        return None
+    unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
+    name = unit.group(1) if unit else "µm"
+    name = "um" if name in ("µm", "\u00b5m", "micron") else name
+    return float(found["PhysicalSizeY"].group(1)), float(found["PhysicalSizeX"].group(1)), name
+
+
+def channels_last(image: np.ndarray, labels_shape: tuple[int, ...]) -> np.ndarray:
+    """``image`` with its channel axis moved last, so that ``measure`` reads it: an image
+    of the labels' shape passes; one with one extra axis has that axis moved to the end
+    (the last such axis when several fit, e.g. (3, Y, X, 3) is read as YXC)."""
+    image = np.asarray(image)
+    if image.shape == tuple(labels_shape):
+        return image
+    if image.ndim == len(labels_shape) + 1:
+        fits = [
+            k
+            for k in range(image.ndim)
+            if np.delete(image.shape, k).tolist() == list(labels_shape)
+        ]
+        if fits:
+            return np.moveaxis(image, fits[-1], -1)
+    raise UNetCellsError(
+        f"The image {image.shape} does not match the labels {tuple(labels_shape)}: give the "
+        "image the labels were made from (channels, if any, as one extra axis)."
+    )
