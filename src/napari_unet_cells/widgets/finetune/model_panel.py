@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QWidget,
 )
+from superqt.utils import ensure_main_thread
 
 from ...core import registry
 from .._tips import tip
@@ -58,7 +59,9 @@ class ModelPanel(QWidget):
             tip(getattr(self, name), text)
         self.base_browse.clicked.connect(lambda: self._browse_base())
         self.output_browse.clicked.connect(lambda: self._browse_output())
-        connect_while_alive(self, registry.events.changed, self.refresh_models)
+        # register_model may be called from any thread: the list is redrawn on the GUI's
+        self._refresh_on_gui = ensure_main_thread(self.refresh_models)
+        connect_while_alive(self, registry.events.changed, self._refresh_on_gui)
         self.refresh_models()
 
     def base_model(self) -> str | None:
