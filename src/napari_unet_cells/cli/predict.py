@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import time
 from pathlib import Path
 
 from ..core.errors import UNetCellsError
 from ._common import write_errors
-from .predict_jobs import Job, plan_jobs
+from .predict_jobs import Job, plan_jobs, summary_path
 
 DESCRIPTION = """\
 Seamless overlap-tile U-Net prediction. TIFF images are processed in memory (stacks
@@ -139,6 +140,17 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write the cell probability (float32) as <labels>_probabilities.<ext>",
     )
+    p.add_argument(
+        "--table",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CSV",
+        help="also measure every cell (area, shape, intensity, neighbours; see unet-cells "
+        "measure): one image: the CSV to write (default: beside the labels, "
+        "<labels name>.csv); several images: one <name>_cells.csv per image and a summary "
+        "(summary.csv, or the name given) in the output folder",
+    )
     p.add_argument("--chunk", type=int, default=None, help="zarr: chunk size in px (dask)")
     p.add_argument(
         "--scheduler",
@@ -179,13 +191,45 @@ def run_predict(args: argparse.Namespace) -> int:
         device=args.device, tile=_tile(args.tile), batch_size=args.batch_size, tta=args.tta
     )
     diameter = parse_diameter(args.diameter)
+    if args.table and (args.ome_labels or ome_output(args)):
+        raise UNetCellsError(
+            "--table measures TIFF or zarr labels; for OME-Zarr run unet-cells measure on "
+            "the labels afterwards, or leave out --table."
+        )
     jobs, ome = plan_jobs(args)  # check everything before writing anything
     model = resolve_model(args.model)
     instances = _instance_config(args, model)
+    rows = []
     with _dask_client(args.scheduler):
         for job in jobs:
-            _predict_one(job, args, ome, model, config, instances, diameter)
+            start = time.perf_counter()
+            summary = _predict_one(job, args, ome, model, config, instances, diameter)
+            if job.table is not None:
+                rows.append(_measure_one(job, summary, time.perf_counter() - start))
+    if summary_path(args) is not None:
+        from ..core.batch import write_summary
+
+        with write_errors(summary_path(args)):
+            write_summary(rows, summary_path(args))
+        print(f"summary of {len(rows)} images -> {summary_path(args)}")
     return 0
+
+
+def ome_output(args: argparse.Namespace) -> bool:
+    """-o names a new OME-Zarr store."""
+    return args.output is not None and args.output.name.lower().endswith(".ome.zarr")
+
+
+def _measure_one(job: Job, summary: dict, seconds: float) -> dict:
+    """Measure the labels just written, write the job's table; its summary row."""
+    from ..core.batch import BatchJob, measure_file, summary_row
+
+    with write_errors(job.table):
+        table = measure_file(BatchJob(job.image, job.output, job.table))
+    where = f"-> {job.table}" if table is not None else "(too large to measure in memory)"
+    print(f"{job.image}: cell table {where}")
+    notes = summary.get("messages", ())
+    return summary_row(job.image, job.output, summary["cells"], table, seconds, notes=notes)
 
 
 def _tile(text: str) -> int | None:
@@ -235,8 +279,8 @@ def _dask_client(address: str | None):
         ) from None
 
 
-def _predict_one(job: Job, args, ome, model, config, instances, diameter) -> None:
-    """Segment one image, write its result and print what was done."""
+def _predict_one(job: Job, args, ome, model, config, instances, diameter) -> dict:
+    """Segment one image, write its result and print what was done; its summary dict."""
     from ..core.predict_large import predict_file
 
     print(f"{job.image}: {job.layout}")
@@ -258,6 +302,7 @@ def _predict_one(job: Job, args, ome, model, config, instances, diameter) -> Non
     for message in summary.get("messages", ()):
         print(f"{job.image}: {message}")
     print(f"{job.image} -> {job.output}: {summary['cells']} cells")
+    return summary
 
 
 def _predict_ome(job: Job, args, ome, model, config, instances, diameter) -> dict:

@@ -15,11 +15,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ..core.batch import labels_name, split_name, table_path
 from ..core.errors import UNetCellsError
 from ._common import new_output
 
-#: extensions of two parts, kept whole when output names are derived
-DOUBLE_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr")
 OUTPUT_HINT = "choose another output name (existing files are never overwritten)"
 
 
@@ -34,6 +33,7 @@ class Job:
     probabilities : where to write the cell probability, or None.
     channel_axis : the axis of a TIFF that holds channels, or None.
     layout : what the image is read as, e.g. "5 planes of 512x512, channel 1 of 2".
+    table : where the per-cell CSV goes (``--table``), or None.
     """
 
     image: Path
@@ -41,32 +41,7 @@ class Job:
     probabilities: Path | None
     channel_axis: int | None
     layout: str
-
-
-def split_name(path: Path) -> tuple[str, str]:
-    """A file name as (name, extension), with ``.ome.tif``/``.ome.zarr`` as one extension.
-
-    Parameters
-    ----------
-    path : Path
-        Any path; only its last component is used.
-
-    Returns
-    -------
-    tuple of str
-        ``("a.1", ".tif")`` for ``a.1.tif``, ``("img", ".ome.zarr")`` for ``img.ome.zarr``.
-    """
-    name = path.name
-    for suffix in DOUBLE_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    return path.stem, path.suffix
-
-
-def labels_name(image: Path, kind: str) -> str:
-    """The labels file name for ``image`` in an output folder: ``NAME_cells.tif`` or
-    ``NAME_cells.zarr`` (``kind`` "tiff" or "zarr")."""
-    return f"{split_name(image)[0]}_cells{'.zarr' if kind == 'zarr' else '.tif'}"
+    table: Path | None = None
 
 
 def probabilities_path(labels: Path) -> Path:
@@ -110,7 +85,7 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], str | None]:
         else:
             out = folder / labels_name(image, file_kind(image)) if folder else args.output
             probs = probabilities_path(out) if args.probabilities else None
-        jobs.append(Job(image, out, probs, axis, layout))
+        jobs.append(Job(image, out, probs, axis, layout, _table(args, out, folder)))
     check_collisions(jobs)
     if ome is None:
         for job in jobs:
@@ -118,7 +93,35 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], str | None]:
                 if path is not None:
                     file_kind(path)  # a format we write
                     new_output(path, "the result", inputs=tuple(args.images), hint=OUTPUT_HINT)
+    for path in [job.table for job in jobs if job.table] + [summary_path(args)]:
+        if path is not None:
+            new_output(path, "the table", inputs=tuple(args.images), hint=OUTPUT_HINT)
     return jobs, ome
+
+
+def _table(args: argparse.Namespace, labels: Path, folder: Path | None) -> Path | None:
+    """Where ``--table`` puts one image's per-cell CSV: the given name for one image,
+    else beside its labels (``NAME_cells.csv``)."""
+    if not getattr(args, "table", None):
+        return None
+    if folder is None and args.table != "auto":
+        if Path(args.table).suffix.lower() != ".csv":
+            raise UNetCellsError(f"--table names a CSV file: end {args.table} with .csv.")
+        return Path(args.table)
+    return table_path(labels)
+
+
+def summary_path(args: argparse.Namespace) -> Path | None:
+    """The summary CSV of a ``--table`` run over several images (in the output folder:
+    ``summary.csv`` or the name given to ``--table``), else None."""
+    if not getattr(args, "table", None) or len(args.images) < 2:
+        return None
+    from ..core.batch import SUMMARY_NAME
+
+    name = SUMMARY_NAME if args.table == "auto" else Path(args.table).name
+    if not name.lower().endswith(".csv"):
+        raise UNetCellsError(f"--table names a CSV file: end {args.table} with .csv.")
+    return args.output / name
 
 
 def check_collisions(jobs: list[Job]) -> None:

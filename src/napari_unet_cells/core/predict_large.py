@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from .predictor import (
     cell_score_weights,
     predictor_device,
 )
-from .progress import run
+from .progress import StopFlag, run
 from .registry import resolve_model
 from .tile_loop import PredictProgress, predict_plane
 
@@ -443,6 +443,40 @@ def predict_file(
     dict
         {"input", "output", "cells", "messages"}.
     """
+    return run(
+        predict_file_iter(
+            source,
+            output,
+            model,
+            config,
+            instances,
+            probabilities=probabilities,
+            chunk=chunk,
+            diameter=diameter,
+            channel_axis=channel_axis,
+            channel=channel,
+        ),
+        progress,
+    )
+
+
+def predict_file_iter(
+    source: str | Path,
+    output: str | Path,
+    model: CellModel | str | Path | None = None,
+    config: PredictConfig | None = None,
+    instances: InstanceConfig | None = None,
+    *,
+    probabilities: str | Path | None = None,
+    chunk: int | None = None,
+    diameter: float | str | None = "auto",
+    channel_axis: int | None = None,
+    channel: int | None = None,
+    stop: StopFlag = None,
+) -> Generator[PredictProgress, None, dict[str, Any] | None]:
+    """``predict_file`` as a generator of per-tile ``PredictProgress`` events (TIFF input;
+    chunked zarr input yields none) that checks ``stop`` between tiles; returns the same
+    summary dict, or None when stopped (then nothing is written)."""
     source, output = Path(source), Path(output)
     from .instances import instance_defaults
 
@@ -459,18 +493,18 @@ def predict_file(
         messages = _chunked_scale_messages(image, cell_model, instances, config, diameter)
         n_cells = _predict_chunked(image, cell_model, config, instances, chunk, output, prob_path)
     else:
-        result = run(
-            predict_iter(
-                image,
-                cell_model,
-                config,
-                instances,
-                diameter=diameter,
-                channel_axis=channel_axis,
-                channel=channel,
-            ),
-            progress,
+        result = yield from predict_iter(
+            image,
+            cell_model,
+            config,
+            instances,
+            diameter=diameter,
+            channel_axis=channel_axis,
+            channel=channel,
+            stop=stop,
         )
+        if result is None:  # stopped: nothing written
+            return None
         messages = list(dict.fromkeys(result.messages))  # size, signal, tiny-image notes
         probs = probabilities_on_image_grid(result) if prob_path is not None else None
         n_cells = _write_results(result.labels, output, probs, prob_path)

@@ -1,0 +1,285 @@
+"""Many images in one run: labels, per-cell tables and a summary, file by file.
+
+Used by the Predict dock's folder run and by ``unet-cells predict --table``. Output names
+(the same rules as the CLI): image ``NAME.EXT`` gives ``NAME_cells.tif`` (``.zarr`` for
+zarr input) and ``NAME_cells.csv`` in the output folder, where NAME is the file name
+without its extension (``.ome.tif``, ``.ome.tiff`` and ``.ome.zarr`` count as one), plus
+one ``summary.csv`` for the run. Every output is checked against the others and against
+existing files before any work; nothing is ever overwritten.
+
+A file that fails (unreadable, wrong dimensions, no signal ...) gets its message in the
+summary and the run goes on with the next one. Stop ends the run between tiles; the file
+being segmented is then not written, and the summary lists what was done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UNetCellsError
+from .progress import StopFlag, stop_requested
+
+#: extensions of two parts, kept whole when output names are derived
+DOUBLE_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr")
+IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")
+SUMMARY_NAME = "summary.csv"
+SUMMARY_COLUMNS = (
+    "file",
+    "labels",
+    "cells",
+    "mean_area_px",
+    "median_area_px",
+    "mean_intensity",
+    "seconds",
+    "error",
+    "notes",
+)
+MAX_MEASURED_PIXELS = 1 << 28  # larger label images are counted, not measured
+
+
+def split_name(path: Path) -> tuple[str, str]:
+    """A file name as (name, extension), with ``.ome.tif``/``.ome.zarr`` as one extension:
+    ``("a.1", ".tif")`` for ``a.1.tif``, ``("img", ".ome.zarr")`` for ``img.ome.zarr``."""
+    name = Path(path).name
+    for suffix in DOUBLE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    return Path(path).stem, Path(path).suffix
+
+
+def labels_name(image: Path, kind: str) -> str:
+    """``NAME_cells.tif`` (``kind`` "tiff") or ``NAME_cells.zarr`` ("zarr") for ``image``."""
+    return f"{split_name(image)[0]}_cells{'.zarr' if kind == 'zarr' else '.tif'}"
+
+
+def table_path(labels: Path) -> Path:
+    """The per-cell CSV beside a labels file: ``x_cells.tif`` -> ``x_cells.csv``."""
+    return labels.with_name(f"{split_name(labels)[0]}.csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchJob:
+    """One image of a run: where its labels and its table (or None) go."""
+
+    image: Path
+    labels: Path
+    table: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchProgress:
+    """Progress of a run. ``file_index`` of ``n_files`` (0-based) is being segmented;
+    ``tile`` is its per-tile progress (None at a file's start and end); ``row`` is set
+    when the file is finished (its summary row)."""
+
+    file_index: int
+    n_files: int
+    image: Path
+    tile: Any = None
+    row: dict[str, Any] | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Share of the whole run done, 0..1."""
+        within = self.tile.fraction if self.tile is not None else (1.0 if self.row else 0.0)
+        return (self.file_index + within) / max(self.n_files, 1)
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The images of a folder that the plugin reads (.tif, .tiff, .zarr, .ome.zarr),
+    sorted by name; hidden files and our own ``*_cells`` outputs are left out."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UNetCellsError(f"{folder} is not a folder; choose a folder of images.")
+    found = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.startswith(".")
+        and not split_name(p)[0].endswith("_cells")
+    ]
+    if not found:
+        raise UNetCellsError(
+            f"{folder} holds no .tif, .tiff or .zarr image; choose the folder of your images."
+        )
+    return found
+
+
+def plan_batch(images: list[Path], output: Path, tables: bool = True) -> list[BatchJob]:
+    """One job per image with its output names, all checked before any work.
+
+    Parameters
+    ----------
+    images : the input files (TIFF or zarr).
+    output : an existing folder for the results.
+    tables : also write a per-cell CSV per image.
+
+    Raises UNetCellsError when the folder is missing, two images would write the same file
+    (the message names both), or an output (or ``summary.csv``) exists already.
+    """
+    from .fileio import check_new_output
+    from .predict_large import file_kind
+
+    output = Path(output).expanduser()
+    if not output.is_dir():
+        raise UNetCellsError(f"The output folder {output} does not exist; create it first.")
+    jobs = []
+    for image in images:
+        labels = output / labels_name(image, file_kind(image))
+        jobs.append(BatchJob(Path(image), labels, table_path(labels) if tables else None))
+    writers: dict[Path, list[Path]] = {}
+    for job in jobs:
+        for path in (job.labels, job.table):
+            if path is not None:
+                writers.setdefault(path.resolve(), []).append(job.image)
+    for path, sources in writers.items():
+        if len(sources) > 1:
+            raise UNetCellsError(
+                f"Several images would be written to {path}: "
+                f"{' and '.join(map(str, sources))}; rename one of them or run them separately."
+            )
+    hint = "choose an empty output folder (existing files are never overwritten)"
+    for path in [*writers, output / SUMMARY_NAME]:
+        check_new_output(path, "the result", inputs=tuple(images), hint=hint)
+    return jobs
+
+
+def run_batch_iter(
+    jobs: list[BatchJob],
+    model: Any = None,
+    config: Any = None,
+    instances: Any = None,
+    *,
+    diameter: float | str | None = "auto",
+    summary: Path | None = None,
+    stop: StopFlag = None,
+) -> Generator[BatchProgress, None, list[dict[str, Any]]]:
+    """Segment (and measure) each job's image, yielding :class:`BatchProgress`.
+
+    Parameters
+    ----------
+    jobs : from :func:`plan_batch`.
+    model, config, instances, diameter : as for ``core.predict_large.predict_file``; the
+        model is loaded once.
+    summary : where to write the summary CSV (also when stopped), or None.
+    stop : checked between tiles and files.
+
+    Returns
+    -------
+    list of dict
+        One summary row per file handled (see ``SUMMARY_COLUMNS``); a failed file has its
+        message in "error" and no labels.
+    """
+    from .registry import resolve_model
+
+    model = resolve_model(model)
+    rows: list[dict[str, Any]] = []
+    for index, job in enumerate(jobs):
+        if stop_requested(stop):
+            break
+        yield BatchProgress(index, len(jobs), job.image)
+        row = yield from _one_file(job, index, len(jobs), model, config, instances, diameter, stop)
+        if row is None:  # stopped inside the file
+            break
+        rows.append(row)
+        yield BatchProgress(index, len(jobs), job.image, row=row)
+    if summary is not None:
+        write_summary(rows, summary)
+    return rows
+
+
+def _one_file(job, index, n_files, model, config, instances, diameter, stop):
+    """The summary row of one job (errors caught into it), or None when stopped."""
+    from .predict_large import predict_file_iter
+
+    start = time.perf_counter()
+    try:
+        events = predict_file_iter(
+            job.image, job.labels, model, config, instances, diameter=diameter, stop=stop
+        )
+        while True:
+            try:
+                tile = next(events)
+            except StopIteration as done:
+                result = done.value
+                break
+            yield BatchProgress(index, n_files, job.image, tile=tile)
+        if result is None:
+            return None
+        table = measure_file(job) if job.table is not None else None
+    except UNetCellsError as err:
+        return _row(job, None, None, time.perf_counter() - start, error=str(err))
+    except Exception as err:  # one bad file never ends the run: it is reported
+        message = f"{type(err).__name__}: {err}"
+        return _row(job, None, None, time.perf_counter() - start, error=message)
+    return _row(job, result, table, time.perf_counter() - start)
+
+
+def measure_file(job: BatchJob) -> dict[str, np.ndarray] | None:
+    """Measure the labels a job wrote against its image and write the job's table; None
+    (no table) for label images over ``MAX_MEASURED_PIXELS``."""
+    from .measure import channels_last, measure, table_to_csv
+    from .predict_large import open_image
+
+    labels = open_image(job.labels)
+    if np.prod(labels.shape) > MAX_MEASURED_PIXELS:
+        return None
+    labels = np.asarray(labels)
+    image = np.asarray(open_image(job.image))
+    try:
+        image = channels_last(image, labels.shape)
+    except UNetCellsError:  # e.g. an RGB image segmented as one channel: shapes only
+        image = None
+    table = measure(labels, image)
+    table_to_csv(table, job.table)
+    return table
+
+
+def summary_row(
+    image: Path,
+    labels: Path | None = None,
+    cells: int | None = None,
+    table: dict[str, np.ndarray] | None = None,
+    seconds: float = 0.0,
+    *,
+    notes: list[str] | tuple[str, ...] = (),
+    error: str | None = None,
+) -> dict[str, Any]:
+    """One summary row: file, labels, cells, mean/median area (px), mean intensity (of the
+    cells' mean intensity, first channel), seconds, error (a failed file) and notes."""
+    from .measure import summarize
+
+    row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, "")
+    row.update(file=str(image), seconds=round(seconds, 2), notes=" ".join(notes))
+    if error is not None:
+        row["error"] = error
+        return row
+    row.update(labels=str(labels), cells=cells)
+    if table is not None:
+        stats = summarize(table)
+        row.update({k: v for k, v in stats.items() if k != "cells"})
+    return row
+
+
+def _row(job, result, table, seconds, error: str | None = None) -> dict[str, Any]:
+    if error is not None:
+        return summary_row(job.image, seconds=seconds, error=error)
+    notes = result.get("messages", ())
+    return summary_row(job.image, job.labels, result["cells"], table, seconds, notes=notes)
+
+
+def write_summary(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write the summary rows as CSV (atomically, never over an existing file)."""
+    from .measure import table_to_csv
+
+    columns = {
+        name: np.array([row.get(name, "") for row in rows], dtype=object)
+        for name in SUMMARY_COLUMNS
+    }
+    table_to_csv(columns, path)

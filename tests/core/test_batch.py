@@ -1,0 +1,87 @@
+"""Folder runs (core/batch.py): labels, per-cell tables and a summary, past broken files."""
+
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet_cells.core.batch import images_in, plan_batch, run_batch_iter
+from napari_unet_cells.core.errors import UNetCellsError
+from napari_unet_cells.core.measure import read_table_csv
+from napari_unet_cells.core.progress import run
+from napari_unet_cells.core.synthetic import synthetic_cells
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in (1, 2):
+        image, _ = synthetic_cells((128, 128), seed=seed)
+        tifffile.imwrite(images / f"well.{seed}.tif", image)
+    (images / "broken.tif").write_bytes(b"not a tiff at all")
+    tifffile.imwrite(images / "line.tif", np.ones(50, np.uint16))  # 1-D: wrong dimensions
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    return images, out
+
+
+def test_folder_run_continues_past_broken_files_and_reports_them(folder):
+    images, out = folder
+    found = images_in(images)
+    assert [p.name for p in found] == ["broken.tif", "line.tif", "well.1.tif", "well.2.tif"]
+    jobs = plan_batch(found, out)
+    assert [j.labels.name for j in jobs][2:] == ["well.1_cells.tif", "well.2_cells.tif"]
+    events = []
+    rows = run(
+        run_batch_iter(jobs, None, diameter=None, summary=out / "summary.csv"), events.append
+    )
+    assert [bool(r["error"]) for r in rows] == [True, True, False, False]
+    assert "Cannot read" in rows[0]["error"] or "TIFF" in rows[0]["error"]
+    for row, job in zip(rows[2:], jobs[2:], strict=True):
+        assert row["cells"] > 5 and job.labels.is_file()
+        table = read_table_csv(job.table)
+        assert len(table["label"]) == row["cells"]
+        assert row["median_area_px"] == np.median(table["area_px"])
+    summary = read_table_csv(out / "summary.csv")
+    assert list(summary["file"]) == [str(p) for p in found]
+    assert summary["error"][0] and not summary["error"][2]
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert not (out / "broken_cells.tif").exists()  # nothing half-written
+
+
+def test_outputs_are_checked_before_any_work(folder, tmp_path):
+    images, out = folder
+    same = tmp_path / "same"
+    same.mkdir()
+    tifffile.imwrite(same / "a.tif", np.zeros((8, 8), np.uint8))
+    tifffile.imwrite(same / "a.ome.tif", np.zeros((8, 8), np.uint8))
+    with pytest.raises(UNetCellsError, match=r"a\.ome\.tif and .*a\.tif"):
+        plan_batch(images_in(same), out)
+    (out / "summary.csv").write_text("mine")
+    with pytest.raises(UNetCellsError, match=r"summary\.csv already exists"):
+        plan_batch(images_in(images), out)
+    assert (out / "summary.csv").read_text() == "mine"
+    with pytest.raises(UNetCellsError, match="does not exist"):
+        plan_batch(images_in(images), tmp_path / "nowhere")
+    with pytest.raises(UNetCellsError, match=r"no \.tif"):
+        images_in(out)
+
+
+def test_stop_ends_the_run_and_the_summary_lists_what_was_done(folder):
+    images, out = folder
+    jobs = plan_batch(images_in(images)[2:], out, tables=False)
+    stop = threading.Event()
+
+    def on_event(event):
+        if event.row is not None:
+            stop.set()  # after the first finished file
+
+    rows = run(
+        run_batch_iter(jobs, None, diameter=None, summary=out / "s.csv", stop=stop), on_event
+    )
+    assert len(rows) == 1 and jobs[0].labels.exists() and not jobs[1].labels.exists()
+    assert jobs[0].table is None and len(read_table_csv(out / "s.csv")["file"]) == 1
