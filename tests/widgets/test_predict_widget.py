@@ -141,7 +141,7 @@ def test_large_images_relabel_in_the_background_and_the_last_setting_wins(dock, 
     assert widget.relabel_worker is not None  # not on the GUI thread
     widget.threshold.value = 0.6  # moved again while the first one runs
     qtbot.waitUntil(
-        lambda: widget.relabel_worker is None and widget._pending_relabel is None, timeout=30000
+        lambda: widget.relabel_worker is None and widget.relabeller.pending is None, timeout=30000
     )
     expected = probabilities_to_labels(widget.probabilities, widget.instance_config())
     assert widget.instance_config().threshold == 0.6

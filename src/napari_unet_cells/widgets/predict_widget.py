@@ -32,7 +32,7 @@ from ..workspace import workspace_for
 from ._window import short_dock_title
 from .predict.grid import TileGridOverlay, grid_rectangles, grid_tile
 from .predict.inputs import AUTO, InputsPanel
-from .predict.output import OutputLayers, Source, probabilities_on_grid
+from .predict.output import OutputLayers, Source, ask_to_replace, probabilities_on_grid
 from .predict.postprocess import PostProcessPanel
 from .predict.run_panel import RunPanel, result_text
 from .predict.worker import Relabeller, detach, prediction_worker, read_job
@@ -42,27 +42,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+# the panels' controls, also attributes of the dock (as before the split)
 _PANEL_CONTROLS = {
-    "inputs": (
-        "image_combo",
-        "channel",
-        "model_combo",
-        "model_file",
-        "device",
-        "tile",
-        "diameter",
-        "diameter_from_line",
-    ),
-    "post": ("threshold", "seed_threshold", "min_size", "min_confidence"),
-    "controls": (
-        "tta",
-        "show_probabilities",
-        "show_grid",
-        "run_button",
-        "stop_button",
-        "progress",
-        "status",
-    ),
+    "inputs": "image_combo channel model_combo model_file device tile diameter diameter_from_line",
+    "post": "threshold seed_threshold min_size min_confidence",
+    "controls": "tta show_probabilities show_grid run_button stop_button progress status",
 }
 
 
@@ -105,7 +89,7 @@ class PredictWidget(Container):
         self.post = PostProcessPanel()
         self.controls = RunPanel()
         for panel, names in _PANEL_CONTROLS.items():
-            for name in names:
+            for name in names.split():
                 setattr(self, name, getattr(getattr(self, panel), name))
         self.extend([*self.inputs.widgets, *self.post.widgets, *self.controls.widgets])
         self._connect()
@@ -140,12 +124,10 @@ class PredictWidget(Container):
         from ..core import registry
 
         self.close_workers()
-        with contextlib.suppress(Exception):  # already disconnected
-            self.workspace.events.prediction_requested.disconnect(self._requested)
-        with contextlib.suppress(Exception):
-            registry.events.changed.disconnect(self._models_changed)
+        self.workspace.events.prediction_requested.disconnect(self._requested)
+        registry.events.changed.disconnect(self._models_changed)
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(RuntimeError, ValueError):
                 emitter.disconnect(self._refresh_layers)
 
     # -- the layers this dock owns ----------------------------------------------------------
@@ -169,11 +151,6 @@ class PredictWidget(Container):
     def relabel_worker(self) -> Any | None:
         """The background re-labelling worker, or None."""
         return self.relabeller.worker
-
-    @property
-    def _pending_relabel(self) -> InstanceConfig | None:
-        pending = self.relabeller.pending
-        return None if pending is None else pending[1]
 
     def _own_layers(self) -> list[Any]:
         return [x for x in (self.labels_layer, self.probability_layer, self.grid_layer) if x]
@@ -265,8 +242,16 @@ class PredictWidget(Container):
         worker.start()
 
     def run_on(self, image: Any, model: str) -> None:
-        """Choose ``image`` and the model called ``model`` (e.g. one fine-tuned in this
-        session; the model list is re-read first), then :meth:`run`."""
+        """Choose an image and a model, then :meth:`run` (what a workspace request does).
+
+        Parameters
+        ----------
+        image : napari.layers.Image
+            A layer of this viewer.
+        model : str
+            A model's name in the Model list, e.g. one fine-tuned in this session (the
+            list is re-read first), or "bundled". Unknown: a message, nothing runs.
+        """
         problem = None
         if not self.inputs.select_model(model):
             problem = f"The model {model!r} is not available (any more); choose another."
@@ -348,15 +333,7 @@ class PredictWidget(Container):
 
         Returns True to replace it, False to write a new layer.
         """
-        from qtpy.QtWidgets import QMessageBox
-
-        answer = QMessageBox.question(
-            self.native,
-            "Replace edited labels?",
-            f"You edited the layer {layer.name!r} since the last prediction. Replace it? "
-            "(No keeps it and writes a new layer.)",
-        )
-        return answer == QMessageBox.StandardButton.Yes
+        return ask_to_replace(self.native, layer)
 
     def _write_labels(self, labels: np.ndarray, new_run: bool) -> None:
         made = self.outputs.write_labels(self._source, labels, new_run)

@@ -31,8 +31,20 @@ def grid_rectangles(
 ) -> tuple[list[np.ndarray], list[str]]:
     """Write regions of all tiles (yellow) and a middle tile's read region (blue).
 
-    shape: the image plane (Y, X), px. Rectangles in its pixel coordinates, corners
-    (4, 2), half-pixel edges so they frame the pixels.
+    Parameters
+    ----------
+    shape : (int, int)
+        The image plane (Y, X), px.
+    config : ModelConfig
+        The network (depth and padding set the tiles' context margin).
+    tile : int or (int, int)
+        The network input tile, px.
+
+    Returns
+    -------
+    (list of ndarray, list of str)
+        Rectangles, corners (4, 2) in the plane's pixel coordinates with half-pixel edges
+        so they frame the pixels, and their edge colours.
     """
     from ...core.tiling import plan_tiles
 

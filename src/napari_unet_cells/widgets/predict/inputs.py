@@ -119,10 +119,10 @@ class InputsPanel:
         """Re-read the image list and choose ``layer``; False if it is not offered."""
         self.image_combo.reset_choices()
         layer = L.unwrap(layer)
-        if not any(choice is layer for choice in self.image_combo.choices):
-            return False
-        self.image_combo.value = layer
-        return True
+        matches = [c for c in self.image_combo.choices if L.unwrap(c) is layer]
+        if matches:
+            self.image_combo.value = matches[0]
+        return bool(matches)
 
     # -- what the controls mean ------------------------------------------------------------
 

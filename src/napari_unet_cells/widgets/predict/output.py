@@ -60,10 +60,22 @@ class OutputLayers:
             self.probability_layer = None
 
     def write_labels(self, source: Source, labels: np.ndarray, new_run: bool) -> bool:
-        """Write ``labels`` to "<image> cells"; True when a new layer was made.
+        """Write ``labels`` to "<image> cells".
 
-        ``new_run``: the labels come from a new prediction (the layer takes the image's
-        name and geometry again), not from re-labelling the kept probabilities.
+        Parameters
+        ----------
+        source : Source
+            The image the labels belong to.
+        labels : ndarray
+            int32 (..., Y, X) instance labels on the image's grid.
+        new_run : bool
+            The labels come from a new prediction (the layer takes the image's name and
+            geometry again), not from re-labelling the kept probabilities.
+
+        Returns
+        -------
+        bool
+            True when a new layer was made (none yet, or the user kept an edited one).
         """
         layer = self.labels_layer
         if layer is not None and layer in self.viewer.layers:
@@ -112,6 +124,19 @@ class OutputLayers:
     def _on_user_edit(self, _event=None) -> None:
         if not self._writing:
             self.edited = True
+
+
+def ask_to_replace(parent: Any, layer: Any) -> bool:
+    """Ask (a Yes/No dialog over ``parent``) whether to replace an edited labels layer."""
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(
+        parent,
+        "Replace edited labels?",
+        f"You edited the layer {layer.name!r} since the last prediction. Replace it? "
+        "(No keeps it and writes a new layer.)",
+    )
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def probabilities_on_grid(probabilities: np.ndarray, image_shape: Any) -> np.ndarray:

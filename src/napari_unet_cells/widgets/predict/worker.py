@@ -50,7 +50,21 @@ def read_job(
 ) -> PredictJob:
     """Read a PredictJob from an Image layer, on the GUI thread.
 
-    Raises UNetCellsError now (not from the worker) when the channels need a choice.
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        The image (not multiscale); its data is not copied and never modified.
+    model, config, instances, diameter
+        As ``core.predict.predict_iter`` takes them.
+    channel_choice : (int, int) or None
+        (channel axis, channel) chosen by the user; None: auto.
+    in_channels : int
+        The model's input channels.
+
+    Raises
+    ------
+    UNetCellsError
+        Now, not from the worker, when the channels need a choice.
     """
     from ...core.predict import channel_layout
 
