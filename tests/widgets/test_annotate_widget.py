@@ -432,3 +432,47 @@ def test_autosave_writes_in_a_worker_one_save_at_a_time(
     saved = project.load(key)["labels"]
     assert saved[0, 0] == 77 and (saved[gt > 0] == gt[gt > 0]).all()
     assert not any(link.dirty for link in widget.links)
+
+
+def test_closing_napari_during_an_autosave_keeps_the_last_edit(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """Closing napari while a background save runs waits for it, then saves the edits
+    made after its snapshot (synchronously)."""
+    import threading
+
+    from qtpy.QtCore import QEvent, QObject
+
+    class KeepOpen(QObject):  # runs after the dock's filter: the window stays for teardown
+        def eventFilter(self, obj, event):
+            if event.type() != QEvent.Type.Close:
+                return False
+            event.ignore()
+            return True
+
+    started, gate = threading.Event(), threading.Event()
+    real_save = A.AnnotationProject.save
+
+    def save(self, *args, **kwargs):
+        started.set()
+        gate.wait(20)
+        return real_save(self, *args, **kwargs)
+
+    viewer = make_napari_viewer(show=True)
+    keep_open = KeepOpen()
+    viewer.window._qt_window.installEventFilter(keep_open)
+    widget, _, gt = _dock(viewer, seed=9)
+    widget.set_project(tmp_path)
+    layer = widget.new_annotation()
+    layer.data_setitem(np.nonzero(gt), gt[gt > 0])
+    monkeypatch.setattr(A.AnnotationProject, "save", save)
+    widget.autosave.save_in_background()
+    assert started.wait(10)  # the save runs (held) in a worker
+    layer.data_setitem((np.array([0]), np.array([0])), 55)  # after its snapshot
+    threading.Timer(0.5, gate.set).start()
+    viewer.window._qt_window.close()  # waits for the running save, then saves the rest
+    assert not any(link.dirty for link in widget.links)
+    project = A.AnnotationProject(tmp_path, create=False)
+    (key,) = project.entries
+    saved = project.load(key)["labels"]
+    assert saved[0, 0] == 55 and (saved[gt > 0] == gt[gt > 0]).all()

@@ -92,8 +92,9 @@ def snapshot(links: list[AnnotationLink]) -> list[SaveItem]:
 def write(job: SaveRound) -> SaveRound:
     """Hash, compress and write the items of ``job`` (any thread); sets ``job.done``.
 
-    A user-facing failure (disk full, a refused annotation) stops the round and is kept
-    in ``job.error``; the items not saved are retried by the next save.
+    A failure stops the round and is kept in ``job.error`` (a user-facing one, such as
+    a full disk or a refused annotation, is not raised); the items not saved are retried
+    by the next save.
     """
     try:
         for item in job.items:
@@ -115,6 +116,9 @@ def write(job: SaveRound) -> SaveRound:
             job.saved += 1
     except (OSError, UNetCellsError) as err:
         job.error = str(err)
+    except Exception as err:  # a bug: reported as a failed save, then raised
+        job.error = f"{type(err).__name__}: {err}"
+        raise
     finally:
         job.done.set()
     return job
@@ -182,15 +186,10 @@ class Autosaver:
             return
         self._running = job
         worker = create_worker(write, job, _start_thread=False, _ignore_errors=True)
-        worker.errored.connect(lambda err: self._failed(job, err))
+        worker.errored.connect(lambda err: logger.error("autosave failed", exc_info=err))
         worker.finished.connect(lambda: self._finished(job))
         self.worker = worker
         worker.start()
-
-    def _failed(self, job: SaveRound, err: Exception) -> None:
-        logger.error("autosave failed", exc_info=err)
-        job.error = job.error or f"{type(err).__name__}: {err}"
-        job.done.set()
 
     def _finished(self, job: SaveRound) -> None:
         self.collect(job)
