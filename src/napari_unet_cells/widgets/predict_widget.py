@@ -31,7 +31,7 @@ from ..core.errors import UNetCellsError
 from ..workspace import workspace_for
 from ._window import short_dock_title
 from .predict.grid import TileGridOverlay, grid_rectangles, grid_tile
-from .predict.inputs import AUTO, InputsPanel
+from .predict.inputs import InputsPanel
 from .predict.output import OutputLayers, Source, ask_to_replace, probabilities_on_grid
 from .predict.postprocess import PostProcessPanel
 from .predict.run_panel import RunPanel, result_text
@@ -394,9 +394,5 @@ class PredictWidget(Container):
         """Write regions of all tiles (yellow) and a middle tile's read region (blue),
         for the chosen model and tile: corners (4, 2) in the image's (Y, X) pixels."""
         config = self.inputs.model_config()
-        if self._last_tile is not None and self.tile.value == AUTO:
-            tile = self._last_tile  # what the last run used
-        else:
-            requested = None if self.tile.value == AUTO else int(self.tile.value)
-            tile = grid_tile(config, self.device.value, requested)
+        tile = grid_tile(config, self.device.value, self.tile.value, self._last_tile)
         return grid_rectangles(L.plane_shape(layer)[-2:], config, tile)

@@ -11,14 +11,21 @@ import numpy as np
 from ... import layers as L
 from ...core.config import ModelConfig
 from ...core.errors import UNetCellsError
+from .inputs import AUTO
 
 
-def grid_tile(config: ModelConfig, device: str, tile: int | None) -> int:
-    """The input tile (px) a run would use: ``tile`` snapped, or automatic on ``device``
-    (the CPU when that device is not available)."""
+def grid_tile(
+    config: ModelConfig, device: str, choice: str, last: tuple[int, int] | None = None
+) -> int | tuple[int, int]:
+    """The input tile (px) a run uses for the Tile control's ``choice``: that size snapped;
+    for "auto", the tile of the ``last`` run, else the automatic one on ``device`` (the
+    CPU when that device is not available)."""
     from ...core.device import resolve_device
     from ...core.predict import auto_tile_and_batch
 
+    if choice == AUTO and last is not None:
+        return last
+    tile = None if choice in (None, AUTO) else int(choice)
     try:
         resolved = resolve_device(device)
     except UNetCellsError:
