@@ -1,21 +1,12 @@
 """The "Fine-tune" dock: train a U-Net on annotated layers, live, with a Stop that works.
 
-Thin: the training set is the viewer's workspace (``workspace_for(viewer).pairs``; the
-Annotate dock adds to it too), the dock builds a :class:`TrainConfig`, runs
-:func:`core.train.train_iter` in a napari thread worker and shows its events (progress,
-time left, a live plot of training loss and validation AP50). When training ends or is
-stopped, the core saves the best model to the chosen file, the dock registers it in the
-session's model registry (``core.registry.register_model``) and "Run in Predict" asks the
-Predict dock, through the workspace, to run it on the current image. "Preview
-augmentation" adds a few training tiles, exactly as the network sees them, as new layers.
-Closing napari during training stops it and waits for the worker, with the window still
-processing events.
-
-Toolkit: plain Qt (panels in ``widgets/finetune/``), not magicgui: the pair list, the
-folded "Advanced" section and the live plot do not fit magicgui's widgets.
-
-The user's layers are never modified: results are new layers.
-"""
+Thin: the training set is the viewer's workspace (``workspace_for(viewer).pairs``, which
+Annotate adds to); the dock runs :func:`core.train.train_iter` in a thread worker and shows
+its events (progress, a live plot of loss and validation AP50). The best model is saved
+by the core and registered in ``core.registry``; "Run in Predict" asks Predict, through the
+workspace, to run it. Closing napari stops training and waits with the window responsive.
+Toolkit: plain Qt (panels in ``widgets/finetune/``): the pair list, the folded "Advanced"
+section and the live plot do not fit magicgui. The user's layers are never modified."""
 
 from __future__ import annotations
 
@@ -104,8 +95,7 @@ class FinetuneWidget(QWidget):
                 setattr(self, control, getattr(panel, control))
         compact_controls(self)
 
-        # lambdas: clicked(bool) must not reach the methods' optional arguments
-        self.train_button.clicked.connect(lambda: self.start_training())
+        self.train_button.clicked.connect(lambda: self.start_training())  # not clicked(bool)
         self.stop_button.clicked.connect(lambda: self.stop_training())
         self.preview_button.clicked.connect(lambda: self.preview_augmentation())
         self.run_button.clicked.connect(lambda: self.run_in_predict())
