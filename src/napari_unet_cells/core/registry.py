@@ -2,7 +2,7 @@
 
 The models trained since napari (or Python) started are kept in memory by name, so the
 Predict dock and ``predict(model=name)`` can use them without reading a file. The registry
-is process-wide and thread-safe; ``models_changed`` (a psygnal signal, no Qt) fires after
+is process-wide and thread-safe; ``events.changed`` (a psygnal signal, no Qt) fires after
 every change so that docks can refresh their model lists.
 """
 
