@@ -365,7 +365,7 @@ def fig_tile_sizes(out_dir: Path, quick: bool = False) -> list[Path]:
     sizes = valid_input_sizes(700 if quick else 1200, depth)
     outs = [output_size(s, depth) for s in sizes]
     train_in, train_out = choose_tile(bundled, [(2048, 2048)])
-    cpu_tile, _ = auto_tile_and_batch(_bundled_model(), resolve_device("cpu"))
+    cpu_tile, _ = auto_tile_and_batch(_bundled_model().config, resolve_device("cpu"))
     try:
         output_size(570, depth)
         refusal = ""

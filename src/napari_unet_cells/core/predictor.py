@@ -235,20 +235,7 @@ def predictor_device(predictor: Predictor) -> torch.device:
 # --------------------------------------------------------------------------------------
 
 
-def _model_config(config: ModelConfig | Any) -> ModelConfig:
-    """A ModelConfig from a ModelConfig or anything that carries one in ``.config``
-    (a CellModel, a UNet): the older way of calling, still accepted."""
-    from .config import ModelConfig
-
-    if isinstance(config, ModelConfig):
-        return config
-    inner = getattr(config, "config", None)
-    if isinstance(inner, ModelConfig):
-        return inner
-    raise TypeError(f"expected a ModelConfig, got {type(config).__name__}")
-
-
-def bytes_per_pixel(config: ModelConfig | Any, half: bool = False) -> float:
+def bytes_per_pixel(config: ModelConfig, half: bool = False) -> float:
     """Rough activation memory of one network call per input pixel, bytes.
 
     ~12 * base float values per pixel (both paths, skips and the concatenations), halved
@@ -261,11 +248,11 @@ def bytes_per_pixel(config: ModelConfig | Any, half: bool = False) -> float:
     half : bool
         bf16 activations.
     """
-    return 12 * _model_config(config).base * (2 if half else 4)
+    return 12 * config.base * (2 if half else 4)
 
 
 def auto_tile_and_batch(
-    config: ModelConfig | Any,
+    config: ModelConfig,
     device: Any,
     tile: int | None = None,
     batch_size: int | None = None,
@@ -279,8 +266,7 @@ def auto_tile_and_batch(
     Parameters
     ----------
     config : ModelConfig
-        The network's configuration (depth, padding, base). A CellModel (or any object
-        with a ``config``) is still accepted.
+        The network's configuration (depth, padding, base).
     device : torch.device
         Where the network runs (``predictor.device``).
     tile : int, optional
@@ -295,7 +281,6 @@ def auto_tile_and_batch(
     """
     from .device import inference_dtype
 
-    config = _model_config(config)
     depth, padding = config.depth, config.padding
     if tile is not None and batch_size is not None:
         return snap_tile(tile, depth, padding), batch_size

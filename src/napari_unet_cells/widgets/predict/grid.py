@@ -3,7 +3,6 @@ context margin, as in the paper's Figure 2."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ def grid_tile(
         resolved = resolve_device(device)
     except UNetCellsError:
         resolved = resolve_device("cpu")
-    return auto_tile_and_batch(SimpleNamespace(config=config), resolved, tile, 1)[0]
+    return auto_tile_and_batch(config, resolved, tile, 1)[0]
 
 
 def grid_rectangles(
