@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -44,6 +46,7 @@ def test_gui(qtbot):
 """
 
 
+@pytest.mark.slow
 def test_without_display_headless_tests_run_gui_tests_skip(tmp_path):
     result = _pytest(["-rs"], _project(tmp_path, BODY), ci=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -51,6 +54,7 @@ def test_without_display_headless_tests_run_gui_tests_skip(tmp_path):
     assert "run under Xvfb" in result.stdout
 
 
+@pytest.mark.slow
 def test_in_ci_a_missing_display_fails_early_with_advice(tmp_path):
     result = _pytest([], _project(tmp_path, BODY), ci=True)
     assert result.returncode != 0
@@ -58,6 +62,7 @@ def test_in_ci_a_missing_display_fails_early_with_advice(tmp_path):
     assert "xvfb-run" in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_in_ci_a_skipped_gui_test_fails(tmp_path):
     body = "import pytest\n\ndef test_gui(qtbot):\n    pytest.skip('no Qt binding')\n"
     project = _project(tmp_path, body)

@@ -24,6 +24,7 @@ def figures():
         sys.modules.pop(spec.name, None)
 
 
+@pytest.mark.slow
 def test_every_concept_figure_renders_a_real_picture(figures, tmp_path, one_torch_thread):
     from PIL import Image
 

@@ -44,6 +44,7 @@ def correct_like_a_user(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray
     return annotation
 
 
+@pytest.mark.slow
 def test_loop_headless(tiny_config, tmp_path):
     image, truth = synthetic_cells((128, 128), seed=1)
     weak = finetune(image, truth, model=tiny_config, config=loop_config(2))

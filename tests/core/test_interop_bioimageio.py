@@ -91,6 +91,7 @@ def _rdf(path: Path) -> dict:
         return yaml.safe_load(archive.read("rdf.yaml"))
 
 
+@pytest.mark.slow
 def test_exported_package_passes_bioimageio_core_test(package):
     summary = bio.test_package(package)
     print(summary.format())

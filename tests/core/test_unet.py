@@ -8,6 +8,7 @@ from napari_unet_cells.core.config import ModelConfig
 from napari_unet_cells.core.errors import UNetCellsError
 
 
+@pytest.mark.slow
 def test_paper_network_size_and_shape():
     net = U.UNet(ModelConfig(in_channels=1, n_classes=2, base=64, depth=4))
     assert U.count_parameters(net) == 31_030_658

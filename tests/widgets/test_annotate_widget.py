@@ -161,6 +161,7 @@ def test_stack_annotated_plane_by_plane(make_napari_viewer):
     assert not layer.data[0].any() and not layer.data[2].any()
 
 
+@pytest.mark.slow
 def test_autosave_and_restore(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     widget, image_layer, gt = _dock(viewer, seed=5)

@@ -252,6 +252,7 @@ def test_user_errors_become_notifications(make_napari_viewer, tmp_path, monkeypa
     assert widget.output_path() != first
 
 
+@pytest.mark.slow
 def test_closing_napari_stops_training(make_napari_viewer, qtbot, tmp_path, tiny_model_file):
     viewer = make_napari_viewer(show=True)
     widget, *_ = _dock(viewer, tmp_path, tiny_model_file)

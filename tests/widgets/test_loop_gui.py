@@ -40,6 +40,7 @@ def _predict(viewer, qtbot, image_layer, model_name):
     return predict.labels_layer
 
 
+@pytest.mark.slow
 def test_loop_in_the_viewer(make_napari_viewer, qtbot, tmp_path):
     image, truth = synthetic_cells((128, 128), seed=1)
     tiny = ModelConfig(base=4, depth=2, dropout=0.0)

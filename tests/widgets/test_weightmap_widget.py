@@ -142,7 +142,7 @@ def test_dock_preset_ignore_mask_and_errors(make_napari_viewer, qtbot):
 
 def test_dock_refuses_a_binary_mask_fine_tune_numbers_it(make_napari_viewer, qtbot, monkeypatch):
     """Issue 16.3: a 0/1 mask layer was weighted (and trained) as one giant cell."""
-    import napari_unet_cells.widgets.finetune_widget as fw
+    from napari_unet_cells.widgets.finetune.jobs import training_samples
 
     viewer = make_napari_viewer()
     labels = _labels()
@@ -153,9 +153,8 @@ def test_dock_refuses_a_binary_mask_fine_tune_numbers_it(make_napari_viewer, qtb
     assert widget.worker is None and "binary mask (values 0 and 1)" in widget.status.value
     assert "mask weight map" not in viewer.layers
     notices = []
-    monkeypatch.setattr(fw, "show_info", notices.append)
     _, finetune = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Fine-tune")
     finetune.add_pair(viewer.add_image(np.random.default_rng(0).random(labels.shape)), mask)
-    [sample] = finetune._samples()
+    [sample] = training_samples(finetune.pairs, notices.append)  # what Train reads
     assert sample.labels.max() > 5 and "binary mask" in notices[-1]
     assert set(np.unique(mask.data)) == {0, 1}  # the user's layer is left as it is
