@@ -33,8 +33,23 @@ def read_tiffs(paths: list[Path] | None, what: str) -> list:
 
 
 def numbered(labels, name: str):
-    """Labels as read, or a 0/1 or 0/255 mask numbered by connected components (with a
-    note on stderr saying so)."""
+    """Labels as read, or a binary mask numbered by connected components.
+
+    A 0/1 or 0/255 mask becomes cells 1..N (``core.labels.mask_to_instances``) with a
+    note on stderr saying so; other labels pass unchanged.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (..., Y, X) instance labels or a binary mask.
+    name : str
+        What the labels are, for the note (usually the file name).
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., Y, X) instance labels (0 background, 1..N one cell each).
+    """
     from ..core.labels import mask_to_instances
 
     labels, notice = mask_to_instances(labels, name)
@@ -44,8 +59,23 @@ def numbered(labels, name: str):
 
 
 def write_tiff(path: Path, array) -> None:
-    """Write ``array`` as a TIFF file atomically (a failure leaves no partial file); an
-    OS error becomes one clear UNetCellsError."""
+    """Write ``array`` as a TIFF file atomically.
+
+    A failure leaves no partial file (``core.fileio.atomic_write``); the caller has
+    already refused an existing path (nothing here checks for one).
+
+    Parameters
+    ----------
+    path : Path
+        The TIFF file to write.
+    array : numpy.ndarray
+        Any shape and dtype tifffile writes.
+
+    Raises
+    ------
+    UNetCellsError
+        An OS error (permissions, a full disk), as one clear line.
+    """
     import tifffile
 
     from ..core.fileio import atomic_write
@@ -56,7 +86,18 @@ def write_tiff(path: Path, array) -> None:
 
 @contextlib.contextmanager
 def write_errors(path: Path):
-    """An OS error while writing ``path`` (permissions, a full disk) as one clear line."""
+    """Context manager: an OS error while writing ``path`` as one clear line.
+
+    Parameters
+    ----------
+    path : Path
+        What is being written, named in the message.
+
+    Raises
+    ------
+    UNetCellsError
+        Instead of an OSError (permissions, a full disk) inside the block.
+    """
     try:
         yield
     except OSError as err:
@@ -67,8 +108,30 @@ def write_errors(path: Path):
 
 
 def new_output(path: Path, what: str, **kwargs) -> Path:
-    """``core.fileio.check_new_output`` and ``check_writable``: refuse an existing output
-    or a missing folder, and a folder this user cannot write to, before any work."""
+    """Check an output path before any work: ``check_new_output`` + ``check_writable``.
+
+    Refuses an existing output (unless ``overwrite=True`` is passed on), an input file,
+    a missing folder, and a folder this user cannot write to. Nothing is written.
+
+    Parameters
+    ----------
+    path : Path
+        The file (or zarr folder) to create.
+    what : str
+        What is written, for the message ("the labels").
+    **kwargs
+        ``overwrite``, ``inputs``, ``hint`` of ``check_new_output``.
+
+    Returns
+    -------
+    Path
+        ``path`` with ``~`` expanded.
+
+    Raises
+    ------
+    UNetCellsError
+        The output cannot or must not be written.
+    """
     from ..core.fileio import check_new_output, check_writable
 
     path = check_new_output(path, what, **kwargs)

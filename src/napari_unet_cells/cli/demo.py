@@ -12,7 +12,13 @@ DEMO_DOCKS = ("Annotate", "Weight Map", "Fine-tune", "Predict")  # tabs; the las
 
 
 def add_demo(sub) -> None:
-    """Declare ``unet-cells demo`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells demo`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_demo`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "demo",
         help="open napari with the plugin's docks and its synthetic sample data",

@@ -9,7 +9,13 @@ from ..core.fileio import read_image
 
 
 def add_export(sub) -> None:
-    """Declare ``unet-cells export`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells export`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_export`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "export",
         help="write a model as a bioimage.io package (.zip) for Fiji, ilastik, QuPath, ...",

@@ -12,7 +12,13 @@ from ._common import new_output, numbered, read_tiffs
 
 
 def add_finetune(sub) -> None:
-    """Declare ``unet-cells finetune`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells finetune`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_finetune`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "finetune",
         help="fine-tune a U-Net on annotated images and save the model file",

@@ -11,7 +11,13 @@ from ..core.errors import UNetCellsError
 
 
 def add_info(sub) -> None:
-    """Declare ``unet-cells info`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells info`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_info`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "info",
         help="what a model file contains, and which device prediction would use here",

@@ -20,7 +20,13 @@ docs/measure.md. The output CSV must not exist (files are never overwritten).
 
 
 def add_measure(sub) -> None:
-    """Declare ``unet-cells measure`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells measure`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_measure`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "measure",
         help="per-cell measurements of a label image as a CSV table",

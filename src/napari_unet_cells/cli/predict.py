@@ -50,7 +50,13 @@ def _probability_or_none(text: str) -> float | None:
 
 
 def add_predict(sub) -> None:
-    """Declare ``unet-cells predict`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells predict`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_predict`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "predict",
         help="segment cells: images (TIFF, zarr/OME-Zarr) in, instance label images out",
@@ -216,7 +222,18 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def ome_output(args: argparse.Namespace) -> bool:
-    """-o names a new OME-Zarr store."""
+    """Whether -o names a new OME-Zarr store (a name ending in ``.ome.zarr``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``predict`` options.
+
+    Returns
+    -------
+    bool
+        True for ``-o NAME.ome.zarr`` (case-insensitive), False otherwise or without -o.
+    """
     return args.output is not None and args.output.name.lower().endswith(".ome.zarr")
 
 

@@ -45,8 +45,21 @@ class Job:
 
 
 def probabilities_path(labels: Path) -> Path:
-    """Where ``--probabilities`` goes: ``cells.tif`` -> ``cells_probabilities.tif``,
-    ``cells.ome.tif`` -> ``cells_probabilities.ome.tif``."""
+    """Where ``--probabilities`` goes, beside the labels.
+
+    ``cells.tif`` -> ``cells_probabilities.tif``, ``cells.ome.tif`` ->
+    ``cells_probabilities.ome.tif`` (``core.batch.split_name`` keeps double suffixes).
+
+    Parameters
+    ----------
+    labels : Path
+        The labels file of the same job.
+
+    Returns
+    -------
+    Path
+        The probabilities file, in the labels' folder (not checked here).
+    """
     name, suffix = split_name(labels)
     return labels.with_name(f"{name}_probabilities{suffix}")
 
@@ -112,8 +125,24 @@ def _table(args: argparse.Namespace, labels: Path, folder: Path | None) -> Path 
 
 
 def summary_path(args: argparse.Namespace) -> Path | None:
-    """The summary CSV of a ``--table`` run over several images (in the output folder:
-    ``summary.csv`` or the name given to ``--table``), else None."""
+    """The summary CSV of a ``--table`` run over several images, else None.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``predict`` options (``table``, ``images``, ``output``).
+
+    Returns
+    -------
+    Path or None
+        ``summary.csv`` (or the name given to ``--table``) in the output folder; None
+        without ``--table`` or for a single image.
+
+    Raises
+    ------
+    UNetCellsError
+        The ``--table`` name does not end with ``.csv``.
+    """
     if not getattr(args, "table", None) or len(args.images) < 2:
         return None
     from ..core.batch import SUMMARY_NAME
@@ -197,9 +226,27 @@ def _layout(path: Path, image, args: argparse.Namespace) -> tuple[int | None, st
 
 
 def ome_mode(args: argparse.Namespace) -> str | None:
-    """How predict writes OME-Zarr: "into" each input's labels group (--ome-labels), a
-    "new" store (-o NAME.ome.zarr), or None (plain files); inconsistent options are
-    refused with what to do."""
+    """How predict writes OME-Zarr, with inconsistent options refused.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``predict`` options (``output``, ``ome_labels``, ``overwrite``,
+        ``images``, ``probabilities``).
+
+    Returns
+    -------
+    str or None
+        "into" each input's labels group (--ome-labels), a "new" store
+        (-o NAME.ome.zarr), or None (plain TIFF/zarr files).
+
+    Raises
+    ------
+    UNetCellsError
+        --ome-labels with -o, neither of them, --overwrite outside --ome-labels, a new
+        store for several images, or --probabilities with OME-Zarr; the message says
+        what to do.
+    """
     new = args.output is not None and args.output.name.lower().endswith(".ome.zarr")
     if args.ome_labels and args.output is not None:
         raise UNetCellsError(

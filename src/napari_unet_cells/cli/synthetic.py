@@ -9,7 +9,13 @@ from ._common import new_output, write_tiff
 
 
 def add_synthetic(sub) -> None:
-    """Declare ``unet-cells synthetic`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells synthetic`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_synthetic`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "synthetic",
         help="write a synthetic nuclei image and its labels as TIFF files",

@@ -11,7 +11,13 @@ from ._common import logger, new_output, numbered, write_tiff
 
 
 def add_weightmap(sub) -> None:
-    """Declare ``unet-cells weightmap`` on the ``sub`` parsers (argparse subparsers action)."""
+    """Declare ``unet-cells weightmap`` on the ``sub`` parsers.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The ``unet-cells`` subparsers; ``run_weightmap`` is set as the command's ``run``.
+    """
     p = sub.add_parser(
         "weightmap",
         help="write the paper's loss weight map (eq. 2) of an instance label image",
