@@ -44,8 +44,23 @@ MAX_MEASURED_PIXELS = 1 << 28  # larger label images are counted, not measured
 
 
 def split_name(path: Path) -> tuple[str, str]:
-    """A file name as (name, extension), with ``.ome.tif``/``.ome.zarr`` as one extension:
-    ``("a.1", ".tif")`` for ``a.1.tif``, ``("img", ".ome.zarr")`` for ``img.ome.zarr``."""
+    """A file name as (name, extension), with ``.ome.tif``/``.ome.tiff``/``.ome.zarr`` as one.
+
+    ``("a.1", ".tif")`` for ``a.1.tif``, ``("img", ".ome.zarr")`` for ``img.ome.zarr``;
+    the case of the extension is kept. Only the name is looked at (no file access).
+
+    Parameters
+    ----------
+    path : Path or str
+        A file or folder name; its folder is ignored.
+
+    Returns
+    -------
+    name : str
+        The name without its extension.
+    extension : str
+        The extension with its dot ("" when there is none).
+    """
     name = Path(path).name
     for suffix in DOUBLE_SUFFIXES:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
@@ -54,12 +69,36 @@ def split_name(path: Path) -> tuple[str, str]:
 
 
 def labels_name(image: Path, kind: str) -> str:
-    """``NAME_cells.tif`` (``kind`` "tiff") or ``NAME_cells.zarr`` ("zarr") for ``image``."""
+    """The labels file name of an image: ``NAME_cells.tif`` or ``NAME_cells.zarr``.
+
+    Parameters
+    ----------
+    image : Path
+        The input image (NAME as :func:`split_name` gives it).
+    kind : str
+        "zarr" for a ``.zarr`` name; anything else ("tiff") gives ``.tif``.
+
+    Returns
+    -------
+    str
+        A bare file name (no folder).
+    """
     return f"{split_name(image)[0]}_cells{'.zarr' if kind == 'zarr' else '.tif'}"
 
 
 def table_path(labels: Path) -> Path:
-    """The per-cell CSV beside a labels file: ``x_cells.tif`` -> ``x_cells.csv``."""
+    """The per-cell CSV beside a labels file: ``x_cells.tif`` -> ``x_cells.csv``.
+
+    Parameters
+    ----------
+    labels : Path
+        The labels file (TIFF or zarr).
+
+    Returns
+    -------
+    Path
+        In the labels' folder; whether it exists is not checked here.
+    """
     return labels.with_name(f"{split_name(labels)[0]}.csv")
 
 
@@ -92,8 +131,26 @@ class BatchProgress:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """The images of a folder that the plugin reads (.tif, .tiff, .zarr, .ome.zarr),
-    sorted by name; hidden files and our own ``*_cells`` outputs are left out."""
+    """The images of a folder that the plugin reads, sorted by name.
+
+    Files ending in .tif, .tiff or .zarr (any case, .ome.* included); hidden files and
+    the plugin's own ``*_cells`` outputs are left out. Subfolders are not searched.
+
+    Parameters
+    ----------
+    folder : Path
+        The folder to list.
+
+    Returns
+    -------
+    list of Path
+        At least one image.
+
+    Raises
+    ------
+    UNetCellsError
+        ``folder`` is not a folder, or holds no image.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UNetCellsError(f"{folder} is not a folder; choose a folder of images.")
@@ -222,8 +279,28 @@ def _one_file(job, index, n_files, model, config, instances, diameter, stop):
 
 
 def measure_file(job: BatchJob) -> dict[str, np.ndarray] | None:
-    """Measure the labels a job wrote against its image and write the job's table; None
-    (no table) for label images over ``MAX_MEASURED_PIXELS``."""
+    """Measure the labels a job wrote against its image and write the job's table.
+
+    The labels and image are read whole into memory; an image whose channels cannot be
+    matched to the labels (e.g. RGB segmented as one channel) is measured for shapes
+    only. The table is written atomically and never over an existing file.
+
+    Parameters
+    ----------
+    job : BatchJob
+        Its ``labels`` (already written), ``image`` and ``table`` (a new CSV path).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, or None
+        The table (``core.measure.measure``, one row per cell); None, and no file, for
+        label images over ``MAX_MEASURED_PIXELS`` pixels.
+
+    Raises
+    ------
+    UNetCellsError
+        The table exists already or its folder is missing.
+    """
     from .measure import channels_last, measure, table_to_csv
     from .predict_large import open_image
 
@@ -251,8 +328,31 @@ def summary_row(
     notes: list[str] | tuple[str, ...] = (),
     error: str | None = None,
 ) -> dict[str, Any]:
-    """One summary row: file, labels, cells, mean/median area (px), mean intensity (of the
-    cells' mean intensity, first channel), seconds, error (a failed file) and notes."""
+    """One summary row of a run (the keys of ``SUMMARY_COLUMNS``).
+
+    Parameters
+    ----------
+    image : Path
+        The input file.
+    labels : Path, optional
+        The labels written (not used for a failed file).
+    cells : int, optional
+        Number of cells found.
+    table : dict of str to numpy.ndarray, optional
+        The per-cell table; gives mean/median area (px) and the mean of the cells' mean
+        intensity (first channel). None: those columns stay "".
+    seconds : float
+        Wall time spent on the file, s (rounded to 0.01).
+    notes : sequence of str
+        Messages for the user, joined by spaces.
+    error : str, optional
+        A failed file's message; then only file, seconds, error and notes are filled.
+
+    Returns
+    -------
+    dict of str to Any
+        Every column of ``SUMMARY_COLUMNS``; "" where there is nothing to say.
+    """
     from .measure import summarize
 
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, "")
@@ -275,7 +375,20 @@ def _row(job, result, table, seconds, error: str | None = None) -> dict[str, Any
 
 
 def write_summary(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write the summary rows as CSV (atomically, never over an existing file)."""
+    """Write the summary rows as CSV (atomically, never over an existing file).
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`summary_row`; a missing column is written as "".
+    path : Path
+        A new CSV file in an existing folder.
+
+    Raises
+    ------
+    UNetCellsError
+        ``path`` exists already or its folder is missing.
+    """
     from .measure import table_to_csv
 
     columns = {

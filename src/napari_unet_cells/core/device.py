@@ -25,8 +25,24 @@ def available_devices() -> list[str]:
 def resolve_device(request: str | torch.device | None = "auto") -> torch.device:
     """Turn "auto" | "cpu" | "cuda" | "cuda:N" | "mps" into a usable ``torch.device``.
 
-    "auto" picks the first CUDA GPU, else Apple's MPS, else the CPU. Asking for a device
-    that is not present raises UNetCellsError naming the devices that are.
+    "auto" picks the first CUDA GPU, else Apple's MPS, else the CPU. Case and surrounding
+    spaces are ignored; "cuda" means "cuda:0".
+
+    Parameters
+    ----------
+    request : str, torch.device or None
+        The device asked for; None means "auto".
+
+    Returns
+    -------
+    torch.device
+        A device present on this machine (CUDA with an explicit index).
+
+    Raises
+    ------
+    UNetCellsError
+        The name is unknown or the device is not present; the message names the devices
+        that are.
     """
     if isinstance(request, torch.device):
         request = str(request)
@@ -78,21 +94,51 @@ def _choices() -> str:
 
 
 def inference_dtype(device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for inference: bf16 on CUDA GPUs that support it, else None (fp32)."""
+    """Autocast dtype for inference: bf16 on CUDA GPUs that support it, else None (fp32).
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the network runs.
+
+    Returns
+    -------
+    torch.dtype or None
+        ``torch.bfloat16``, or None for full float32 precision (CPU, MPS, older GPUs).
+    """
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
-    """A context manager: autocast to ``dtype`` on ``device``, or nothing if dtype is None."""
+    """A context manager: autocast to ``dtype`` on ``device``, or nothing if dtype is None.
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the network runs (its type is passed to ``torch.autocast``).
+    dtype : torch.dtype or None
+        From :func:`inference_dtype`.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        ``torch.autocast`` or ``contextlib.nullcontext``.
+    """
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def release_memory(device: torch.device) -> None:
-    """Give cached GPU memory back to the driver (no-op on the CPU)."""
+    """Give cached GPU memory back to the driver (no-op on the CPU).
+
+    Parameters
+    ----------
+    device : torch.device
+        A CUDA or MPS device empties its cache; any other does nothing.
+    """
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elif device.type == "mps" and hasattr(torch, "mps"):

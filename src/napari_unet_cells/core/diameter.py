@@ -34,7 +34,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def given_scale(diameter: float, reference: float) -> ScaleChoice:
-    """The ScaleChoice for a diameter the user gave (px), with the message to show."""
+    """The ScaleChoice for a diameter the user gave (px), with the message to show.
+
+    Parameters
+    ----------
+    diameter : float
+        The image's nucleus diameter, image px (> 0).
+    reference : float
+        The diameter the model was trained around, px (> 0).
+
+    Returns
+    -------
+    ScaleChoice
+        ``factor_for(diameter, reference)``, ``estimated=False``; the message says how
+        the image is resampled ("" when it is not).
+    """
     factor = factor_for(diameter, reference)
     message = ""
     if factor != 1.0:

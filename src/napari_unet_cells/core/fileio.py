@@ -33,11 +33,27 @@ def _default_file_mode() -> int:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write a file atomically: ``write(file_object)`` into a temporary sibling, flush and
-    fsync it, then ``os.replace`` it over ``path``. On any error the temporary file is
-    removed and ``path`` keeps its previous content. A new file gets the permissions a plain
-    ``open()`` would give it (``mkstemp`` alone would make it private to the user); a
-    replaced file keeps its own."""
+    """Write a file atomically: a failure halfway leaves ``path`` as it was.
+
+    ``write(file_object)`` writes into a temporary sibling, which is flushed, fsynced and
+    then ``os.replace``-d over ``path``. On any error (KeyboardInterrupt included) the
+    temporary file is removed and ``path`` keeps its previous content. A new file gets the
+    permissions a plain ``open()`` would give it (``mkstemp`` alone would make it private
+    to the user); a replaced file keeps its own. This function does not refuse an existing
+    ``path``: callers check first (:func:`check_new_output`).
+
+    Parameters
+    ----------
+    path : Path
+        The file to write; its folder must exist.
+    write : callable
+        ``write(fh)`` with ``fh`` a binary file object open for writing.
+
+    Raises
+    ------
+    OSError
+        From creating, writing or replacing the file (``path`` untouched).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -59,10 +75,24 @@ def atomic_write(path: Path, write) -> None:
 
 
 def check_writable(path: Path, what: str = "the output") -> None:
-    """Raise UNetCellsError unless a file can be created at ``path``: probed by creating
-    (and removing) a temporary file in its folder, or in the nearest existing folder above
-    it when folders still have to be made. Call it before long work, so that a read-only
-    share fails at once, not after an hour of training."""
+    """Refuse an output early unless a file can be created at ``path``.
+
+    Probed by creating (and removing) a temporary file in its folder, or in the nearest
+    existing folder above it when folders still have to be made. Call it before long
+    work, so that a read-only share fails at once, not after an hour of training.
+
+    Parameters
+    ----------
+    path : Path
+        The file to be written (``~`` expanded); it need not exist.
+    what : str
+        What is written, for the message.
+
+    Raises
+    ------
+    UNetCellsError
+        The folder is not writable (permissions, a read-only file system, not a folder).
+    """
     from .errors import UNetCellsError
 
     path = Path(path).expanduser()
@@ -119,9 +149,24 @@ def check_new_output(
 
 
 def reserve_sibling(path: Path, suffix: str = ".partial") -> Path:
-    """A new, unused path next to ``path`` for writers that need a name, not a file object
-    (zarr folders, tifffile): created empty as a reservation and returned; the caller writes
-    to it (replacing the empty file) and then calls :func:`commit`."""
+    """A new, unused path next to ``path``, reserved as an empty file.
+
+    For writers that need a name, not a file object (zarr folders, tifffile): the caller
+    writes to it (replacing the empty file) and then calls :func:`commit`, or
+    :func:`remove_quietly` on failure. It gets the permissions ``open()`` would give.
+
+    Parameters
+    ----------
+    path : Path
+        The final file; its folder must exist.
+    suffix : str
+        Ending of the temporary name.
+
+    Returns
+    -------
+    Path
+        A hidden ``.NAME.XXXX<suffix>`` file in ``path``'s folder.
+    """
     path = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -131,17 +176,48 @@ def reserve_sibling(path: Path, suffix: str = ".partial") -> Path:
 
 
 def reserve_sibling_dir(path: Path, suffix: str = ".partial") -> Path:
-    """A new, empty folder next to ``path`` (e.g. to build a zarr folder in): write
-    ``folder / path.name``, :func:`commit` that to ``path``, then remove the folder with
-    :func:`remove_quietly`."""
+    """A new, empty folder next to ``path`` (e.g. to build a zarr folder in).
+
+    Write ``folder / path.name``, :func:`commit` that to ``path``, then remove the folder
+    with :func:`remove_quietly`.
+
+    Parameters
+    ----------
+    path : Path
+        The final file or folder; its parent folder must exist.
+    suffix : str
+        Ending of the temporary folder's name.
+
+    Returns
+    -------
+    Path
+        A hidden ``.NAME.XXXX<suffix>`` folder in ``path``'s folder.
+    """
     path = Path(path)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
 
 
 def commit(tmp: Path, path: Path, *, replace: bool = False) -> None:
-    """Move the finished ``tmp`` (file or folder) to ``path`` after fsyncing it; refuse when
-    ``path`` appeared meanwhile unless ``replace``. ``tmp`` is left for the caller to remove
-    on error (see :func:`remove_quietly`)."""
+    """Move the finished ``tmp`` (file or folder) to ``path`` after fsyncing it.
+
+    ``tmp`` is left for the caller to remove on error (see :func:`remove_quietly`).
+
+    Parameters
+    ----------
+    tmp : Path
+        The finished file or folder, on the same file system as ``path``.
+    path : Path
+        Its final name.
+    replace : bool
+        Allow replacing a ``path`` that exists now; otherwise it is refused.
+
+    Raises
+    ------
+    UNetCellsError
+        ``path`` appeared meanwhile and ``replace`` is False (nothing is overwritten).
+    OSError
+        From the move itself.
+    """
     from .errors import UNetCellsError
 
     tmp, path = Path(tmp), Path(path)
@@ -158,7 +234,13 @@ def commit(tmp: Path, path: Path, *, replace: bool = False) -> None:
 
 
 def remove_quietly(path: Path) -> None:
-    """Remove a temporary file or folder if it is there; never raise."""
+    """Remove a temporary file or folder if it is there; never raise.
+
+    Parameters
+    ----------
+    path : Path
+        A file, a folder (removed with its content) or a missing path (nothing done).
+    """
     import shutil
 
     path = Path(path)

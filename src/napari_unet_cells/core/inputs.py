@@ -55,6 +55,30 @@ def guess_channel_axis(
     larger one is channels (RGB(A), or 2 stains: a plane 2 px wide is no image), as is a
     last axis of ``in_channels`` > 1; and ``channel`` with a (C, Y, X) shape means axis 0.
     Leading axes are otherwise planes (Z, T): (2, Y, X) is two planes unless told.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape.
+    in_channels : int
+        Channels the model reads.
+    rgb : bool or None
+        True: channels last; False: no channels; None: guess.
+    channel_axis : int or None
+        The channel axis if known (returned as given, negative or not).
+    channel : int or None
+        The channel the user chose, if any.
+
+    Returns
+    -------
+    int or None
+        The channel axis (-1 when guessed last), or None for no channel axis.
+
+    Raises
+    ------
+    UNetCellsError
+        ``channel`` is given for an image of 4 or more axes whose channel axis is not
+        known.
     """
     if channel_axis is not None:
         return channel_axis
@@ -83,9 +107,32 @@ def channel_layout(
     channel_axis: int | None = None,
     channel: int | None = None,
 ) -> int | None:
-    """``guess_channel_axis``, and a refusal (UNetCellsError naming the choices) when a
-    1-channel model would get the mean of channels that are not RGB(A). Needs only the
-    shape, so a dock can check before starting a worker."""
+    """``guess_channel_axis``, and a refusal when a 1-channel model would get a mean of stains.
+
+    A 1-channel model reads the mean of 1, 3 or 4 channels (RGB(A)) unless ``channel``
+    is given; other channel counts are refused with the choices. Needs only the shape, so
+    a dock can check before starting a worker.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape.
+    in_channels : int
+        Channels the model reads.
+    rgb, channel_axis, channel : optional
+        As for :func:`guess_channel_axis`.
+
+    Returns
+    -------
+    int or None
+        The channel axis, or None for no channel axis.
+
+    Raises
+    ------
+    UNetCellsError
+        As :func:`guess_channel_axis`, or a 1-channel model and 2 or more than 4 channels
+        without ``channel`` (the message names the choices).
+    """
     axis = guess_channel_axis(tuple(shape), in_channels, rgb, channel_axis, channel)
     n = 1 if axis is None else int(shape[axis])
     if in_channels == 1 and channel is None and n not in (1, 3, 4):
@@ -98,7 +145,22 @@ def channel_layout(
 
 
 def describe_layout(shape: tuple[int, ...], channel_axis: int | None, channel: int | None) -> str:
-    """What an image of ``shape`` is read as, e.g. "5 planes of 512x512, channel 1 of 2"."""
+    """What an image of ``shape`` is read as, e.g. "5 planes of 512x512, channel 1 of 2".
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape.
+    channel_axis : int or None
+        Its channel axis (from :func:`channel_layout`).
+    channel : int or None
+        The channel used; None with several channels says "the mean of the channels".
+
+    Returns
+    -------
+    str
+        One phrase for the user; "shape (...)" when fewer than two spatial axes remain.
+    """
     shape = tuple(int(s) for s in shape)
     if len(shape) - (channel_axis is not None) < 2:
         return f"shape {shape}"
