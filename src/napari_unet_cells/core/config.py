@@ -78,12 +78,45 @@ class NormalizationConfig:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A frozen config as a JSON-ready dict."""
+    """A frozen config as a JSON-ready dict (``dataclasses.asdict``: nested configs too).
+
+    Parameters
+    ----------
+    config : dataclass instance
+        A config of this module (PredictConfig, TrainConfig, ...).
+
+    Returns
+    -------
+    dict of str to Any
+        One key per field; :func:`config_from_dict` rebuilds a flat config from it.
+    """
     return dataclasses.asdict(config)
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take defaults."""
+    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take defaults.
+
+    The values are passed to ``cls`` as they are, so its own checks (``__post_init__``)
+    apply; a nested dict is not turned back into a config.
+
+    Parameters
+    ----------
+    cls : type
+        The config dataclass to build.
+    data : dict of str to Any
+        Its settings, e.g. from a model file's header.
+
+    Returns
+    -------
+    cls
+        The rebuilt config.
+
+    Raises
+    ------
+    UNetCellsError
+        ``data`` is not a dict, holds a key ``cls`` has no field for (a model file saved by
+        a newer version), or a value the config refuses.
+    """
     if not isinstance(data, dict):
         raise UNetCellsError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}.")
     names = {f.name for f in dataclasses.fields(cls)}
