@@ -22,7 +22,25 @@ INTEROP_HINT = "pip install 'napari-unet-cells[interop]'"
 
 
 def require(module: str, purpose: str):
-    """Import ``module`` or raise UNetCellsError saying how to install it."""
+    """Import ``module`` or raise UNetCellsError saying how to install it.
+
+    Parameters
+    ----------
+    module : str
+        Dotted module name, e.g. "ome_zarr.writer".
+    purpose : str
+        What needs it, for the message ("Writing OME-Zarr").
+
+    Returns
+    -------
+    module
+        The imported module.
+
+    Raises
+    ------
+    UNetCellsError
+        The module cannot be imported; the message gives the ``interop`` extra's pip line.
+    """
     import importlib
 
     try:

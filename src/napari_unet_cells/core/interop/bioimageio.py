@@ -187,8 +187,26 @@ def _check_package(package: Path, path: Path, test: bool) -> None:
 
 
 def test_package(source: str | os.PathLike, weight_format: str | None = None):
-    """Run ``bioimageio.core.test_model`` on a package (all weight formats by default),
-    offline, on the CPU; returns its ``ValidationSummary`` (``.status == "passed"``)."""
+    """Run ``bioimageio.core.test_model`` on a package, offline, on the CPU.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        The package (.zip, folder or rdf.yaml).
+    weight_format : str, optional
+        Test only this format ("pytorch_state_dict", "torchscript"); None: all of them.
+
+    Returns
+    -------
+    bioimageio.spec.summary.ValidationSummary
+        ``.status == "passed"`` when it passed; a package not valid against the spec
+        returns its validation summary without running the model.
+
+    Raises
+    ------
+    UNetCellsError
+        bioimageio.core is not installed (the ``interop`` extra).
+    """
     core = require("bioimageio.core", "Testing a bioimage.io package")
     descr = _load_package(Path(source))
     if not hasattr(descr, "weights"):  # InvalidDescr: not even valid against the spec

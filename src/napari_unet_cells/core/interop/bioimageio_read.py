@@ -79,8 +79,19 @@ class _Package:
 
 
 def is_bioimageio_package(path: str | os.PathLike) -> bool:
-    """True if ``path`` looks like a bioimage.io package: a zip holding rdf.yaml (or
-    *bioimageio.yaml), a folder holding one, or such a yaml file. Does not validate."""
+    """Whether ``path`` looks like a bioimage.io package. Does not validate.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A zip holding rdf.yaml (or ``*bioimageio.yaml``), a folder holding one, or such a
+        yaml file.
+
+    Returns
+    -------
+    bool
+        False also for a missing or unreadable path (never raises).
+    """
     path = Path(path)
     try:
         if path.is_dir():
@@ -98,9 +109,27 @@ def is_bioimageio_package(path: str | os.PathLike) -> bool:
 
 
 def read_bioimageio_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The model-file header stored in a package this plugin exported (like
-    ``checkpoint.read_model_info``); UNetCellsError naming what it is otherwise.
-    Imports neither torch nor bioimageio."""
+    """The model-file header stored in a package this plugin exported.
+
+    Like ``checkpoint.read_model_info``; imports neither torch nor bioimageio.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The package (.zip, folder or rdf.yaml).
+
+    Returns
+    -------
+    dict of str to Any
+        The header under ``config.napari_unet_cells`` (model_config, normalization,
+        classes, provenance, ...).
+
+    Raises
+    ------
+    UNetCellsError
+        Not a package, damaged, not a model, not exported by this plugin (the message says
+        what it is), or of a newer format version.
+    """
     path = Path(path)
     package = _Package(path)
     try:
@@ -110,7 +139,23 @@ def read_bioimageio_info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_bioimageio_weights(path: str | os.PathLike) -> list[str]:
-    """The weight formats a package holds, e.g. ["pytorch_state_dict", "torchscript"]."""
+    """The weight formats a package holds, e.g. ["pytorch_state_dict", "torchscript"].
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The package (.zip, folder or rdf.yaml); any bioimage.io package, not only ours.
+
+    Returns
+    -------
+    list of str
+        Sorted; empty when its rdf lists no weights.
+
+    Raises
+    ------
+    UNetCellsError
+        Not a package, or its rdf.yaml cannot be read.
+    """
     package = _Package(Path(path))
     try:
         return sorted((package.rdf().get("weights") or {}).keys())
@@ -123,7 +168,27 @@ def load_bioimageio(path: str | os.PathLike, device: str | torch.device = "cpu")
 
     Reads the ``pytorch_state_dict`` weights (``torch.load(weights_only=True)``, checked
     against the package's SHA-256) and the model header under ``config.napari_unet_cells``.
-    A package of another architecture raises UNetCellsError saying what it is.
+    Needs torch and PyYAML only, no bioimageio packages.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The package (.zip, folder or rdf.yaml).
+    device : str or torch.device
+        Where the network goes ("cpu", "auto", "cuda:N", ...; see
+        ``core.device.resolve_device``).
+
+    Returns
+    -------
+    CellModel
+        Its provenance records the package's file name (``bioimageio_package``).
+
+    Raises
+    ------
+    UNetCellsError
+        A package of another architecture or kind (the message says what it is), a newer
+        format, damaged weights (SHA-256, unreadable, not fitting the network), or an
+        unavailable device.
     """
     import torch
 

@@ -75,10 +75,27 @@ def _axes_names(multiscale: dict[str, Any], ndim: int) -> list[str]:
 
 
 def labels_target(store: str | os.PathLike, name: str = "cells", overwrite: bool = False) -> Path:
-    """Check that labels can go to ``store``'s ``labels/<name>``; returns that path.
+    """Check that labels can go to ``store``'s ``labels/<name>``; nothing is written.
 
-    Raises UNetCellsError if ``store`` is not an OME-Zarr image, ``name`` is not a plain
-    name, or the labels group exists and ``overwrite`` is False.
+    Parameters
+    ----------
+    store : str or os.PathLike
+        An OME-Zarr image folder (with ``multiscales`` metadata).
+    name : str
+        The labels image's name: a plain name (no "/", not hidden).
+    overwrite : bool
+        Allow an existing ``labels/<name>`` (it is replaced when written).
+
+    Returns
+    -------
+    Path
+        ``store / "labels" / name``.
+
+    Raises
+    ------
+    UNetCellsError
+        ``store`` is not an OME-Zarr image, ``name`` is not a plain name, or the labels
+        group exists and ``overwrite`` is False.
     """
     store = Path(store)
     _open_image_group(store)
@@ -368,9 +385,26 @@ def _check_new_path(path: Path) -> Path:
 def read_labels(store: str | os.PathLike, name: str = "cells") -> dict[str, Any]:
     """Read back ``labels/<name>`` with ome-zarr-py's reader (a check that viewers can).
 
-    Returns {"labels": full-resolution array (numpy), "metadata": the reader's node
-    metadata (colors, properties, ...), "image": the linked image's full-resolution
-    array or None}.
+    Everything is read into memory (full resolution only).
+
+    Parameters
+    ----------
+    store : str or os.PathLike
+        The OME-Zarr store holding the labels.
+    name : str
+        The labels image's name under ``labels/``.
+
+    Returns
+    -------
+    dict of str to Any
+        "labels": the full-resolution labels (numpy, the stored axes and dtype),
+        "metadata": the reader's node metadata (colors, properties, ...), "image": the
+        linked image's full-resolution array, or None.
+
+    Raises
+    ------
+    UNetCellsError
+        ome-zarr-py is missing, or there is no such labels image.
     """
     require("ome_zarr.reader", "Reading OME-Zarr")
     from ome_zarr.format import CurrentFormat, FormatV04
@@ -397,8 +431,24 @@ def read_labels(store: str | os.PathLike, name: str = "cells") -> dict[str, Any]
 
 
 def check_new_store(path: str | os.PathLike) -> Path:
-    """Check that a new OME-Zarr store can be written at ``path`` (.zarr, new, folder
-    exists, ome-zarr installed); returns it as a Path."""
+    """Check that a new OME-Zarr store can be written at ``path``; nothing is written.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A new name ending in .zarr (e.g. cells.ome.zarr) in an existing folder.
+
+    Returns
+    -------
+    Path
+        ``path`` as a Path (``~`` expanded).
+
+    Raises
+    ------
+    UNetCellsError
+        ome-zarr-py is missing, the name does not end in .zarr, ``path`` exists (never
+        overwritten) or its folder is missing.
+    """
     require("ome_zarr.writer", "Writing OME-Zarr")
     path = Path(path)
     if path.suffix.lower() != ".zarr":
@@ -421,12 +471,38 @@ def predict_to_ome_zarr(
 ) -> dict[str, Any]:
     """Segment ``source`` and write the labels as OME-Zarr.
 
-    output None: into ``source``'s ``labels/<name>`` (``source`` must be an OME-Zarr
-    image; an existing labels image of that name is refused unless ``overwrite``).
-    output a new ``.zarr`` path (e.g. cells.ome.zarr): a new store with the image and
-    its labels. Prediction runs as ``predict_file`` (zarr inputs chunk by chunk), with
-    ``predict_kwargs`` (e.g. chunk, progress) passed on; the target is checked before any
-    work. Returns ``predict_file``'s summary with "output" the labels image's path.
+    Prediction runs as ``predict_file`` (zarr inputs chunk by chunk) into a temporary
+    folder beside the target; the target is checked before any work, and the labels are
+    copied into it only once prediction has finished.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        The image: an OME-Zarr image when ``output`` is None, else any file
+        ``predict_file`` reads.
+    output : str or os.PathLike, optional
+        None: into ``source``'s ``labels/<name>``. A new ``.zarr`` path (e.g.
+        cells.ome.zarr): a new store with the image and its labels (never overwritten).
+    model, config, instances : optional
+        As for ``core.predict_large.predict_file``.
+    name : str
+        The labels image's name under ``labels/``.
+    overwrite : bool
+        Replace an existing ``labels/<name>`` of ``source`` (only with ``output`` None).
+    **predict_kwargs
+        Passed on to ``predict_file`` (e.g. chunk, progress).
+
+    Returns
+    -------
+    dict of str to Any
+        ``predict_file``'s summary, with "input" the source and "output" the labels
+        image's path.
+
+    Raises
+    ------
+    UNetCellsError
+        ome-zarr-py is missing, the target is refused (see :func:`labels_target`,
+        :func:`check_new_store`), or ``source`` cannot be read or segmented.
     """
     from ..predict_large import open_image, predict_file
 
