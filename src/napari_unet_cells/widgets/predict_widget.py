@@ -25,17 +25,17 @@ import numpy as np
 from magicgui.widgets import Container
 from napari.utils.notifications import show_error, show_info
 
-from .. import layers as L
 from ..core.config import InstanceConfig, PredictConfig
 from ..core.errors import UNetCellsError
 from ..workspace import workspace_for
 from ._window import short_dock_title
-from .predict.grid import TileGridOverlay, grid_rectangles, grid_tile
+from .predict.folder_panel import FolderPanel
+from .predict.grid import TileGridOverlay, dock_grid
 from .predict.inputs import InputsPanel
 from .predict.output import OutputLayers, Source, ask_to_replace, probabilities_on_grid
 from .predict.postprocess import PostProcessPanel
 from .predict.run_panel import RunPanel, result_text
-from .predict.worker import Relabeller, detach, prediction_worker, read_job
+from .predict.worker import Relabeller, detach, prediction_worker, read_job, read_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -88,10 +88,12 @@ class PredictWidget(Container):
         self.inputs = InputsPanel(napari_viewer, self._own_layers)
         self.post = PostProcessPanel()
         self.controls = RunPanel()
+        self.folder = FolderPanel(lambda: read_settings(self.inputs, self.post, self.tta.value))
         for panel, names in _PANEL_CONTROLS.items():
             for name in names.split():
                 setattr(self, name, getattr(getattr(self, panel), name))
         self.extend([*self.inputs.widgets, *self.post.widgets, *self.controls.widgets])
+        self.extend(self.folder.widgets)  # folded: a whole folder to files
         self._connect()
         self.apply_model_defaults()
 
@@ -214,10 +216,7 @@ class PredictWidget(Container):
             layer = self.inputs.image()
             job = read_job(
                 layer,
-                model=self.inputs.model_choice(),
-                config=self.predict_config(),
-                instances=self.instance_config(),
-                diameter=self.diameter_value(),
+                **read_settings(self.inputs, self.post, self.tta.value),
                 channel_choice=self.channel.value,
                 in_channels=self.inputs.model_config().in_channels,
             )
@@ -284,6 +283,7 @@ class PredictWidget(Container):
         self._stop.set()
         self._queued = None
         self.relabeller.close()
+        self.folder.close()
         detach(self.worker)
 
     def _on_progress(self, event) -> None:
@@ -388,11 +388,4 @@ class PredictWidget(Container):
         except UNetCellsError as err:
             show_error(str(err))
             return
-        self.grid.show(layer, *self.grid_rectangles(layer))
-
-    def grid_rectangles(self, layer: Any) -> tuple[list[np.ndarray], list[str]]:
-        """Write regions of all tiles (yellow) and a middle tile's read region (blue),
-        for the chosen model and tile: corners (4, 2) in the image's (Y, X) pixels."""
-        config = self.inputs.model_config()
-        tile = grid_tile(config, self.device.value, self.tile.value, self._last_tile)
-        return grid_rectangles(L.plane_shape(layer)[-2:], config, tile)
+        self.grid.show(layer, *dock_grid(self.inputs, layer, self._last_tile))

@@ -74,6 +74,16 @@ def grid_rectangles(
     return rectangles, colors
 
 
+def dock_grid(
+    inputs: Any, layer: Any, last: tuple[int, int] | None = None
+) -> tuple[list[np.ndarray], list[str]]:
+    """:func:`grid_rectangles` over ``layer`` for the model, device and tile chosen in the
+    dock's Inputs panel (``last``: the tile of the last run, for "auto")."""
+    config = inputs.model_config()
+    tile = grid_tile(config, inputs.device.value, inputs.tile.value, last)
+    return grid_rectangles(L.plane_shape(layer)[-2:], config, tile)
+
+
 class TileGridOverlay:
     """The Shapes layer "<image> tile grid" (not editable), owned by one dock."""
 

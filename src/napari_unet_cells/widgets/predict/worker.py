@@ -83,6 +83,18 @@ def read_job(
     )
 
 
+def read_settings(inputs: Any, post: Any, tta: bool) -> dict[str, Any]:
+    """The dock's model, ``PredictConfig``, ``InstanceConfig`` and diameter as plain
+    values (keywords of ``predict_iter`` and ``run_batch_iter``), read on the GUI thread
+    from its Inputs and Post-processing panels. Raises UNetCellsError for a bad setting."""
+    return {
+        "model": inputs.model_choice(),
+        "config": inputs.predict_config(tta),
+        "instances": post.config(inputs.instance_defaults()),
+        "diameter": inputs.diameter_value(),
+    }
+
+
 def run_job(job: PredictJob, stop: threading.Event) -> Generator[Any, None, Any]:
     """``core.predict.predict_iter`` on the job: progress events, then the result (or
     None when stopped)."""
