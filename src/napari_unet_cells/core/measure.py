@@ -240,8 +240,21 @@ def _add_physical(table: dict, scale: tuple[float, float], unit: str) -> dict:
 
 
 def summarize(table: dict[str, np.ndarray]) -> dict[str, float | int]:
-    """One row for a whole image: cell count, mean and median area (px), and the mean of
-    the cells' mean intensity (first channel) when the table has intensities."""
+    """One row for a whole image: cell count, mean and median area (px), mean intensity.
+
+    Parameters
+    ----------
+    table : dict of str to numpy.ndarray
+        A per-cell table from ``measure`` (needs "area_px"; "mean_intensity" or
+        "mean_intensity_c0" when it has intensities).
+
+    Returns
+    -------
+    dict of str to float or int
+        "cells", "mean_area_px", "median_area_px" (px, NaN without cells) and, when the
+        table has intensities, "mean_intensity": the mean of the cells' mean intensity
+        (first channel).
+    """
     areas = table["area_px"]
     row: dict[str, float | int] = {
         "cells": len(areas),
@@ -257,8 +270,27 @@ def summarize(table: dict[str, np.ndarray]) -> dict[str, float | int]:
 def table_to_csv(table: dict[str, np.ndarray], path: Path | str | None = None) -> str:
     """Write a table as CSV (one header row, one row per cell); returns the text.
 
-    With ``path`` the file is written atomically and never replaces an existing file.
     Floats are written with full precision (``repr``), booleans as ``True``/``False``.
+
+    Parameters
+    ----------
+    table : dict of str to numpy.ndarray
+        Columns of equal length, in the order they are written.
+    path : Path or str, optional
+        Also write the text here, atomically and never over an existing file. None: only
+        return the text.
+
+    Returns
+    -------
+    str
+        The CSV text (LF line endings; written as UTF-8).
+
+    Raises
+    ------
+    UNetCellsError
+        ``path`` exists already or its folder is missing.
+    ValueError
+        The columns differ in length.
     """
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
@@ -276,7 +308,24 @@ def table_to_csv(table: dict[str, np.ndarray], path: Path | str | None = None) -
 
 
 def read_table_csv(path: Path | str) -> dict[str, np.ndarray]:
-    """Read a table written by :func:`table_to_csv` (ints, floats and booleans restored)."""
+    """Read a table written by :func:`table_to_csv` (ints, floats and booleans restored).
+
+    Parameters
+    ----------
+    path : Path or str
+        A UTF-8 CSV file with one header row.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        One column per header name: bool, int64 or float64 when every value parses so,
+        else object (strings).
+
+    Raises
+    ------
+    UNetCellsError
+        The file is empty.
+    """
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows:
@@ -302,6 +351,16 @@ def tiff_pixel_size(path: Path | str) -> tuple[float, float, str] | None:
     Reads OME-TIFF ``PhysicalSizeY/X`` (unit from ``PhysicalSizeXUnit``, default µm) or,
     for ImageJ and other TIFFs, the X/YResolution tags (pixels per unit) with ImageJ's
     ``unit``. A resolution without a unit (e.g. 72 dpi screenshots) counts as none.
+
+    Parameters
+    ----------
+    path : Path or str
+        The TIFF file; unreadable metadata gives None (never raises).
+
+    Returns
+    -------
+    tuple of (float, float, str), or None
+        Pixel height and width in ``unit`` per px; "µm" and "micron" become "um".
     """
     import tifffile
 
@@ -342,9 +401,28 @@ def _ome_pixel_size(xml: str | None) -> tuple[float, float, str] | None:
 
 
 def channels_last(image: np.ndarray, labels_shape: tuple[int, ...]) -> np.ndarray:
-    """``image`` with its channel axis moved last, so that ``measure`` reads it: an image
-    of the labels' shape passes; one with one extra axis has that axis moved to the end
-    (the last such axis when several fit, e.g. (3, Y, X, 3) is read as YXC)."""
+    """``image`` with its channel axis moved last, so that ``measure`` reads it.
+
+    An image of the labels' shape passes; one with one extra axis has that axis moved to
+    the end (the last such axis when several fit, e.g. (3, Y, X, 3) is read as YXC).
+
+    Parameters
+    ----------
+    image : array_like
+        The intensity image, read into memory (``numpy.asarray``).
+    labels_shape : tuple of int
+        The labels' shape, e.g. (Y, X) or (Z, Y, X).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``labels_shape`` or ``(*labels_shape, C)``; a view, not a copy.
+
+    Raises
+    ------
+    UNetCellsError
+        The image matches the labels neither as is nor with one extra axis.
+    """
     image = np.asarray(image)
     if image.shape == tuple(labels_shape):
         return image

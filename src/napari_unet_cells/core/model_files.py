@@ -21,13 +21,36 @@ HOME_MODELS = Path("napari-unet-cells") / "models"  # ... or under the home fold
 
 
 def safe_stem(name: str) -> str:
-    """``name`` with every character other than letters, digits, '-' and '_' made '_'."""
+    """``name`` with every character other than letters, digits, '-' and '_' made '_'.
+
+    Parameters
+    ----------
+    name : str
+        Usually a layer's name (anything; it is passed through ``str``).
+
+    Returns
+    -------
+    str
+        A file-name stem of the same length; "model" for an empty name.
+    """
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name)) or "model"
 
 
 def default_model_folder(image_file: str | os.PathLike | None) -> Path:
-    """A "models" folder beside ``image_file`` (the first training image's file), else
-    ``~/napari-unet-cells/models``. The folder may not exist yet."""
+    """A "models" folder beside ``image_file``, else ``~/napari-unet-cells/models``.
+
+    The folder may not exist yet (it is not created here).
+
+    Parameters
+    ----------
+    image_file : str, os.PathLike or None
+        The first training image's file; None or "" for a layer not read from a file.
+
+    Returns
+    -------
+    Path
+        The folder for a new model file.
+    """
     if image_file:
         return Path(image_file).parent / MODELS_FOLDER
     return Path.home() / HOME_MODELS
@@ -69,6 +92,16 @@ def validation_ap50(provenance: dict[str, Any] | None) -> float | None:
 
     For a fine-tuned model it is the best validation's AP50 with the post-processing
     chosen for the model (``provenance["instance_tuning"]``), the number training reports.
+
+    Parameters
+    ----------
+    provenance : dict or None
+        A model's provenance (``CellModel.provenance`` or the file header's).
+
+    Returns
+    -------
+    float or None
+        AP50 in [0, 1], from ``provenance["validation"]["ap50"]``.
     """
     validation = (provenance or {}).get("validation") or {}
     ap50 = validation.get("ap50") if isinstance(validation, dict) else None

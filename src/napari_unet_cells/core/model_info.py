@@ -112,8 +112,19 @@ def valid_tile_sizes(config: ModelConfig, largest: int = LARGEST_TILE) -> list[i
     """Tile sizes (px) to offer for a network: valid inputs that can tile an image.
 
     Every valid size up to ``SMALL_TILES_UP_TO`` px, then about one per 64 px up to
-    ``largest``, each snapped down to a valid size (``core.tiling.snap_tile``). Sorted,
-    unique.
+    ``largest``, each snapped down to a valid size (``core.tiling.snap_tile``).
+
+    Parameters
+    ----------
+    config : ModelConfig
+        The network (its depth and padding decide which sizes are valid).
+    largest : int
+        The largest tile to offer, px.
+
+    Returns
+    -------
+    list of int
+        Sorted, unique input tile sizes, px per side.
     """
     from .tiling import snap_tile
 
@@ -125,11 +136,30 @@ def valid_tile_sizes(config: ModelConfig, largest: int = LARGEST_TILE) -> list[i
 def seed_threshold_from_control(value: float | None) -> float | None:
     """A seed-threshold control's value as ``InstanceConfig.seed_threshold``: 0 is no seeds.
 
-    Returns None for 0 (or None), else the value as a float.
+    Parameters
+    ----------
+    value : float or None
+        The control's value (a probability, 0..1).
+
+    Returns
+    -------
+    float or None
+        None for 0 (or None), else the value as a float.
     """
     return None if value is None else (float(value) or None)
 
 
 def seed_threshold_to_control(seed_threshold: float | None) -> float:
-    """``InstanceConfig.seed_threshold`` as a control shows it: None (no seeds) is 0."""
+    """``InstanceConfig.seed_threshold`` as a control shows it: None (no seeds) is 0.
+
+    Parameters
+    ----------
+    seed_threshold : float or None
+        A probability, or None for no seeds.
+
+    Returns
+    -------
+    float
+        The value for the control; 0.0 for None.
+    """
     return float(seed_threshold) if seed_threshold is not None else 0.0

@@ -118,6 +118,18 @@ def normalize(image: np.ndarray, config: NormalizationConfig | None = None) -> n
     +-Inf are replaced by the plane's finite minimum/maximum first. A constant plane
     becomes all zeros. Equal to ``apply_normalization(image, normalization_params(image,
     config))``.
+
+    Parameters
+    ----------
+    image : array_like
+        (Y, X) or (Y, X, C), any real dtype, in input units.
+    config : NormalizationConfig, optional
+        Percentiles and clipping (default ``NormalizationConfig()``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, the shape of ``image`` (in [0, 1] when ``config.clip``).
     """
     return apply_normalization(image, normalization_params(image, config))
 
@@ -138,7 +150,18 @@ def signal_to_noise(image: np.ndarray) -> float:
     (99.99th percentile - median) / sigma, where sigma is the pixel noise estimated from
     the median absolute deviation of neighbouring-pixel differences (insensitive to
     cells, gradients and background). Pure noise gives about 3.7; images with cells give
-    tens to hundreds. inf for a noiseless plane with structure, 0 for a constant one.
+    tens to hundreds (see ``MIN_SIGNAL_TO_NOISE``).
+
+    Parameters
+    ----------
+    image : array_like
+        A (Y, X) plane, any real dtype; non-finite values count as 0.
+
+    Returns
+    -------
+    float
+        The ratio (dimensionless); inf for a noiseless plane with structure and for
+        anything that is not a (Y, X) plane of at least 2 x 2 px, 0 for a constant one.
     """
     plane = np.asarray(image, dtype=np.float32)
     plane = np.where(np.isfinite(plane), plane, 0.0) if plane.dtype.kind == "f" else plane
