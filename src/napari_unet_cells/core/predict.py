@@ -414,8 +414,22 @@ TINY_IMAGE_PX = 32  # planes narrower than this hold at most a cell or two
 
 
 def tiny_image_message(shape: tuple[int, int], diameter: float | None = None) -> str:
-    """A hint when a (Y, X) plane is too small to find cells in: narrower than
-    TINY_IMAGE_PX or than two cell diameters (``diameter``: the model's, px); else ""."""
+    """A hint when a (Y, X) plane is too small to find cells in, else "".
+
+    Too small: narrower than ``TINY_IMAGE_PX`` or than two cell diameters.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (Y, X) of the plane, px.
+    diameter : float, optional
+        The model's cell diameter, px (None: only ``TINY_IMAGE_PX`` counts).
+
+    Returns
+    -------
+    str
+        One sentence for the user, or "" when the plane is large enough.
+    """
     limit = max(TINY_IMAGE_PX, round(2 * diameter) if diameter else 0)
     if min(shape) >= limit:
         return ""
@@ -546,7 +560,20 @@ def predict(
 
 
 def probabilities_on_image_grid(result: PredictionResult) -> np.ndarray:
-    """``result.probabilities`` resampled (bilinear) onto the input's grid: (..., Y, X)."""
+    """``result.probabilities`` resampled (bilinear) onto the input's grid.
+
+    Parameters
+    ----------
+    result : PredictionResult
+        A prediction; its probabilities are on the network's grid when the image was
+        resampled (``result.scale.factor`` != 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (..., Y, X) with (Y, X) = ``result.image_shape``; the array itself (no
+        copy) when it is already on that grid or the shape is unknown.
+    """
     probs = result.probabilities
     if result.image_shape is None or probs.shape[-2:] == tuple(result.image_shape):
         return probs

@@ -209,7 +209,19 @@ def _fits(net: torch.nn.Module, device: torch.device, layout: torch.memory_forma
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """True for a device out-of-memory error (torch.OutOfMemoryError or its message)."""
+    """Whether ``err`` is a device out-of-memory error.
+
+    Parameters
+    ----------
+    err : BaseException
+        The error caught around a network call.
+
+    Returns
+    -------
+    bool
+        True for ``torch.OutOfMemoryError``, or a RuntimeError or MemoryError whose
+        message says "out of memory" (any case).
+    """
     try:
         import torch
 
@@ -221,7 +233,18 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def predictor_device(predictor: Predictor) -> torch.device:
-    """The device a predictor runs on (its ``device``; the CPU for plain callables)."""
+    """The device a predictor runs on (its ``device``; the CPU for plain callables).
+
+    Parameters
+    ----------
+    predictor : Predictor
+        A ``TorchPredictor`` or any callable from tiles to scores.
+
+    Returns
+    -------
+    torch.device
+        ``predictor.device`` when it has one, else the CPU.
+    """
     device = getattr(predictor, "device", None)
     if device is None:
         from .device import resolve_device

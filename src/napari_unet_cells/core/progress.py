@@ -16,7 +16,19 @@ StopFlag = threading.Event | Callable[[], bool] | None
 
 
 def stop_requested(stop: StopFlag) -> bool:
-    """True if ``stop`` (an Event, a callable or None) asks to stop."""
+    """Whether ``stop`` asks to stop.
+
+    Parameters
+    ----------
+    stop : StopFlag
+        A ``threading.Event`` (set: stop), a callable returning True to stop, or None
+        (never stop).
+
+    Returns
+    -------
+    bool
+        True to stop now.
+    """
     if stop is None:
         return False
     if isinstance(stop, threading.Event):
@@ -25,7 +37,22 @@ def stop_requested(stop: StopFlag) -> bool:
 
 
 def run(gen: Generator, on_event: Callable[[Any], None] | None = None) -> Any:
-    """Consume a progress generator; call ``on_event`` for each event; return its result."""
+    """Consume a progress generator; call ``on_event`` for each event; return its result.
+
+    Runs in the calling thread until the generator ends.
+
+    Parameters
+    ----------
+    gen : Generator
+        Yields progress events and returns its result (``StopIteration.value``).
+    on_event : callable, optional
+        Called with each event, in order.
+
+    Returns
+    -------
+    Any
+        The generator's return value (None for most generators when stopped).
+    """
     while True:
         try:
             event = next(gen)

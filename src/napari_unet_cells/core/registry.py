@@ -43,6 +43,14 @@ def register_model(name: str, model: CellModel) -> None:
     The Fine-tune dock registers the models it trains in this session (it also saves each
     to a file); re-registering a name replaces the model. At most ``MAX_SESSION_MODELS``
     are kept in memory: registering one more forgets the oldest (its file stays).
+    Thread-safe; ``events.changed`` is emitted afterwards.
+
+    Parameters
+    ----------
+    name : str
+        The name it is listed under (passed through ``str``).
+    model : CellModel
+        The model, kept in memory as is (not copied).
     """
     with _REGISTRY_LOCK:
         _REGISTRY.pop(str(name), None)
@@ -57,7 +65,15 @@ def register_model(name: str, model: CellModel) -> None:
 
 
 def unregister_model(name: str) -> None:
-    """Forget a registered model (no error if unknown)."""
+    """Forget a registered model (no error if unknown).
+
+    ``events.changed`` is emitted only when a model was forgotten.
+
+    Parameters
+    ----------
+    name : str
+        The name it was registered under.
+    """
     with _REGISTRY_LOCK:
         known = _REGISTRY.pop(str(name), None) is not None
     if known:
@@ -81,7 +97,24 @@ def resolve_model(model: CellModel | UNet | str | Path | None) -> CellModel:
     """A CellModel from a CellModel, a bare UNet, a registered name, a file path or None.
 
     None means the bundled model; while the plugin ships none, that is an error that says
-    to pass a model file.
+    to pass a model file. A name registered in this session wins over a file of the same
+    name.
+
+    Parameters
+    ----------
+    model : CellModel, UNet, str, Path or None
+        What to use; a file is loaded (``core.checkpoint.load_model``), the others are
+        used as they are (a UNet is wrapped in a CellModel, not copied).
+
+    Returns
+    -------
+    CellModel
+        The model, ready to predict with or fine-tune.
+
+    Raises
+    ------
+    UNetCellsError
+        No bundled model, an unknown name, an unreadable model file, or another type.
     """
     from .checkpoint import CellModel, load_model
     from .unet import UNet
