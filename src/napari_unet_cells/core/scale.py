@@ -58,14 +58,43 @@ class ScaleChoice:
 
 
 def model_diameter(model) -> float | None:
-    """The nucleus diameter (px) a model was trained around, or None if not recorded."""
+    """The nucleus diameter (px) a model was trained around, or None if not recorded.
+
+    Parameters
+    ----------
+    model : CellModel
+        Anything with an ``extra`` dict; its ``"diameter"`` entry is read.
+
+    Returns
+    -------
+    float or None
+        Diameter in the model's px; None when missing or 0.
+    """
     value = getattr(model, "extra", {}).get("diameter")
     return float(value) if value else None
 
 
 def parse_diameter(value) -> float | str | None:
-    """A user's diameter: "auto" (estimate), None/0/"none" (no rescaling) or a number of
-    px (> 0). Strings such as "30" are accepted (CLI, widgets)."""
+    """A user's diameter: "auto" (estimate), None/0/"none" (no rescaling) or a number of px.
+
+    Strings such as "30" are accepted (CLI, widgets); "", "none", "off" and "0" mean no
+    rescaling. Case and surrounding spaces are ignored.
+
+    Parameters
+    ----------
+    value : str, float, int or None
+        What the user gave.
+
+    Returns
+    -------
+    float, "auto" or None
+        A diameter in image px (> 0), "auto", or None for no rescaling.
+
+    Raises
+    ------
+    UNetCellsError
+        Text that is no number, a negative number, NaN or infinity.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -92,8 +121,21 @@ def parse_diameter(value) -> float | str | None:
 
 
 def factor_for(diameter: float, reference: float) -> float:
-    """Resampling factor that brings nuclei of ``diameter`` px to ``reference`` px:
-    1 within ``TOLERANCE``, else ``reference / diameter`` clipped to [1/8, 8]."""
+    """Resampling factor that brings nuclei of ``diameter`` px to ``reference`` px.
+
+    Parameters
+    ----------
+    diameter : float
+        The image's nucleus diameter, image px (> 0).
+    reference : float
+        The model's nucleus diameter, px (> 0).
+
+    Returns
+    -------
+    float
+        1.0 within ``TOLERANCE``, else ``reference / diameter`` clipped to
+        [1 / ``MAX_FACTOR``, ``MAX_FACTOR``] (model grid px per image px).
+    """
     factor = reference / diameter
     if 1 / TOLERANCE <= factor <= TOLERANCE:
         return 1.0
@@ -101,9 +143,20 @@ def factor_for(diameter: float, reference: float) -> float:
 
 
 def equivalent_diameters(labels: np.ndarray, exclude_edge: bool = False) -> np.ndarray:
-    """Equivalent diameters 2 sqrt(area / pi) in px of the objects of a (Y, X) label
-    plane, float64 (N,); ``exclude_edge`` leaves out objects touching the plane's edge
-    (their area is cut)."""
+    """Equivalent diameters 2 sqrt(area / pi) of the objects of a (Y, X) label plane.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (Y, X) non-negative integer labels, 0 background; ids need not be sequential.
+    exclude_edge : bool
+        Leave out objects touching the plane's edge (their area is cut).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (N,), px, one per present object in id order.
+    """
     labels = np.asarray(labels)
     areas = np.bincount(labels.ravel())[1:].astype(np.float64)
     keep = areas > 0
@@ -115,9 +168,20 @@ def equivalent_diameters(labels: np.ndarray, exclude_edge: bool = False) -> np.n
 
 
 def typical_diameter(labels: np.ndarray) -> float | None:
-    """The median equivalent diameter (px) of the objects in a (Y, X) label plane; objects
-    touching the edge count only when fewer than ``MIN_OBJECTS`` others exist. None
-    without objects."""
+    """The median equivalent diameter (px) of the objects in a (Y, X) label plane.
+
+    Objects touching the edge count only when fewer than ``MIN_OBJECTS`` others exist.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (Y, X) non-negative integer labels, 0 background.
+
+    Returns
+    -------
+    float or None
+        The median diameter, px; None without objects.
+    """
     inner = equivalent_diameters(labels, exclude_edge=True)
     if inner.size < MIN_OBJECTS:
         inner = equivalent_diameters(labels)
@@ -125,13 +189,42 @@ def typical_diameter(labels: np.ndarray) -> float | None:
 
 
 def scaled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
-    """(Y, X) of a plane of ``shape`` resampled by ``factor`` (at least 1 px)."""
+    """(Y, X) of a plane of ``shape`` resampled by ``factor`` (at least 1 px).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (Y, X) of the plane, px.
+    factor : float
+        Model grid px per image px (> 0).
+
+    Returns
+    -------
+    tuple of int
+        Each side ``round(n * factor)``, at least 1.
+    """
     return tuple(max(1, round(n * factor)) for n in shape)  # type: ignore[return-value]
 
 
 def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resample a (Y, X) or (Y, X, C) float plane to ``shape`` (Y, X): bilinear, with
-    Gaussian anti-aliasing when shrinking. Returns float32."""
+    """Resample a (Y, X) or (Y, X, C) float plane to ``shape``.
+
+    Bilinear, with Gaussian anti-aliasing when shrinking (scikit-image ``resize``,
+    values' range preserved).
+
+    Parameters
+    ----------
+    plane : array_like
+        (Y, X) or (Y, X, C), any real dtype (converted to float32).
+    shape : tuple of int
+        Target (Y, X), px; channels are kept.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(*shape, C)`` or ``shape``; the float32 input itself when it already has
+        that shape.
+    """
     from skimage.transform import resize
 
     plane = np.asarray(plane, np.float32)
@@ -144,10 +237,24 @@ def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def labels_to_shape(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A (Y, X) label plane resampled to ``shape`` by nearest neighbour: int32, 0 =
-    background, labels 1..N in the order of the input ids. No cell is lost: a cell that
-    no target pixel samples (possible when shrinking) takes the pixel under its centroid
-    if that pixel is background."""
+    """A (Y, X) label plane resampled to ``shape`` by nearest neighbour, no cell lost.
+
+    A cell that no target pixel samples (possible when shrinking) takes the pixel under
+    its centroid if that pixel is background.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (Y, X) non-negative integer labels, 0 background.
+    shape : tuple of int
+        Target (Y, X), px.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 ``shape``, 0 = background, labels 1..N in the order of the input ids (also
+        renumbered when ``shape`` is already the labels' shape).
+    """
     labels = np.asarray(labels)
     if labels.shape == tuple(shape):
         return _sequential(labels)

@@ -237,10 +237,35 @@ def predict_plane(
 def shrink_after_oom(
     predictor: Predictor, grid: TileGrid, depth: int, padding: str
 ) -> tuple[Predictor, int, str]:
-    """After an out-of-memory error: (predictor, input tile px, message) for the next try.
+    """After an out-of-memory error: the predictor, tile size and message for the next try.
 
-    Frees the predictor's cached memory, then halves the tile; at the smallest tile,
-    switches to ``predictor.on_cpu()``; raises UNetCellsError when there is none.
+    Frees the predictor's cached memory (its ``release``, if any), then halves the tile;
+    at the smallest tile, switches to ``predictor.on_cpu()`` with the same tile.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        The predictor that ran out of memory.
+    grid : TileGrid
+        The grid being run (its largest tile side is the current size).
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    predictor : Predictor
+        The same predictor, or its CPU copy.
+    tile : int
+        Input tile size for the next try, px (a valid size).
+    message : str
+        What was done, for the user.
+
+    Raises
+    ------
+    UNetCellsError
+        Out of memory at the smallest tile and no ``on_cpu`` fallback (None or missing).
     """
     release = getattr(predictor, "release", None)
     if release is not None:

@@ -60,7 +60,23 @@ Padding = Literal["valid", "same"]
 
 
 def tile_margin(depth: int, padding: Padding = "valid") -> int:
-    """Context added on each side of a write region, in pixels (92 for valid depth 4)."""
+    """Context added on each side of a write region, in pixels (92 for valid depth 4).
+
+    For "same" padding the valid network's margin, rounded up to a multiple of
+    ``2**depth`` (so tiles still see their context).
+
+    Parameters
+    ----------
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    int
+        Margin per side, px.
+    """
     if padding == "same":
         step = 2**depth
         return math.ceil(context_margin(depth, "valid") / step) * step
@@ -68,7 +84,27 @@ def tile_margin(depth: int, padding: Padding = "valid") -> int:
 
 
 def usable_output(tile: int, depth: int, padding: Padding = "valid") -> int:
-    """Pixels of one tile's output that can be written: input ``tile`` minus 2 * margin."""
+    """Pixels of one tile's output that can be written: input ``tile`` minus 2 * margin.
+
+    Parameters
+    ----------
+    tile : int
+        Network input size along one axis, px; must be valid for the network.
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    int
+        Usable output along that axis, px.
+
+    Raises
+    ------
+    UNetCellsError
+        ``tile`` is not a valid input size (not a multiple of ``2**depth`` for "same").
+    """
     if padding == "same":
         if tile % 2**depth:
             raise UNetCellsError(
@@ -80,7 +116,22 @@ def usable_output(tile: int, depth: int, padding: Padding = "valid") -> int:
 
 
 def tile_for_output(out: int, depth: int, padding: Padding = "valid") -> int:
-    """The smallest valid tile (network input size) whose usable output is >= ``out`` px."""
+    """The smallest valid tile (network input size) whose usable output is >= ``out`` px.
+
+    Parameters
+    ----------
+    out : int
+        Wanted usable output along one axis, px (values below 1 count as 1).
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    int
+        Input tile size, px.
+    """
     if padding == "same":
         step = 2**depth
         return 2 * tile_margin(depth, padding) + math.ceil(max(out, 1) / step) * step
@@ -92,12 +143,39 @@ def smallest_tile(depth: int, padding: Padding = "valid") -> int:
 
     (The smallest valid input, 188 px for depth 4, gives only 4 output pixels, less than
     one pooling cell, so it cannot step across an image; 204 px is the smallest tile.)
+
+    Parameters
+    ----------
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    int
+        Input tile size, px.
     """
     return tile_for_output(2**depth, depth, padding)
 
 
 def snap_tile(tile: int, depth: int, padding: Padding = "valid") -> int:
-    """The largest valid tile <= ``tile``, but at least ``smallest_tile``."""
+    """The largest valid tile <= ``tile``, but at least ``smallest_tile``.
+
+    Parameters
+    ----------
+    tile : int
+        Requested network input size, px (any integer).
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    int
+        A valid input tile size, px.
+    """
     smallest = smallest_tile(depth, padding)
     if tile <= smallest:
         return smallest
@@ -130,6 +208,27 @@ def plan_axis(length: int, tile: int, depth: int, padding: Padding = "valid") ->
     fits in one tile, the tile shrinks to the smallest valid size covering it. Otherwise the
     number of tiles is the least the requested size allows and the stride is spread evenly
     (rounded up to 2**depth), which may make the tile smaller than requested.
+
+    Parameters
+    ----------
+    length : int
+        Axis length, px (>= 1).
+    tile : int
+        Requested network input size, px.
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    AxisPlan
+        Tile size, stride, margin and write starts along the axis.
+
+    Raises
+    ------
+    UNetCellsError
+        ``length`` is below 1.
     """
     if length < 1:
         raise UNetCellsError(f"Cannot tile an empty axis (length {length}).")
@@ -274,6 +373,18 @@ def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
 
     Same as numpy.pad(mode="reflect") (the edge pixel is not repeated), for any distance
     outside the axis; a 1-pixel axis repeats its pixel.
+
+    Parameters
+    ----------
+    start, stop : int
+        Positions along the axis, px; may lie outside [0, length).
+    length : int
+        Axis length, px (>= 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 (stop - start,), each in [0, length).
     """
     positions = np.arange(start, stop)
     if length == 1:
@@ -321,6 +432,18 @@ def shift_reads(grid: TileGrid, dy: int, dx: int) -> TileGrid:
 
     For a block that carries ``dy``/``dx`` px of real neighbouring pixels (a dask overlap)
     before its core: the grid is planned on the core, tiles are read from the padded block.
+
+    Parameters
+    ----------
+    grid : TileGrid
+        A grid planned on the block's core.
+    dy, dx : int
+        Shift of the read regions, px (the overlap before the core).
+
+    Returns
+    -------
+    TileGrid
+        A new grid (``grid`` is not changed).
     """
     tiles = tuple(
         Tile(
@@ -342,5 +465,17 @@ def dependency_reach(depth: int, padding: Padding = "valid") -> int:
     The context margin plus up to 2**depth - 1 px, depending on the pixel's position in
     the pooling grid (measured: depth 2 -> 23 px with a 20 px margin). The overlap that
     chunked prediction needs between chunks.
+
+    Parameters
+    ----------
+    depth : int
+        The network's number of poolings.
+    padding : {"valid", "same"}
+        The network's padding.
+
+    Returns
+    -------
+    int
+        ``tile_margin(depth, padding) + 2**depth``, px.
     """
     return tile_margin(depth, padding) + 2**depth
