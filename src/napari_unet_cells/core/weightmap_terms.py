@@ -36,7 +36,22 @@ class PlaneStats:
 
 
 def grow_box(box: Box, margin: int, shape: tuple[int, int]) -> Box:
-    """``box`` grown by ``margin`` px on every side, clipped to a plane of ``shape``."""
+    """``box`` grown by ``margin`` px on every side, clipped to a plane of ``shape``.
+
+    Parameters
+    ----------
+    box : Box
+        (y0, y1, x0, x1), px, stop exclusive.
+    margin : int
+        Growth per side, px.
+    shape : tuple of int
+        (Y, X) of the plane.
+
+    Returns
+    -------
+    Box
+        The grown box, inside the plane.
+    """
     y0, y1, x0, x1 = box
     return (
         max(0, y0 - margin),
@@ -47,7 +62,18 @@ def grow_box(box: Box, margin: int, shape: tuple[int, int]) -> Box:
 
 
 def box_union(a: Box | None, b: Box | None) -> Box | None:
-    """The smallest box holding ``a`` and ``b`` (None stands for an empty box)."""
+    """The smallest box holding ``a`` and ``b`` (None stands for an empty box).
+
+    Parameters
+    ----------
+    a, b : Box or None
+        (y0, y1, x0, x1), px, stop exclusive.
+
+    Returns
+    -------
+    Box or None
+        None only when both are None.
+    """
     if a is None:
         return b
     if b is None:
@@ -56,17 +82,52 @@ def box_union(a: Box | None, b: Box | None) -> Box | None:
 
 
 def shift_box(box: Box, y: int, x: int) -> Box:
-    """``box`` moved by (y, x) px."""
+    """``box`` moved by (y, x) px.
+
+    Parameters
+    ----------
+    box : Box
+        (y0, y1, x0, x1), px, stop exclusive.
+    y, x : int
+        Shift, px (may be negative; not clipped).
+
+    Returns
+    -------
+    Box
+        The moved box.
+    """
     return box[0] + y, box[1] + y, box[2] + x, box[3] + x
 
 
 def box_slices(box: Box) -> tuple[slice, slice]:
-    """``box`` as (Y, X) slices."""
+    """``box`` as (Y, X) slices.
+
+    Parameters
+    ----------
+    box : Box
+        (y0, y1, x0, x1), px, stop exclusive.
+
+    Returns
+    -------
+    tuple of slice
+        ``(slice(y0, y1), slice(x0, x1))``.
+    """
     return slice(box[0], box[1]), slice(box[2], box[3])
 
 
 def mask_box(mask: np.ndarray) -> Box | None:
-    """The bounding box of the True pixels of a bool (Y, X) ``mask``; None if there are none."""
+    """The bounding box of the True pixels of a bool (Y, X) ``mask``.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool (Y, X).
+
+    Returns
+    -------
+    Box or None
+        (y0, y1, x0, x1), px, stop exclusive; None if no pixel is True.
+    """
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
@@ -77,8 +138,18 @@ def mask_box(mask: np.ndarray) -> Box | None:
 def cell_boxes(lab: np.ndarray, values: np.ndarray | None = None) -> dict[int, Box]:
     """label -> bounding box of every cell of a (compacted) (Y, X) plane.
 
-    ``values``: the original label of each compact label (see :func:`compact`), or None
-    to key the boxes by the labels of ``lab`` itself.
+    Parameters
+    ----------
+    lab : numpy.ndarray
+        (Y, X) integer labels, 0 background (compact labels 1..N from :func:`compact`).
+    values : numpy.ndarray, optional
+        The original label of each compact label, or None to key the boxes by the labels
+        of ``lab`` itself.
+
+    Returns
+    -------
+    dict of int to Box
+        One box per present label, px, stop exclusive.
     """
     out: dict[int, Box] = {}
     for i, sl in enumerate(ndi.find_objects(lab), start=1):
@@ -89,7 +160,22 @@ def cell_boxes(lab: np.ndarray, values: np.ndarray | None = None) -> dict[int, B
 
 
 def cells_near(boxes: dict[int, Box], region: Box, margin: int) -> list[tuple[int, Box]]:
-    """The (label, box) of the cells whose box grown by ``margin`` px overlaps ``region``."""
+    """The (label, box) of the cells whose box grown by ``margin`` px overlaps ``region``.
+
+    Parameters
+    ----------
+    boxes : dict of int to Box
+        label -> bounding box (:class:`PlaneStats`'s ``boxes``).
+    region : Box
+        The region of interest, px.
+    margin : int
+        Growth of each cell's box, px (not clipped to the plane).
+
+    Returns
+    -------
+    list of (int, Box)
+        In the order of ``boxes``.
+    """
     keys = np.fromiter(boxes.keys(), dtype=np.int64, count=len(boxes))
     arr = np.array(list(boxes.values()), dtype=np.int64).reshape(-1, 4)
     y0, y1, x0, x1 = region
@@ -199,14 +285,36 @@ def target_plane(lab: np.ndarray, width: int) -> np.ndarray:
 
 
 def balance_active(config: WeightMapConfig) -> bool:
-    """Whether w_c uses the Fiji preset's distance term on the background."""
+    """Whether w_c uses the Fiji preset's distance term on the background.
+
+    Parameters
+    ----------
+    config : WeightMapConfig
+        The weight map settings.
+
+    Returns
+    -------
+    bool
+        True with class balance on, a ``background_weight`` and ``balance_sigma`` > 0.
+    """
     return (
         config.class_balance and config.background_weight is not None and config.balance_sigma > 0
     )
 
 
 def needs_distances(config: WeightMapConfig) -> bool:
-    """Whether any weight term uses the distances d1, d2."""
+    """Whether any weight term uses the distances d1, d2.
+
+    Parameters
+    ----------
+    config : WeightMapConfig
+        The weight map settings.
+
+    Returns
+    -------
+    bool
+        True when ``w0`` > 0 or :func:`balance_active`.
+    """
     return config.w0 > 0 or balance_active(config)
 
 
@@ -353,7 +461,21 @@ def two_nearest(
 
 
 def class_weights(config: WeightMapConfig, plane: PlaneStats) -> tuple[float, float]:
-    """(w_c on background, w_c on cells) of one plane (see :mod:`core.weightmap`)."""
+    """(w_c on background, w_c on cells) of one plane (see :mod:`core.weightmap`).
+
+    Parameters
+    ----------
+    config : WeightMapConfig
+        The weight map settings.
+    plane : PlaneStats
+        The plane's class counts.
+
+    Returns
+    -------
+    tuple of float
+        (1, 1) without class balance or when a class is absent; (background_weight, 1)
+        when one is set; else (1, n_background / n_cell).
+    """
     if not config.class_balance:
         return 1.0, 1.0
     if config.background_weight is not None:
@@ -364,7 +486,20 @@ def class_weights(config: WeightMapConfig, plane: PlaneStats) -> tuple[float, fl
 
 
 def count_classes(target: np.ndarray, ignore: np.ndarray | None) -> tuple[int, int]:
-    """(n background, n cell) pixels of ``target`` outside the ``ignore`` mask."""
+    """(n background, n cell) pixels of ``target`` outside the ``ignore`` mask.
+
+    Parameters
+    ----------
+    target : numpy.ndarray
+        (Y, X) 0/1 (or bool) target: non-zero is cell.
+    ignore : numpy.ndarray or None
+        bool (Y, X), True where pixels do not count; None: all count.
+
+    Returns
+    -------
+    tuple of int
+        Pixel counts (background, cell).
+    """
     if ignore is None:
         n_cell = int(np.count_nonzero(target))
         return target.size - n_cell, n_cell
