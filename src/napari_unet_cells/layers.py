@@ -21,41 +21,120 @@ ROLE_KEY = "unet_cells_role"
 
 
 def unwrap(obj: Any) -> Any:
-    """The object behind napari's plugin proxy (a layer or the viewer), else ``obj``."""
+    """The object behind napari's plugin proxy (a layer or the viewer), else ``obj``.
+
+    Parameters
+    ----------
+    obj : Any
+        A layer, a viewer, napari's proxy of either, or anything else (None included).
+
+    Returns
+    -------
+    Any
+        ``obj.__wrapped__`` when it has one, else ``obj`` itself.
+    """
     return getattr(obj, "__wrapped__", obj)
 
 
 def is_image(layer: Any) -> bool:
+    """Whether ``layer`` is a napari Image layer (behind a proxy or not).
+
+    Parameters
+    ----------
+    layer : Any
+        A layer, its proxy, None or anything else.
+
+    Returns
+    -------
+    bool
+        True for ``napari.layers.Image`` (RGB and multiscale included).
+    """
     from napari.layers import Image
 
     return isinstance(unwrap(layer), Image)
 
 
 def is_labels(layer: Any) -> bool:
+    """Whether ``layer`` is a napari Labels layer (behind a proxy or not).
+
+    Parameters
+    ----------
+    layer : Any
+        A layer, its proxy, None or anything else.
+
+    Returns
+    -------
+    bool
+        True for ``napari.layers.Labels``.
+    """
     from napari.layers import Labels
 
     return isinstance(unwrap(layer), Labels)
 
 
 def role(layer: Any) -> str | None:
-    """What this plugin made a layer for ("prediction", "check", ...), from its metadata."""
+    """What this plugin made a layer for ("prediction", "check", ...), from its metadata.
+
+    Parameters
+    ----------
+    layer : Any
+        A layer or its proxy.
+
+    Returns
+    -------
+    str or None
+        ``metadata["unet_cells_role"]``; None for layers the plugin did not make.
+    """
     metadata = getattr(unwrap(layer), "metadata", None)
     return metadata.get(ROLE_KEY) if isinstance(metadata, dict) else None
 
 
 def is_prediction(layer: Any) -> bool:
-    """A Labels layer written by the Predict dock (never edited by Annotate)."""
+    """A Labels layer written by the Predict dock (never edited by Annotate).
+
+    Parameters
+    ----------
+    layer : Any
+        A layer or its proxy.
+
+    Returns
+    -------
+    bool
+        True for a Labels layer whose role is "prediction".
+    """
     return is_labels(layer) and role(layer) == "prediction"
 
 
 def full_resolution(layer: Any) -> Any:
-    """The layer's data at full resolution (level 0 of a multiscale layer); not copied."""
+    """The layer's data at full resolution (level 0 of a multiscale layer); not copied.
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        An Image or Labels layer (or its proxy).
+
+    Returns
+    -------
+    array_like
+        The layer's own array (numpy, dask, zarr ...), as napari holds it.
+    """
     layer = unwrap(layer)
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
 def plane_shape(layer: Any) -> tuple[int, ...]:
-    """The shape of an Image layer without its RGB(A) axis (of a Labels layer: its shape)."""
+    """The shape of an Image layer without its RGB(A) axis (of a Labels layer: its shape).
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        An Image or Labels layer (or its proxy); multiscale: level 0.
+
+    Returns
+    -------
+    tuple of int
+        E.g. (Y, X) or (Z, Y, X), px.
+    """
     layer = unwrap(layer)
     shape = tuple(full_resolution(layer).shape)
     return shape[:-1] if getattr(layer, "rgb", False) else shape
@@ -64,7 +143,25 @@ def plane_shape(layer: Any) -> tuple[int, ...]:
 def snapshot(layer: Any, what: str = "The") -> np.ndarray:
     """A copy of the layer's full-resolution data: later painting changes nothing in it.
 
-    Refuses RGB images (training and annotation read greyscale or channel stacks).
+    Refuses RGB images (training and annotation read greyscale or channel stacks). The
+    whole array is read into memory.
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        An Image or Labels layer (or its proxy).
+    what : str
+        Names the layer's use in the message ("The image").
+
+    Returns
+    -------
+    numpy.ndarray
+        A copy of the data, its shape and dtype kept.
+
+    Raises
+    ------
+    UNetCellsError
+        ``layer`` is an RGB Image layer.
     """
     layer = unwrap(layer)
     if is_image(layer) and getattr(layer, "rgb", False):
@@ -76,7 +173,23 @@ def snapshot(layer: Any, what: str = "The") -> np.ndarray:
 
 
 def check_same_plane(image: Any, labels: Any, what: str = "labels") -> None:
-    """Refuse a Labels layer that does not cover the image pixel for pixel."""
+    """Refuse a Labels layer that does not cover the image pixel for pixel.
+
+    Parameters
+    ----------
+    image : napari.layers.Image
+        The image (its plane shape: without the RGB axis, full resolution).
+    labels : napari.layers.Labels
+        Labels, annotation or ignore layer; its data shape must equal the image's plane
+        shape.
+    what : str
+        What the labels are, for the message.
+
+    Raises
+    ------
+    UNetCellsError
+        The shapes differ; the message names both layers.
+    """
     image, labels = unwrap(image), unwrap(labels)
     if plane_shape(image) != tuple(labels.data.shape):
         raise UNetCellsError(

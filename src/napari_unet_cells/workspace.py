@@ -90,7 +90,27 @@ class Workspace:
     def add_pair(self, image: Any, labels: Any, ignore: Any | None = None) -> TrainingPair:
         """Add (image, labels, ignore) to the training set; shapes are checked now.
 
-        Adding the same image and labels again replaces the ignore layer. Returns the pair.
+        Adding the same image and labels again replaces the ignore layer. The layers are
+        kept, not copied; ``events.training_set`` is emitted.
+
+        Parameters
+        ----------
+        image : napari.layers.Image
+            The image (or its proxy).
+        labels : napari.layers.Labels
+            Its instance labels, the image's plane shape.
+        ignore : napari.layers.Labels, optional
+            Unannotated pixels (non-zero), the labels' shape.
+
+        Returns
+        -------
+        TrainingPair
+            The new pair, or the existing one updated.
+
+        Raises
+        ------
+        UNetCellsError
+            Not an Image and a Labels layer, or the shapes differ.
         """
         image, labels, ignore = L.unwrap(image), L.unwrap(labels), L.unwrap(ignore)
         if not L.is_image(image) or not L.is_labels(labels):
@@ -114,12 +134,29 @@ class Workspace:
         return pair
 
     def remove_pair(self, index: int) -> None:
-        """Remove the ``index``-th pair from the training set (the layers stay)."""
+        """Remove the ``index``-th pair from the training set (the layers stay).
+
+        Parameters
+        ----------
+        index : int
+            Position in ``pairs``; out of range raises IndexError.
+        """
         del self.pairs[index]
         self._training_set_changed()
 
     def in_training(self, labels: Any) -> bool:
-        """Whether a Labels layer is the labels of a pair of the training set."""
+        """Whether a Labels layer is the labels of a pair of the training set.
+
+        Parameters
+        ----------
+        labels : napari.layers.Labels
+            The layer (or its proxy); compared by identity.
+
+        Returns
+        -------
+        bool
+            True if a pair holds it as its labels.
+        """
         labels = L.unwrap(labels)
         return any(p.labels is labels for p in self.pairs)
 
@@ -137,12 +174,41 @@ class Workspace:
     # -- annotation links ------------------------------------------------------------------
 
     def link_of(self, annotation: Any) -> AnnotationLink | None:
-        """The link of an annotation layer, or None."""
+        """The link of an annotation layer, or None.
+
+        Parameters
+        ----------
+        annotation : napari.layers.Labels
+            The annotation layer (or its proxy); compared by identity.
+
+        Returns
+        -------
+        AnnotationLink or None
+            The first link whose annotation it is.
+        """
         annotation = L.unwrap(annotation)
         return next((k for k in self.links if k.annotation is annotation), None)
 
     def add_link(self, link: AnnotationLink) -> AnnotationLink:
-        """Record a link (checked: the annotation covers the image); returns it."""
+        """Record a link (checked: the annotation covers the image); returns it.
+
+        Its ``in_training`` flag is set from the training set; ``events.links`` is emitted.
+
+        Parameters
+        ----------
+        link : AnnotationLink
+            The link to record (kept, not copied).
+
+        Returns
+        -------
+        AnnotationLink
+            ``link`` itself.
+
+        Raises
+        ------
+        UNetCellsError
+            The annotation's shape differs from the image's plane shape.
+        """
         L.check_same_plane(link.image, link.annotation, what="the annotation")
         link.in_training = self.in_training(link.annotation)
         self.links.append(link)
@@ -152,24 +218,66 @@ class Workspace:
     # -- predictions -----------------------------------------------------------------------
 
     def add_prediction(self, image: Any, labels: Any) -> None:
-        """Record ``labels`` as the newest prediction of ``image``."""
+        """Record ``labels`` as the newest prediction of ``image``.
+
+        Replaces an earlier prediction of the same image; ``events.prediction_added`` is
+        emitted with both layers.
+
+        Parameters
+        ----------
+        image : napari.layers.Image
+            The image predicted (or its proxy).
+        labels : napari.layers.Labels
+            The prediction layer written for it.
+        """
         image, labels = L.unwrap(image), L.unwrap(labels)
         self._predictions[id(image)] = (image, labels)
         self.events.prediction_added.emit(image, labels)
 
     def prediction_of(self, image: Any) -> Any | None:
-        """The newest prediction layer written for ``image``, or None."""
+        """The newest prediction layer written for ``image``, or None.
+
+        Parameters
+        ----------
+        image : napari.layers.Image
+            The image (or its proxy); compared by identity.
+
+        Returns
+        -------
+        napari.layers.Labels or None
+            The layer recorded by :meth:`add_prediction` (it may since have been edited).
+        """
         entry = self._predictions.get(id(L.unwrap(image)))
         return entry[1] if entry is not None and entry[0] is L.unwrap(image) else None
 
     def request_prediction(self, image: Any, model: str) -> None:
-        """Ask the Predict dock (if one listens) to run the model ``model`` on ``image``."""
+        """Ask the Predict dock (if one listens) to run the model ``model`` on ``image``.
+
+        Emits ``events.prediction_requested``; nothing runs here, and nothing happens when
+        no dock listens.
+
+        Parameters
+        ----------
+        image : napari.layers.Image
+            The image to segment (or its proxy).
+        model : str
+            A registered model's name or a model file path (passed as ``str``).
+        """
         self.events.prediction_requested.emit(L.unwrap(image), str(model))
 
     # -- layers removed from the viewer ----------------------------------------------------
 
     def forget_missing(self, alive: list[Any]) -> None:
-        """Drop pairs, links and predictions whose layers are no longer in ``alive``."""
+        """Drop pairs, links and predictions whose layers are no longer in ``alive``.
+
+        An ignore layer that is gone is cleared from its pair or link (the pair stays).
+        Events are emitted only for what changed.
+
+        Parameters
+        ----------
+        alive : list of napari.layers.Layer
+            The layers still in the viewer (compared by identity).
+        """
         ids = {id(L.unwrap(x)) for x in alive}
         pairs = [p for p in self.pairs if id(p.image) in ids and id(p.labels) in ids]
         for pair in pairs:
@@ -197,6 +305,16 @@ def workspace_for(viewer: Any) -> Workspace:
     """The workspace of a napari viewer, made on first use; forgotten with the viewer.
 
     Layers removed from the viewer are dropped from the workspace automatically.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer (or napari's proxy of it); only a weak reference is kept.
+
+    Returns
+    -------
+    Workspace
+        The same object on every call for that viewer.
     """
     viewer = L.unwrap(viewer)
     entry = _WORKSPACES.get(id(viewer))
