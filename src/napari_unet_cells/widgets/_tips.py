@@ -24,9 +24,19 @@ _PARTS = (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEd
 
 
 def tip(widget: Any, text: str) -> None:
-    """Set ``text`` as the tooltip of a Qt or magicgui ``widget`` and of its inner
-    controls that have none yet (a slider's read-out, a file picker's field and button).
-    For magicgui widgets the label in front of the control shows it too."""
+    """Set ``text`` as the tooltip of a control and of its inner parts that have none.
+
+    Inner parts: a slider's read-out, a file picker's field and button, a spin box's
+    text field (scroll bars are left alone). For magicgui widgets the label in front of
+    the control shows it too.
+
+    Parameters
+    ----------
+    widget : QWidget or magicgui.widgets.Widget
+        The control.
+    text : str
+        The tooltip.
+    """
     native = getattr(widget, "native", widget)
     if native is not widget:
         widget.tooltip = text

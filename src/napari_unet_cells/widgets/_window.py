@@ -25,8 +25,23 @@ class _CloseWatcher(QObject):
 
 
 def watch_window_close(widget: QWidget, callback: Callable[[], None]) -> bool:
-    """Call ``callback`` when the top-level window holding ``widget`` (napari's main
-    window, once docked) closes. False if ``widget`` is not in a window yet."""
+    """Call ``callback`` when the top-level window holding ``widget`` closes.
+
+    That is napari's main window, once docked. The close event itself is let through; a
+    callback on an already deleted dock (RuntimeError) is ignored.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The dock (it parents the event filter, so the watch ends with it).
+    callback : callable
+        Called with no arguments.
+
+    Returns
+    -------
+    bool
+        False if ``widget`` is not in a window yet (nothing is watched).
+    """
     window = widget.window()
     if window is None or window is widget:
         return False
@@ -35,8 +50,21 @@ def watch_window_close(widget: QWidget, callback: Callable[[], None]) -> bool:
 
 
 def scrolling_layout(widget: QWidget) -> QVBoxLayout:
-    """A vertical layout inside a scroll area that fills ``widget``: a dock taller than
-    the window scrolls instead of pushing napari's window off the screen."""
+    """A vertical layout inside a scroll area that fills ``widget``.
+
+    A dock taller than the window scrolls instead of pushing napari's window off the
+    screen. Call it once, on a widget without a layout.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The dock; it gets a margin-less layout holding the scroll area.
+
+    Returns
+    -------
+    QVBoxLayout
+        The layout to add the dock's controls to (4 px margins).
+    """
     from qtpy.QtWidgets import QFrame, QScrollArea
 
     outer = QVBoxLayout(widget)
@@ -53,8 +81,18 @@ def scrolling_layout(widget: QWidget) -> QVBoxLayout:
 
 
 def short_dock_title(widget: QWidget, title: str) -> None:
-    """Once docked, title the dock (and so its tab) ``title`` instead of napari's longer
-    "<title> (<plugin>)", which tabs cut off."""
+    """Once docked, title the dock (and so its tab) ``title``.
+
+    Instead of napari's longer "<title> (<plugin>)", which tabs cut off. Applied on the
+    next turn of the event loop; nothing happens if the widget is not in a dock then.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The dock's widget.
+    title : str
+        The short title.
+    """
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QDockWidget
 
@@ -70,9 +108,18 @@ def short_dock_title(widget: QWidget, title: str) -> None:
 
 
 def compact_controls(widget: QWidget, characters: int = 6) -> None:
-    """Let the combo boxes and line edits in ``widget`` shrink to a narrow dock: their
-    minimum width no longer follows their longest entry (which shows in full when
-    opened)."""
+    """Let the combo boxes and line edits in ``widget`` shrink to a narrow dock.
+
+    Their minimum width no longer follows their longest entry (which shows in full when
+    opened). Applies to the controls present now, not to those added later.
+
+    Parameters
+    ----------
+    widget : QWidget
+        Its descendants are changed.
+    characters : int
+        The minimum width, in characters.
+    """
     from qtpy.QtWidgets import QComboBox, QLineEdit
 
     for combo in widget.findChildren(QComboBox):
@@ -83,8 +130,18 @@ def compact_controls(widget: QWidget, characters: int = 6) -> None:
 
 
 def connect_while_alive(widget: QWidget, signal, callback: Callable[..., object]) -> None:
-    """Connect ``signal`` (a psygnal signal, e.g. a workspace's or the model registry's,
-    or a napari event emitter) to ``callback`` until ``widget`` is destroyed: a closed
-    dock is no longer called."""
+    """Connect ``signal`` to ``callback`` until ``widget`` is destroyed.
+
+    A closed dock is no longer called.
+
+    Parameters
+    ----------
+    widget : QWidget
+        Its ``destroyed`` signal disconnects the callback.
+    signal : psygnal.SignalInstance or napari EventEmitter
+        E.g. a workspace's or the model registry's signal.
+    callback : callable
+        Called with the signal's arguments.
+    """
     signal.connect(callback)
     widget.destroyed.connect(lambda *_: signal.disconnect(callback))

@@ -31,7 +31,20 @@ CHECK_COLOURS = {
 
 
 def index_of(combo: QComboBox, data: Any) -> int:
-    """The index of the item holding ``data`` (compared by identity), or -1."""
+    """The index of the item holding ``data`` (compared by identity), or -1.
+
+    Parameters
+    ----------
+    combo : QComboBox
+        A combo box whose items hold layers as their data.
+    data : Any
+        The layer (napari's proxy or the layer itself).
+
+    Returns
+    -------
+    int
+        The item's index, or -1 when no item holds it.
+    """
     data = L.unwrap(data)
     for i in range(combo.count()):
         if combo.itemData(i) is data:
@@ -55,8 +68,19 @@ def select(combo: QComboBox, data: Any) -> None:
 
 
 def fill(combo: QComboBox, layers: list[Any], optional: bool) -> None:
-    """Replace the items of ``combo`` by ``layers`` (first ``(none)`` if ``optional``),
-    keeping the current choice when it is still there; emits no signal."""
+    """Replace the items of ``combo`` by ``layers``, keeping the current choice.
+
+    The choice is kept when its layer is still there; no signal is emitted.
+
+    Parameters
+    ----------
+    combo : QComboBox
+        The combo box; each item shows a layer's name and holds the layer.
+    layers : list of napari.layers.Layer
+        The layers to offer, in order.
+    optional : bool
+        Put ``(none)`` (data None) first.
+    """
     current = combo.currentData()
     combo.blockSignals(True)
     combo.clear()
@@ -71,8 +95,22 @@ def fill(combo: QComboBox, layers: list[Any], optional: bool) -> None:
 
 
 def guard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn``; a user's mistake (UNetCellsError) becomes a notification, not a
-    traceback. Returns ``fn``'s result, or None after a mistake."""
+    """Call ``fn``; a user's mistake (UNetCellsError) becomes a notification, not a traceback.
+
+    Other errors propagate.
+
+    Parameters
+    ----------
+    fn : callable
+        What to call.
+    *args, **kwargs
+        Passed to ``fn``.
+
+    Returns
+    -------
+    Any
+        ``fn``'s result, or None after a mistake.
+    """
     try:
         return fn(*args, **kwargs)
     except UNetCellsError as err:
@@ -81,6 +119,17 @@ def guard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def no_margins(layout: QLayout) -> QLayout:
-    """``layout`` without margins: a panel looks as if its controls were in the dock."""
+    """``layout`` without margins: a panel looks as if its controls were in the dock.
+
+    Parameters
+    ----------
+    layout : QLayout
+        Changed in place.
+
+    Returns
+    -------
+    QLayout
+        ``layout`` itself.
+    """
     layout.setContentsMargins(0, 0, 0, 0)
     return layout

@@ -67,7 +67,18 @@ def snapshot(links: list[AnnotationLink]) -> list[SaveItem]:
     """Copies of the annotations changed since their last save (GUI thread).
 
     The links are marked clean: an edit made while the save runs marks its link dirty
-    again, and so it is saved by the next save.
+    again, and so it is saved by the next save. Labels and ignore masks are copied; the
+    image is referenced (full resolution), not copied.
+
+    Parameters
+    ----------
+    links : list of AnnotationLink
+        The dock's annotation links.
+
+    Returns
+    -------
+    list of SaveItem
+        One per link that is dirty or whose state (flag, names, placement) changed.
     """
     items = []
     for link in links:
@@ -95,6 +106,22 @@ def write(job: SaveRound) -> SaveRound:
     A failure stops the round and is kept in ``job.error`` (a user-facing one, such as
     a full disk or a refused annotation, is not raised); the items not saved are retried
     by the next save.
+
+    Parameters
+    ----------
+    job : SaveRound
+        The items from :func:`snapshot` and the project to save them into.
+
+    Returns
+    -------
+    SaveRound
+        ``job`` itself, with ``saved`` (items written) and ``error`` ("" or None when
+        none) filled.
+
+    Raises
+    ------
+    Exception
+        Only an unexpected error (a bug), after recording it in ``job.error``.
     """
     try:
         for item in job.items:

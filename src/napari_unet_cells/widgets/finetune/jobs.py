@@ -27,10 +27,28 @@ PREVIEW_NAMES = {
 
 
 def training_samples(pairs: Sequence[Any], notify: Callable[[str], object]) -> list:
-    """``core.data`` training samples from the pairs' layers, copied (painting during
-    training changes nothing). A 0/1 or 0/255 mask is numbered into cells, with a
-    notice passed to ``notify``. Raises UNetCellsError for an empty set, an RGB image or
-    labels without cells."""
+    """``core.data`` training samples from the pairs' layers, copied (GUI thread).
+
+    Painting during training changes nothing in them. A 0/1 or 0/255 mask is numbered
+    into cells, with a notice passed to ``notify``.
+
+    Parameters
+    ----------
+    pairs : sequence of TrainingPair
+        The workspace's training set (image, labels, optional ignore layers).
+    notify : callable
+        Called with each notice (str) for the user.
+
+    Returns
+    -------
+    list of TrainingSample
+        One per pair, named after its image layer.
+
+    Raises
+    ------
+    UNetCellsError
+        An empty set, an RGB image, or labels without cells.
+    """
     from ...core.data import as_samples
     from ...core.labels import mask_to_instances
 
@@ -75,9 +93,29 @@ def start_warm_up() -> threading.Thread:
 
 
 def preview_tiles(samples: list, config: Any, base: Any, n: int, seed: int) -> dict:
-    """``n`` augmented training tiles as the network would see them from the start
-    model ``base`` (a file, a session model's name or "scratch"; only its configuration
-    is read, from the file's header). Runs in a worker thread."""
+    """``n`` augmented training tiles as the network would see them (worker thread).
+
+    Only the start model's configuration is read (from a file's header), not its weights.
+
+    Parameters
+    ----------
+    samples : list of TrainingSample
+        From :func:`training_samples`.
+    config : TrainConfig
+        The training settings (augmentation, weight map, tile).
+    base : str
+        The start model: a file, a session model's name or "scratch".
+    n : int
+        Number of tiles.
+    seed : int
+        Random seed (same seed, same tiles).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``core.train.preview_augmentation``'s tiles: "image" float32, "labels" int32,
+        "target" uint8 and "weight" float32, each (n, S, S) with S the tile size, px.
+    """
     from ...core.model_info import model_config_of
     from ...core.train import SCRATCH_CONFIG, preview_augmentation
 
@@ -86,7 +124,15 @@ def preview_tiles(samples: list, config: Any, base: Any, n: int, seed: int) -> d
 
 
 def show_preview(viewer: Any, tiles: dict[str, np.ndarray]) -> None:
-    """Show preview tiles as layers, re-using the preview layers made before."""
+    """Show preview tiles as layers, re-using the preview layers made before (GUI thread).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The dock's viewer; layers named as in ``PREVIEW_NAMES`` get the new data.
+    tiles : dict of str to numpy.ndarray
+        From :func:`preview_tiles` ("image", "labels" and "weight" are shown).
+    """
     for key, name in PREVIEW_NAMES.items():
         if name in viewer.layers:  # a layer this dock created earlier
             viewer.layers[name].data = tiles[key]

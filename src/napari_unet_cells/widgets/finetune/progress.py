@@ -23,7 +23,19 @@ _TIPS = {
 
 
 def event_text(event: Any) -> str:
-    """The status line for a "step" or "validation" event: step, loss, best AP50, time left."""
+    """The status line for a "step" or "validation" event: step, loss, best AP50, time left.
+
+    Parameters
+    ----------
+    event : TrainEvent
+        A training progress event (``step``, ``total_steps``, ``loss``,
+        ``best_metrics``, ``eta_s`` in s).
+
+    Returns
+    -------
+    str
+        The parts present, joined by " · ".
+    """
     total = f"/{event.total_steps}" if event.total_steps else ""
     parts = [f"step {event.step}{total}"]
     if event.loss is not None:

@@ -56,8 +56,29 @@ class ResultsPanel(QWidget):
 
 
 def save_copy(result: Any, path: str | Path) -> Path:
-    """Save a training result's model to ``path`` (.npz) and record it in the result
-    (``saved_to``; ``save_error`` cleared). Raises UNetCellsError when it cannot."""
+    """Save a training result's model to ``path`` (.npz) and record it in the result.
+
+    The folder is checked for writing first; an existing file is replaced (atomically,
+    ``core.checkpoint.save_model``). On success ``result.saved_to`` is set and
+    ``result.save_error`` cleared.
+
+    Parameters
+    ----------
+    result : TrainResult
+        A training result holding a model.
+    path : str or Path
+        The model file to write (``~`` expanded); its folder must exist.
+
+    Returns
+    -------
+    Path
+        The expanded path.
+
+    Raises
+    ------
+    UNetCellsError
+        The folder cannot be written or saving fails.
+    """
     from ...core.checkpoint import save_model
 
     path = Path(path).expanduser()
@@ -73,9 +94,23 @@ def save_copy(result: Any, path: str | Path) -> Path:
 
 
 def start_export(model: Any, path: str | Path) -> Any:
-    """Export ``model`` as a bioimage.io package at ``path`` (".zip" added if missing;
-    an existing file is replaced) in a thread worker that notifies the outcome.
-    Returns the started worker."""
+    """Export ``model`` as a bioimage.io package at ``path`` in a thread worker.
+
+    ".zip" is added if missing; an existing file is replaced. The worker notifies the
+    outcome (info when written, error otherwise).
+
+    Parameters
+    ----------
+    model : CellModel
+        The model to export.
+    path : str or Path
+        The package to write.
+
+    Returns
+    -------
+    napari.qt.threading.FunctionWorker
+        The started worker.
+    """
     from ...core.interop.bioimageio import export_bioimageio
 
     path = Path(path) if Path(path).suffix == ".zip" else Path(f"{path}.zip")
@@ -87,9 +122,24 @@ def start_export(model: Any, path: str | Path) -> Any:
 
 
 def outcome_message(result: Any, name: str | None) -> str:
-    """What a training run produced, for a notification: no model (``result.trained``
-    false), or its validation AP50, where it was saved (or why not) and the ``name``
-    Predict lists it under."""
+    """What a training run produced, for a notification.
+
+    No model (``result.trained`` false), or its validation AP50, where it was saved (or
+    why not) and the ``name`` Predict lists it under.
+
+    Parameters
+    ----------
+    result : TrainResult
+        The finished run (``trained``, ``stopped_by``, ``model``, ``saved_to``,
+        ``save_error``).
+    name : str or None
+        The session model's name in Predict.
+
+    Returns
+    -------
+    str
+        One notification text.
+    """
     ended = result.stopped_by.replace("_", " ")
     if not result.trained:
         return (
@@ -110,8 +160,23 @@ def outcome_message(result: Any, name: str | None) -> str:
 
 
 def error_message(err: Exception, what: str) -> str:
-    """The notification for an exception a worker raised while doing ``what``: a user
-    error as it is, running out of memory with what to change, anything else logged."""
+    """The notification for an exception a worker raised while doing ``what``.
+
+    A user error as it is, running out of memory with what to change, anything else
+    logged (with its traceback) and named.
+
+    Parameters
+    ----------
+    err : Exception
+        What the worker raised.
+    what : str
+        The work, capitalised ("Training").
+
+    Returns
+    -------
+    str
+        One notification text.
+    """
     from ...core.predict import is_out_of_memory
 
     if isinstance(err, UNetCellsError):
