@@ -8,7 +8,8 @@ the in-memory prediction (``core/predict.py``).
 ``predict_file`` reads a TIFF or zarr (OME-Zarr) image, segments it (in memory or with
 dask) and writes the labels atomically, never over an existing file; it is what
 ``unet-cells predict`` runs, on the current dask scheduler (e.g. a dask.distributed
-Client).
+Client). Reading and writing the files is core/image_files.py (``file_kind``,
+``open_image``, ``write_array``, ``check_output``, re-exported here).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ import numpy as np
 from .config import InstanceConfig, PredictConfig
 from .diameter import estimate_diameter
 from .errors import UNetCellsError
-from .fileio import check_new_output, commit, remove_quietly, reserve_sibling, reserve_sibling_dir
+from .fileio import remove_quietly
+from .image_files import TIFF_SUFFIXES as TIFF_SUFFIXES
+from .image_files import ZARR_SUFFIXES as ZARR_SUFFIXES
+from .image_files import check_output, open_image, write_array
+from .image_files import file_kind as file_kind
 from .normalize import NormalizationParams, apply_normalization, normalization_params, normalize
 from .predict import predict_iter, probabilities_on_image_grid
 from .predictor import (
@@ -53,7 +58,23 @@ logger = logging.getLogger(__name__)
 
 
 def plane_sample(array: Any, max_values: int = 1 << 20) -> np.ndarray:
-    """A regular subsample of a (Y, X) array-like (numpy, dask or zarr): <= ``max_values``."""
+    """A regular subsample of a (Y, X) array-like with at most ``max_values`` values.
+
+    The same step is taken along Y and X; a dask array is computed (only the sampled
+    pixels are read).
+
+    Parameters
+    ----------
+    array : array_like
+        (..., Y, X) numpy, dask or zarr array.
+    max_values : int
+        Upper bound on the sampled (Y, X) pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., ceil(Y / s), ceil(X / s)) with step s >= 1, the input's dtype.
+    """
     height, width = array.shape[-2:]
     step = max(1, math.ceil(math.sqrt(height * width / max_values)))
     sample = array[..., ::step, ::step]
@@ -239,8 +260,22 @@ def predict_probabilities_dask(
 def align_chunks(image, step: int, reach: int, chunk: int | None = None):
     """Rechunk a 2D dask array: regular chunks, multiples of ``step``, all > ``reach`` px.
 
-    chunk: wanted chunk size (px); default: the array's largest chunk. Returns ``image``
-    itself if its chunks already qualify.
+    Parameters
+    ----------
+    image : dask.array.Array
+        (Y, X), any chunks.
+    step : int
+        Chunk sizes are multiples of this, px (``2**depth``: chunks start on the pooling
+        grid).
+    reach : int
+        Every chunk, the last included, is larger than this, px (the overlap).
+    chunk : int, optional
+        Wanted chunk size, px; default: the array's largest chunk.
+
+    Returns
+    -------
+    dask.array.Array
+        ``image`` itself if its chunks already qualify, else a rechunked view.
     """
     new_chunks = []
     for axis, length in enumerate(image.shape):
@@ -264,128 +299,6 @@ def align_chunks(image, step: int, reach: int, chunk: int | None = None):
         new_chunks.append(tuple(sizes))
     new_chunks = tuple(new_chunks)
     return image if new_chunks == image.chunks else image.rechunk(new_chunks)
-
-
-# --------------------------------------------------------------------------------------
-# files: TIFF and zarr (incl. OME-Zarr) in and out
-# --------------------------------------------------------------------------------------
-
-TIFF_SUFFIXES = (".tif", ".tiff")
-ZARR_SUFFIXES = (".zarr",)
-
-
-def file_kind(path: str | Path) -> str:
-    """ "tiff" or "zarr" from a path's suffix (a folder without suffix counts as zarr)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        return "tiff"
-    if suffix in ZARR_SUFFIXES or (path.is_dir() and suffix == ""):
-        return "zarr"
-    raise UNetCellsError(
-        f"{path}: unsupported format {suffix or '(no suffix)'!r}; use a TIFF (.tif, .tiff) "
-        "or zarr (.zarr) file."
-    )
-
-
-def open_image(path: str | Path) -> np.ndarray | dask.array.Array:
-    """Open an image file: TIFF -> numpy array; zarr / OME-Zarr -> lazy dask array.
-
-    OME-Zarr: the full-resolution array of the first multiscale image; singleton leading
-    axes (t, c, z of size 1) are dropped. Raises UNetCellsError with one clear line for a
-    missing, unreadable or empty file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UNetCellsError(f"{path} does not exist; check the path.")
-    kind = file_kind(path)
-    if kind == "tiff":
-        import tifffile
-
-        try:
-            image = tifffile.imread(path)
-        except Exception as err:  # tifffile raises many types for damaged files
-            raise UNetCellsError(
-                f"{path}: cannot read it as a TIFF image ({err}); is the file complete? Save "
-                "it again as TIFF (e.g. File > Save As > Tiff in Fiji)."
-            ) from None
-    else:
-        image = _open_zarr(path)
-    if 0 in image.shape:
-        raise UNetCellsError(
-            f"{path}: the image is empty (shape {image.shape}); check that the file holds "
-            "image data."
-        )
-    return image
-
-
-def _open_zarr(path: Path):
-    import dask.array as da
-    import zarr
-
-    try:
-        node = zarr.open(str(path), mode="r")
-    except Exception as err:  # zarr raises several types for foreign folders
-        raise UNetCellsError(
-            f"{path}: cannot read it as a zarr array or group ({err}); give the folder of a "
-            "zarr array or an OME-Zarr image."
-        ) from None
-    if isinstance(node, zarr.Group):
-        attrs = dict(node.attrs)
-        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-        if multiscales:
-            key = multiscales[0]["datasets"][0]["path"]
-        else:
-            arrays = sorted(name for name, _ in node.arrays())
-            if len(arrays) != 1:
-                raise UNetCellsError(
-                    f"{path}: a zarr group with {len(arrays)} arrays and no OME-Zarr "
-                    "multiscales metadata; give the path of one array."
-                )
-            key = arrays[0]
-        node = node[key]
-    image = da.from_zarr(node)
-    while image.ndim > 2 and image.shape[0] == 1:
-        image = image[0]
-    return image
-
-
-def write_array(array: Any, path: Path) -> None:
-    """Write a numpy or dask array to TIFF or zarr (by suffix), atomically.
-
-    The data go to a reserved sibling (a file for TIFF, a folder holding the zarr) that is
-    fsynced and renamed to ``path`` when complete (``core.fileio.commit``); ``path``
-    appearing meanwhile is an error, not overwritten. On any error nothing is left.
-    """
-    path = Path(path)
-    if file_kind(path) == "tiff":
-        import tifffile
-
-        tmp = reserve_sibling(path)
-        try:
-            data = array.compute() if hasattr(array, "compute") else array
-            tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack")  # never RGB
-            commit(tmp, path)
-        finally:
-            remove_quietly(tmp)
-        return
-    import dask.array as da
-
-    folder = reserve_sibling_dir(path)
-    try:
-        lazy = array if hasattr(array, "compute") else da.from_array(array)
-        lazy.to_zarr(str(folder / path.name))
-        commit(folder / path.name, path)
-    finally:
-        remove_quietly(folder)
-
-
-def check_output(path: Path) -> None:
-    """Refuse an output path that exists, has an unknown format or no parent folder."""
-    file_kind(path)
-    check_new_output(
-        Path(path), hint="choose another output name (existing files are never overwritten)"
-    )
 
 
 def predict_file(
@@ -474,9 +387,31 @@ def predict_file_iter(
     channel: int | None = None,
     stop: StopFlag = None,
 ) -> Generator[PredictProgress, None, dict[str, Any] | None]:
-    """``predict_file`` as a generator of per-tile ``PredictProgress`` events (TIFF input;
-    chunked zarr input yields none) that checks ``stop`` between tiles; returns the same
-    summary dict, or None when stopped (then nothing is written)."""
+    """``predict_file`` as a generator of per-tile ``PredictProgress`` events.
+
+    TIFF input yields an event per tile and checks ``stop`` between tiles; chunked zarr
+    input yields none. Outputs are checked before any work and never overwritten.
+
+    Parameters
+    ----------
+    source, output, model, config, instances, probabilities, chunk, diameter
+        As for :func:`predict_file`.
+    channel_axis, channel : int, optional
+        As for :func:`predict_file`.
+    stop : StopFlag
+        Checked between tiles (TIFF input).
+
+    Returns
+    -------
+    dict of str to Any, or None
+        The generator's value: the same summary as ``predict_file``, or None when stopped
+        (then nothing is written).
+
+    Raises
+    ------
+    UNetCellsError
+        As :func:`predict_file`.
+    """
     source, output = Path(source), Path(output)
     from .instances import instance_defaults
 
@@ -576,7 +511,22 @@ def _chunked_scale_messages(image, model, instances, config, diameter) -> list[s
 
 
 def labels_dask_from(probs, instances: InstanceConfig, workdir: Path):
-    """``core.instances.labels_dask`` (kept here so the file path reads top-down)."""
+    """``core.instances.labels_dask`` (kept here so the file path reads top-down).
+
+    Parameters
+    ----------
+    probs : dask.array.Array
+        float (Y, X) cell probabilities in [0, 1].
+    instances : InstanceConfig
+        The post-processing settings.
+    workdir : Path
+        A folder that must exist until the result is computed.
+
+    Returns
+    -------
+    dask.array.Array
+        int32 (Y, X) instance labels, lazy.
+    """
     from .instances import labels_dask
 
     return labels_dask(probs, instances, workdir)
