@@ -259,6 +259,52 @@ def figure_dock_predict(out_dir: Path, quick: bool = False) -> list[Path]:
     return _predict_scene(Path(out_dir), "dock_predict", grid=True)
 
 
+def figure_measure(out_dir: Path, quick: bool = False) -> list[Path]:
+    """Per-cell measurements after one Predict run: the dock's cell count and area
+    histogram with its largest bar clicked (those cells highlighted, the others dimmed), and
+    napari's own features table of the labels layer docked below the canvas."""
+    from qtpy.QtCore import Qt
+
+    out = Path(out_dir)
+    errors = _Errors()
+    viewer = _new_viewer()
+    try:
+        image, truth = _open_sample(viewer)
+        truth.visible = False
+        _, widget = _run_predict(viewer, image)
+        panel = widget.measure_panel
+        _wait(lambda: panel.worker is None and panel.table is not None, 60, "the measurement")
+        errors.check()
+        labels = widget.labels_layer
+        viewer.layers.selection.active = labels  # the features table follows it
+        table_dock, _ = viewer.window.add_plugin_dock_widget("napari", "Features table widget")
+        qt_window = viewer.window._qt_window
+        qt_window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, table_dock)
+        qt_window.resizeDocks([table_dock], [230], Qt.Orientation.Vertical)
+        bar = int(np.argmax(panel.histogram.counts))
+        panel.select_bar(bar)  # what a click on the bar does
+        _process(0.2)
+        widget.native.ensureWidgetVisible(panel.histogram)  # the dock scrolls to it
+        widget.native.horizontalScrollBar().setValue(0)
+        shape = np.asarray(image.data).shape
+        _zoom(viewer, (shape[0] / 2, shape[1] / 2), max(shape) / 1.6, cover=True)
+        path = _grab(viewer, out / "measure.png")
+        FACTS["measure"] = {
+            "cells": int(np.asarray(labels.data).max()),
+            "rows": len(labels.features),
+            "columns": list(labels.features.columns),
+            "histogram": panel.column.value,
+            "highlighted": len(panel.selected_labels),
+            "bar_count": int(panel.histogram.counts[bar]),
+            "summary": panel.summary.value,
+            "seconds": panel.seconds,
+        }
+        return [path]
+    finally:
+        _close(viewer)
+        errors.close()
+
+
 # -- Weight Map ------------------------------------------------------------------------------
 
 
@@ -527,6 +573,7 @@ def _qimage_to_pil(image):
 FIGURES: dict[str, Callable[..., list[Path]]] = {
     "overview": figure_overview,
     "dock_predict": figure_dock_predict,
+    "measure": figure_measure,
     "dock_weightmap": figure_dock_weightmap,
     "dock_finetune": figure_dock_finetune,
     "dock_annotate": figure_dock_annotate,

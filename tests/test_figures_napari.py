@@ -86,3 +86,14 @@ def test_dock_annotate_mid_correction(figures, tmp_path):
     assert facts["points"] >= 1
     assert facts["cells"] == facts["predicted_cells"] + 1 + facts["points"]
     assert "merged by prediction" in facts["summary"]
+
+
+def test_measure_shows_the_histogram_and_the_features_table(figures, tmp_path):
+    rgb, facts = _run(figures, "measure", tmp_path)
+    assert facts["cells"] > 10 and facts["rows"] == facts["cells"]
+    assert facts["columns"][:2] == ["index", "label"] and facts["histogram"] == "area_px"
+    assert facts["highlighted"] == facts["bar_count"] > 0
+    assert facts["summary"].startswith(f"{facts['cells']} cells in 'synthetic nuclei cells'")
+    # the highlighted cells: bright yellow on the canvas
+    yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 160) & (rgb[..., 2] < 80)
+    assert yellow.sum() > 1000

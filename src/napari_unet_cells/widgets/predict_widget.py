@@ -32,6 +32,7 @@ from ._window import short_dock_title
 from .predict.folder_panel import FolderPanel
 from .predict.grid import TileGridOverlay, dock_grid
 from .predict.inputs import InputsPanel
+from .predict.measure_panel import MeasurePanel
 from .predict.output import OutputLayers, Source, ask_to_replace, probabilities_on_grid
 from .predict.postprocess import PostProcessPanel
 from .predict.run_panel import RunPanel, result_text
@@ -93,6 +94,8 @@ class PredictWidget(Container):
             for name in names.split():
                 setattr(self, name, getattr(getattr(self, panel), name))
         self.extend([*self.inputs.widgets, *self.post.widgets, *self.controls.widgets])
+        self.measure_panel = MeasurePanel(napari_viewer)  # per-cell table, histogram
+        self.extend(self.measure_panel.widgets)
         self.extend(self.folder.widgets)  # folded: a whole folder to files
         self._connect()
         self.apply_model_defaults()
@@ -339,6 +342,7 @@ class PredictWidget(Container):
         made = self.outputs.write_labels(self._source, labels, new_run)
         if (made or new_run) and self._source.layer in self.viewer.layers:
             self.workspace.add_prediction(self._source.layer, self.labels_layer)
+        self.measure_panel.measure(self.labels_layer, self._source.layer)  # features
 
     def _write_probabilities(self) -> None:
         if self.probabilities is not None:

@@ -92,7 +92,7 @@ class OutputLayers:
                     labels, name=name, metadata={L.ROLE_KEY: "prediction"}, **geometry
                 )
                 layer.events.paint.connect(self._on_user_edit)
-                layer.events.set_data.connect(self._on_user_edit)
+                layer.events.data.connect(self._on_user_edit)  # set_data: any redraw
                 made = True
             else:
                 layer.data = labels
