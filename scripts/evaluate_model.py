@@ -14,7 +14,11 @@ held-out stress suite (``--sets``, all by default):
 - "low_contrast": soft-edged, dim nuclei in 8-bit values stored as 16-bit, with a few
   saturated outliers that leave ordinary nuclei dim after percentile normalisation,
   nucleoli, and a bright background;
-- "dense": crowded clusters of touching nuclei with faint or no seams.
+- "dense": crowded clusters of touching nuclei with faint or no seams;
+- "rescaled_0.5x", "rescaled_2x", "rescaled_3x": a default image resampled as a whole
+  (its blur, noise and nuclei together), as a real image taken at another magnification
+  or resized; the "scale_*" sets instead draw smaller or larger nuclei with the default
+  blur and noise, which at 0.5x blurs 5-px nuclei far more than a microscope would.
 
 Prediction uses the model's defaults (``diameter="auto"``). Metrics per set, pooled over its
 images: AP at IoU 0.5 and 0.75 (TP / (TP + FP + FN)), foreground IoU, the fraction of
@@ -85,6 +89,11 @@ STRESS_SETS = {
     "dense": dataclasses.replace(
         DEFAULT, coverage=0.6, cluster_fraction=0.95, border_dip=(0.85, 1.0)
     ),
+    # a default image rescaled as a whole (blur and noise scale with it), as a real image
+    # taken at another magnification or resized: what the real-image check does
+    "rescaled_0.5x": 0.5,
+    "rescaled_2x": 2.0,
+    "rescaled_3x": 3.0,
 }
 
 
@@ -93,8 +102,22 @@ def test_images(kind: str, n: int, size: int, seed: int = 0):
     index = list(STRESS_SETS).index(kind)
     rng = np.random.default_rng([seed, TEST_STREAM, index])
     for _ in range(n):
+        if isinstance(STRESS_SETS[kind], float):
+            yield _rescaled(STRESS_SETS[kind], size, rng)
+            continue
         config = STRESS_SETS[kind] or random_config(rng)
         yield synthetic_cells((size, size), seed=rng, config=config)
+
+
+def _rescaled(factor: float, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A default-look image of ``size / factor`` px resampled to ``size`` px (bilinear,
+    anti-aliased when shrinking; labels by nearest neighbour, no cell lost)."""
+    from napari_unet_cells.core.scale import labels_to_shape, resize_plane
+
+    source = round(size / factor)
+    image, labels = synthetic_cells((source, source), seed=rng, config=DEFAULT)
+    resized = resize_plane(image.astype(np.float32), (size, size))
+    return resized, labels_to_shape(labels, (size, size))
 
 
 def evaluate_set(model, kind: str, n: int, size: int, **predict_kwargs) -> dict:

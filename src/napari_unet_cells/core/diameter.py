@@ -128,19 +128,25 @@ def estimate_diameter(
         return ScaleChoice(), None, None
     plane = plane if plane.ndim == 3 else plane[..., None]
     height, width = plane.shape[:2]
-    factor, measured, scores, whole = 1.0, None, None, False
-    unsure = False
-    for _ in range(MAX_PASSES):
-        side = max(1, int(ESTIMATE_CROP / factor))
+
+    def measure_at(factor: float, crop: int = ESTIMATE_CROP):
+        """(scores, labels, seen diameter in resampled px, whole) of the central crop
+        (``crop`` px once resampled) resampled by ``factor``; scores None when stopped."""
+        side = max(1, int(crop / factor))
         ch, cw = min(side, height), min(side, width)
         y0, x0 = (height - ch) // 2, (width - cw) // 2
         crop = resize_plane(plane[y0 : y0 + ch, x0 : x0 + cw], scaled_shape((ch, cw), factor))
         scores = _score_plane(crop, model, predictor, tile, stop)
         if scores is None:
-            return ScaleChoice(factor, measured, reference, True), None, None
-        whole = (ch, cw) == (height, width)
+            return None, None, None, False
         labels = plane_labels(scores, instances)[0]
-        seen = typical_diameter(labels)
+        return scores, labels, typical_diameter(labels), (ch, cw) == (height, width)
+
+    factor, measured, scores, labels, seen, whole = _first_pass(measure_at, reference)
+    if scores is None:
+        return ScaleChoice(factor, None, reference, True), None, None
+    unsure = False
+    for _ in range(MAX_PASSES):
         if seen is None:
             break
         previous, measured = measured, seen / factor
@@ -151,7 +157,9 @@ def estimate_diameter(
         if 1 / TOLERANCE <= seen / reference <= TOLERANCE:
             break
         factor = factor_for(measured, reference)
-        scores = None
+        scores, labels, seen, whole = measure_at(factor)
+        if scores is None:
+            return ScaleChoice(factor, measured, reference, True), None, None
     if unsure:
         message = (
             "Could not measure the cell size consistently (objects of "
@@ -162,6 +170,43 @@ def estimate_diameter(
         return ScaleChoice(1.0, None, reference, True, message), None, None
     choice = _estimated_choice(factor, measured, reference)
     return (choice, scores, labels) if whole and scores is not None else (choice, None, None)
+
+
+#: The first pass. Real nuclei measure about the same (in image px) at any scale where the
+#: network sees them well; large, blurry nuclei at their own scale come out as fragments
+#: of about the model's cell size, which grow several-fold once the image is shrunk. So
+#: the crop is measured at its own scale and shrunk 2x, 4x, 8x until two neighbouring
+#: scales agree within ``PLATEAU``; of that pair, the scale whose objects are closest to
+#: the model's size is used. Shrunk probes use a smaller crop (``PROBE_CROP`` px once
+#: shrunk): on an ordinary image the only extra cost is one small 2x-shrunk pass.
+PROBE_FACTORS = (1.0, 0.5, 0.25, 0.125)
+PROBE_CROP = 384
+PLATEAU = 1.5
+
+
+def _first_pass(measure_at, reference: float):
+    """(factor, measured (None), scores, labels, seen, whole) of the first pass (see
+    ``PROBE_FACTORS``); the image's own scale when no two scales agree or no cells are
+    found. scores is None when stopped."""
+    probes = []  # (factor, scores, labels, seen, whole)
+    for factor in PROBE_FACTORS:
+        crop = ESTIMATE_CROP if factor == 1.0 else PROBE_CROP
+        scores, labels, seen, whole = measure_at(factor, crop)
+        if scores is None:
+            return factor, None, None, None, None, False
+        probes.append((factor, scores, labels, seen, whole and crop == ESTIMATE_CROP))
+        if seen is None:
+            if factor == 1.0:
+                continue  # nothing at its own scale: maybe whole nuclei once shrunk
+            break
+        if len(probes) >= 2 and probes[-2][3] is not None:
+            finer = probes[-2][3] / probes[-2][0]
+            coarser = seen / factor
+            if max(finer / coarser, coarser / finer) < PLATEAU:
+                pair = probes[-2:]
+                pick = min(pair, key=lambda p: abs(np.log(p[3] / reference)))
+                return pick[0], None, *pick[1:]
+    return 1.0, None, *probes[0][1:]
 
 
 def _estimated_choice(factor: float, measured: float | None, reference: float) -> ScaleChoice:
