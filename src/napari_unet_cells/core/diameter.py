@@ -154,9 +154,12 @@ def estimate_diameter(
             # real cells measure the same at any scale; texture or noise does not
             factor, scores, unsure = 1.0, None, True
             break
-        if 1 / TOLERANCE <= seen / reference <= TOLERANCE:
-            break
-        factor = factor_for(measured, reference)
+        wanted = factor_for(measured, reference)
+        if 1 / TOLERANCE <= seen / reference <= TOLERANCE and (
+            factor == 1.0 or abs(np.log(wanted / factor)) < np.log(1.1)
+        ):
+            break  # near the model's size (a shrunk probe is brought to it exactly)
+        factor = wanted
         scores, labels, seen, whole = measure_at(factor)
         if scores is None:
             return ScaleChoice(factor, measured, reference, True), None, None
