@@ -27,6 +27,11 @@ def _fast(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+#: choose the best validated step and stop early whatever the number of validation
+#: cells, and no weight averaging (the behaviour before 2026-12-02)
+_CHOOSE_BEST = dict(min_val_cells=0, average_from=None)
+
+
 def _weights(net):
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
@@ -49,9 +54,10 @@ def test_events_provenance_and_the_callers_model_is_untouched(samples, tiny_conf
     before = _weights(start.net)
     events = list(_drain(T.train_iter(samples, start, _fast(), device="cpu")))
     kinds = [e.kind for e in events]
+    # the last validation: the weights averaged over steps 2-4
     assert kinds == [
         "start", "tuning", "tuning", "step", "step", "validation", "step", "step",
-        "validation", "tuning", "done",
+        "validation", "validation", "tuning", "done",
     ]  # fmt: skip
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps] == [1, 2, 3, 4]
@@ -98,7 +104,8 @@ def test_stop_request_returns_the_best_model_so_far(samples, tiny_config, monkey
 
     monkeypatch.setattr(T, "validate", fake_validate)
     stop = threading.Event()
-    gen = T.train_iter(samples, tiny_config, _fast(steps=100, validate_every=2), stop=stop)
+    config = _fast(steps=100, validate_every=2, **_CHOOSE_BEST)
+    gen = T.train_iter(samples, tiny_config, config, stop=stop)
     for ev in gen:
         if ev.kind == "step" and ev.step == 5:
             stop.set()  # the user presses Stop after step 5
@@ -121,10 +128,87 @@ def test_early_stopping_after_patience(samples, tiny_config, monkeypatch):
         lambda *a, **k: {"loss": 1.0, "ap50": next(scores), "fg_iou": 0.0},
     )
     result = T.run(
-        T.train_iter(samples, tiny_config, _fast(steps=50, validate_every=1, patience=2))
+        T.train_iter(
+            samples, tiny_config, _fast(steps=50, validate_every=1, patience=2, **_CHOOSE_BEST)
+        )
     )
     assert result.stopped_by == "early_stopping" and result.steps == 3
     assert result.best_step == 1 and len(result.history) == 3
+
+
+def _record_weights(monkeypatch):
+    """Patch the optimiser step to keep a copy of the weights after every step."""
+    after = []
+    real = T.optimiser_step
+
+    def step(state):
+        out = real(state)
+        after.append(_weights(state.net))
+        return out
+
+    monkeypatch.setattr(T, "optimiser_step", step)
+    return after
+
+
+def _falling_scores(monkeypatch):
+    """Validation AP50 that falls with every validation (noise picking the first)."""
+    scores = iter(np.linspace(0.9, 0.1, 50))
+    monkeypatch.setattr(
+        T,
+        "validate",
+        lambda *a, **k: {"loss": 1.0, "ap50": float(next(scores)), "fg_iou": 0.0, "n_true": 5.0},
+    )
+
+
+def test_few_validation_cells_keep_the_averaged_final_weights(samples, tiny_config, monkeypatch):
+    after = _record_weights(monkeypatch)
+    _falling_scores(monkeypatch)
+    # the held-out strip of the small image has far fewer than min_val_cells (100) cells:
+    # no early stop (patience 1 would stop at the 2nd validation), no best-step choice
+    config = _fast(steps=6, validate_every=1, patience=1, tune_post_processing=False)
+    result = T.run(T.train_iter(samples, tiny_config, config, device="cpu"))
+    assert result.stopped_by == "steps" and result.steps == 6 and result.best_step == 6
+    # the mean of the weights after steps 3..6 (from half of the budget on)
+    expected = {k: torch.stack([w[k] for w in after[2:]]).mean(0) for k in after[0]}
+    got = _weights(result.model.net)
+    assert all(torch.allclose(got[k], expected[k], atol=1e-6) for k in got)
+    assert any(not torch.allclose(got[k], after[-1][k]) for k in got)
+    # the result's metrics are the last validation's: the averaged weights'
+    assert result.best_metrics["step"] == 6.0
+    assert result.best_metrics["ap50"] == result.history[-1]["ap50"]
+    assert len(result.history) == 7  # 6 during training, one of the averaged weights
+    training = result.model.provenance["training"]
+    assert training["selection"] == "final weights" and training["averaged_steps"] == 4
+    assert 0 < training["validation_cells"] < 100
+
+
+def test_without_averaging_the_last_step_is_kept(samples, tiny_config, monkeypatch):
+    after = _record_weights(monkeypatch)
+    _falling_scores(monkeypatch)
+    config = _fast(steps=4, average_from=None, tune_post_processing=False)
+    result = T.run(T.train_iter(samples, tiny_config, config, device="cpu"))
+    got = _weights(result.model.net)
+    assert all(torch.equal(got[k], after[-1][k]) for k in got)
+    assert result.model.provenance["training"]["averaged_steps"] == 0
+
+
+def test_enough_validation_cells_choose_the_best_step(samples, tiny_config, monkeypatch):
+    after = _record_weights(monkeypatch)
+    _falling_scores(monkeypatch)
+    config = _fast(steps=4, validate_every=1, min_val_cells=1, tune_post_processing=False)
+    result = T.run(T.train_iter(samples, tiny_config, config, device="cpu"))
+    # the first validation scored best: its weights are kept, not the averaged ones
+    assert result.best_step == 1 and result.best_metrics["ap50"] == pytest.approx(0.9)
+    got = _weights(result.model.net)
+    assert all(torch.equal(got[k], after[0][k]) for k in got)
+    assert result.model.provenance["training"]["selection"] == "best validation"
+
+
+def test_averaging_settings_are_checked():
+    with pytest.raises(UNetCellsError, match="average_from"):
+        TrainConfig(average_from=1.0)
+    with pytest.raises(UNetCellsError, match="min_val_cells"):
+        TrainConfig(min_val_cells=-1)
 
 
 class _Clock:

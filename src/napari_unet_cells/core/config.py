@@ -388,6 +388,16 @@ class TrainConfig:
         size and confidence) with the best AP50 on the validation data
         (``core.instances.tune_instances``): before training, to validate with them, and
         after (skipped after Stop), to store them in the model.
+    average_from: the model returned is the average of the weights after every step
+        from this share of the budget on (stochastic weight averaging over the cosine
+        schedule's tail; default the last half); None: the weights of a single step.
+    min_val_cells: the best validated step is chosen, and training stops early, only
+        when the validation data holds at least this many cells. With fewer, one
+        validation's AP50 is too noisy to choose by (a strip of ~10 cells picked models
+        0.1 AP50 apart in identical runs, docs/finetune.md): the whole budget is trained
+        and the final (averaged) weights are kept; validation still draws the curve and
+        chooses the post-processing. 0 with ``average_from=None``: the behaviour before
+        2026-12-02 (always the best validated step, early stopping).
     """
 
     steps: int | None = 500
@@ -409,6 +419,8 @@ class TrainConfig:
     weight_map: WeightMapConfig = WeightMapConfig()
     seed: int = 0
     tune_post_processing: bool = True
+    average_from: float | None = 0.5
+    min_val_cells: int = 100
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -448,6 +460,13 @@ class TrainConfig:
             raise UNetCellsError(
                 f"warmup_steps must be >= 0 and final_lr_fraction in [0, 1], got "
                 f"{self.warmup_steps}, {self.final_lr_fraction}."
+            )
+        if (self.average_from is not None and not 0 <= self.average_from < 1) or (
+            self.min_val_cells < 0
+        ):
+            raise UNetCellsError(
+                f"average_from must be in [0, 1) or None and min_val_cells >= 0, got "
+                f"{self.average_from}, {self.min_val_cells}."
             )
         if self.augment_strength < 0:
             raise UNetCellsError(f"augment_strength must be >= 0, got {self.augment_strength}.")

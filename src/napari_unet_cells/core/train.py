@@ -65,6 +65,7 @@ from .instances import tune_instances
 from .progress import StopFlag, run, stop_requested  # noqa: F401  (re-exported)
 from .tiling import dependency_reach
 from .train_run import (
+    Best,
     TrainEvent,
     TrainEventKind,
     TrainingRun,
@@ -215,6 +216,7 @@ def _train(state: TrainingRun) -> Generator[TrainEvent, None, None]:
             state.stopped_by = reason
             return
         loss, lr = optimiser_step(state)
+        state.update_average()
         yield state.event("step", loss=loss, lr=lr)
         if state.regions and state.step % state.config.validate_every == 0:
             metrics = _validate(state)
@@ -241,7 +243,14 @@ def _validate(state: TrainingRun) -> dict[str, float] | None:
 
 
 def _validate_last(state: TrainingRun) -> Generator[TrainEvent, None, None]:
-    """A last validation, so that the final weights compete too (also after a stop)."""
+    """A last validation, so that the final weights compete too (also after a stop).
+
+    The final weights are the running average (``TrainConfig.average_from``) when more
+    than one step was averaged.
+    """
+    if state.average is not None and state.average.count > 1:
+        state.average.load_into(state.net)
+        state.last_validated = -1  # new weights: validate them
     if state.regions and state.step > 0 and state.last_validated != state.step:
         metrics = _validate(state)
         if metrics is not None:
@@ -249,8 +258,15 @@ def _validate_last(state: TrainingRun) -> Generator[TrainEvent, None, None]:
 
 
 def _load_best(state: TrainingRun) -> None:
-    """Put the best validated weights into the network (the last ones if none was)."""
-    if state.best.state is not None:
+    """Put the best validated weights into the network (the last ones if none was).
+
+    With fewer validation cells than ``TrainConfig.min_val_cells`` the final (averaged)
+    weights are kept, with their validation as the result's metrics.
+    """
+    if not state.choose_best:
+        final = state.last_metrics if state.last_validated == state.step else None
+        state.best = Best(metrics=final, step=state.step)
+    elif state.best.state is not None:
         state.net.load_state_dict(state.best.state)
     else:
         state.best.step = state.step

@@ -122,6 +122,33 @@ class Best:
     bad_validations: int = 0
 
 
+class WeightAverage:
+    """The running mean of a network's floating-point weights (stochastic weight
+    averaging, Izmailov et al. 2018), kept on the network's device.
+
+    Parameters
+    ----------
+    net : the network whose current weights start the average.
+    """
+
+    def __init__(self, net: nn.Module):
+        self.count = 1
+        self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def add(self, net: nn.Module) -> None:
+        """Add ``net``'s current weights to the mean (other tensors keep the first)."""
+        self.count += 1
+        with torch.no_grad():
+            for key, value in net.state_dict().items():
+                mean = self.state[key]
+                if mean.is_floating_point():
+                    mean.add_(value.detach() - mean, alpha=1.0 / self.count)
+
+    def load_into(self, net: nn.Module) -> None:
+        """Put the averaged weights into ``net``."""
+        net.load_state_dict(self.state)
+
+
 @dataclass(eq=False)
 class TrainingRun:
     """The state of one training run (made by ``prepare_run``).
@@ -153,6 +180,9 @@ class TrainingRun:
     started: str
     start_wall: float
     tuned_before: bool = False  # ``post`` was chosen on the validation data
+    val_cells: int = 0  # cells in the validation regions (ignored ones count too)
+    average: WeightAverage | None = None  # the running average of the weights
+    last_metrics: dict[str, float] | None = None  # the latest validation
     step: int = 0
     stopped_by: str = "steps"
     last_validated: int = -1
@@ -226,6 +256,7 @@ class TrainingRun:
         """
         self.last_validated = self.step
         metrics = {**metrics, "step": float(self.step)}
+        self.last_metrics = metrics
         self.history.append({**metrics, "elapsed_s": self.elapsed()})
         if is_better(metrics, self.best.metrics):
             state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
@@ -234,10 +265,28 @@ class TrainingRun:
             self.best.bad_validations += 1
         return metrics
 
+    @property
+    def choose_best(self) -> bool:
+        """Whether the best validated weights are kept (and early stopping applies):
+        only with at least ``config.min_val_cells`` validation cells."""
+        return bool(self.regions) and self.val_cells >= self.config.min_val_cells
+
     def patience_spent(self) -> bool:
-        """True when early stopping is due (``config.patience`` validations not better)."""
+        """True when early stopping is due (``config.patience`` validations not better,
+        and validation has enough cells to choose by)."""
         patience = self.config.patience
-        return patience is not None and self.best.bad_validations >= patience
+        return self.choose_best and patience is not None and self.best.bad_validations >= patience
+
+    def update_average(self) -> None:
+        """Add the current weights to the running average, from ``config.average_from``
+        of the budget on (a no-op without it)."""
+        start = self.config.average_from
+        if start is None or self.progress() < start:
+            return
+        if self.average is None:
+            self.average = WeightAverage(self.net)
+        else:
+            self.average.add(self.net)
 
     def restore_network(self) -> None:
         """Put the plain dropout layer back and move the network to the CPU."""
@@ -288,6 +337,7 @@ def prepare_run(
     rng = np.random.default_rng(config.seed)
     dropout_gen = torch.Generator(device=torch_device).manual_seed(config.seed)
     post = instance_defaults(start_model)  # the model's recommended post-processing
+    val_cells = sum(len(np.unique(r.labels[r.labels > 0])) for r in regions)
     net = start_model.net
     original_dropout = net.dropout
     net.dropout = SeededDropout(original_dropout.p, dropout_gen)
@@ -314,6 +364,7 @@ def prepare_run(
         post=post,
         started=started,
         start_wall=start_wall,
+        val_cells=val_cells,
     )
 
 
@@ -379,6 +430,9 @@ def provenance(
             "steps": state.step,
             "best_step": state.best.step,
             "stopped_by": state.stopped_by,
+            "selection": "best validation" if state.choose_best else "final weights",
+            "averaged_steps": 0 if state.average is None else state.average.count,
+            "validation_cells": state.val_cells,
             "elapsed_s": round(elapsed_s, 2),
             "device": str(state.device),
             "tile": state.tile,
