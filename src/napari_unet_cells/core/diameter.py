@@ -156,9 +156,11 @@ def estimate_diameter(
             break
         wanted = factor_for(measured, reference)
         if 1 / TOLERANCE <= seen / reference <= TOLERANCE and (
-            factor == 1.0 or abs(np.log(wanted / factor)) < np.log(1.1)
+            factor >= 1.0 or abs(np.log(wanted / factor)) < np.log(1.1)
         ):
-            break  # near the model's size (a shrunk probe is brought to it exactly)
+            # near the model's size; a shrunk image is brought to it exactly (enlarging is
+            # not: the network sees enlarged small nuclei a little smaller each time)
+            break
         factor = wanted
         scores, labels, seen, whole = measure_at(factor)
         if scores is None:
