@@ -157,18 +157,17 @@ _CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
 def _convex_areas(plane: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Area (px) of each cell's convex hull: the polygon around its pixels' squares.
 
-    The hull of the corners of the cell's outline pixels, by ``scipy.spatial.ConvexHull``.
+    The hull of the corners of the pixels that end the cell's runs along each row, by
+    ``scipy.spatial.ConvexHull``.
     skimage's ``solidity`` counts the pixels whose centres fall in that hull instead, which
     is 1-7 % smaller on small nuclei and several times slower (it rasterises each hull).
     """
     from scipy.spatial import ConvexHull
 
-    padded = np.pad(plane, 1)
-    centre = padded[1:-1, 1:-1]
-    outline = np.zeros(plane.shape, bool)
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        outline |= padded[dy : dy + plane.shape[0], dx : dx + plane.shape[1]] != centre
-    ys, xs = np.nonzero(outline & (plane > 0))
+    # the hull of a cell's pixel squares is the hull of each row's end pixels
+    padded = np.pad(plane, ((0, 0), (1, 1)))
+    ends = (padded[:, :-2] != plane) | (padded[:, 2:] != plane)
+    ys, xs = np.nonzero(ends & (plane > 0))
     ids = plane[ys, xs]
     order = np.argsort(ids, kind="stable")
     points = np.stack([ys[order], xs[order]], axis=1).astype(np.float64)
