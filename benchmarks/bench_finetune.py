@@ -17,10 +17,17 @@ same run:
   (which chose the best step and the post-processing: optimistic) and on 3 test images
   used for neither, before and after fine-tuning. ``--optimizers adam sgd`` runs the same
   budget once per optimiser: the reference for the default choice.
+- ``stability``: the spread over repeated runs on one small image: fine-tune from the
+  bundled model on the left half of a 512 x 512 synthetic image of ~60 nuclei
+  (``random_config``) for each step budget, method (``METHODS``: TrainConfig fields) and
+  seed, and score AP50 of ``predict`` on the right half (seen by neither training,
+  validation nor the post-processing search); one line per run with the wall time per
+  step.
 
     python benchmarks/bench_finetune.py augment steps
     python benchmarks/bench_finetune.py quality --minutes 5 --optimizers adam sgd
     python benchmarks/bench_finetune.py quality --base path/to/bundled.npz --minutes 5
+    python benchmarks/bench_finetune.py stability --methods old new --threads 1 --out r.jsonl
 
 Run on a quiet machine; note ``uptime``'s load with the numbers.
 """
@@ -28,6 +35,7 @@ Run on a quiet machine; note ``uptime``'s load with the numbers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -214,6 +222,104 @@ def bench_quality(
         )
 
 
+#: the fine-tuning methods ``stability`` compares: TrainConfig fields over the defaults
+METHODS: dict[str, dict] = {
+    "old": {"average_from": None, "min_val_cells": 0},  # before 2026-12-02
+    "new": {},  # the defaults: final weights averaged over the last half
+}
+
+
+def stability_pair(index: int, size: int = 512, cells: tuple[int, int] = (45, 80)):
+    """A realistic synthetic image of ~60 nuclei (``random_config``, diameter 28-40 px)
+    of ``size`` x ``size`` px, redrawn until its cell count is within ``cells``."""
+    import dataclasses
+
+    from napari_unet_cells.core.synthetic import random_config
+
+    rng = np.random.default_rng(5000 + index)
+    while True:
+        config = random_config(rng, diameter=(28.0, 40.0))
+        config = dataclasses.replace(config, coverage=float(rng.uniform(0.15, 0.3)))
+        image, labels = synthetic_cells((size, size), seed=rng, config=config)
+        if cells[0] <= len(np.unique(labels)) - 1 <= cells[1]:
+            return image, labels
+
+
+def _test_ap50(model, image, labels) -> float:
+    """AP50 of ``predict`` (the model's stored post-processing) on one image."""
+    from napari_unet_cells.core.metrics import match
+    from napari_unet_cells.core.predict import predict
+
+    [m] = match(labels, predict(image, model, device="cpu"), 0.5)
+    return round(m.tp / max(1, m.tp + m.fp + m.fn), 4)
+
+
+def _with_post(model, post):
+    """``model`` with the post-processing ``post`` (a dict) instead of its own."""
+    import dataclasses
+
+    return dataclasses.replace(model, extra={**model.extra, "instances": post})
+
+
+def _stability_run(left, base, config) -> tuple:
+    """One fine-tuning run: (the TrainResult, its wall time, median s per step)."""
+    result, step_times = None, []
+    began = time.perf_counter()
+    for event in train_iter(left, base, config, device="cpu"):
+        if event.kind == "step":
+            step_times.append(event.elapsed_s)
+        if event.kind == "done":
+            result = event.result
+    median = float(np.median(np.diff(step_times))) if len(step_times) > 1 else None
+    return result, time.perf_counter() - began, median
+
+
+def bench_stability(base, methods, budgets, images, seeds, out=None, size=512) -> None:
+    """Train on the left half of a synthetic image from ``base`` for each step budget,
+    method and seed; score AP50 of ``predict`` on the right half (never seen in
+    training, validation or post-processing tuning), with the post-processing the run
+    stored and with the start model's. One JSON line per run (appended to ``out``)."""
+    from napari_unet_cells.core.checkpoint import load_model
+
+    half = size // 2
+    start_post = load_model(base).extra.get("instances")
+    for index in images:
+        image, labels = stability_pair(index, size)
+        left = as_samples(image[:, :half], labels[:, :half])
+        test = (image[:, half:], labels[:, half:])
+        ap_before = _test_ap50(base, *test)
+        for budget, method, seed in itertools.product(budgets, methods, seeds):
+            config = TrainConfig(steps=budget, seed=seed, **METHODS[method])
+            result, wall, per_step = _stability_run(left, base, config)
+            metrics = result.best_metrics or {}
+            record = dict(
+                bench="stability",
+                method=method,
+                overrides=METHODS[method],
+                image=index,
+                seed=seed,
+                budget=budget,
+                steps=result.steps,
+                best_step=result.best_step,
+                stopped_by=result.stopped_by,
+                val_ap50=round(metrics.get("ap50", -1), 4),
+                val_cells=int(metrics.get("n_true", -1)),
+                test_cells=len(np.unique(test[1])) - 1,
+                test_ap50_before=ap_before,
+                test_ap50=_test_ap50(result.model, *test),
+                test_ap50_start_post=_test_ap50(_with_post(result.model, start_post), *test),
+                post=result.model.extra.get("instances"),
+                wall_s=round(wall, 1),
+                s_per_step=round(wall / max(1, result.steps), 3),
+                s_per_step_median=None if per_step is None else round(per_step, 3),
+                validations=len(result.history),
+            )
+            emit(**record)
+            if out:
+                with open(out, "a") as fh:
+                    fh.write(json.dumps({**record, "load_1min": os.getloadavg()[0]}) + "\n")
+
+
 def pretrain(minutes: float, size: int, seed: int, path: str) -> str:
     """A stand-in for the bundled model while the plugin ships none: SCRATCH_CONFIG
     trained on 4 images of the generator's *default* look for ``minutes``."""
@@ -237,7 +343,7 @@ def pretrain(minutes: float, size: int, seed: int, path: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="+", choices=("augment", "steps", "quality"))
+    parser.add_argument("what", nargs="+", choices=("augment", "steps", "quality", "stability"))
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget")
     parser.add_argument("--steps", type=int, help="step budget instead of --minutes")
     parser.add_argument("--validate-every", type=int, default=25)
@@ -254,6 +360,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384, help="synthetic image size, px")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--methods", nargs="+", default=["old"], help="stability: METHODS")
+    parser.add_argument("--budgets", nargs="+", type=int, default=[100, 300, 800])
+    parser.add_argument("--images", nargs="+", type=int, default=[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", help="stability: append the JSON lines to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -262,6 +373,9 @@ def main() -> None:
     if "steps" in args.what:
         bench_steps(SCRATCH_CONFIG)
         bench_steps(ModelConfig(base=64, depth=4), steps=2, batch=1)
+    if "stability" in args.what:
+        base = args.base or "src/napari_unet_cells/core/models/nuclei_unet.npz"
+        bench_stability(base, args.methods, args.budgets, args.images, args.seeds, args.out)
     if "quality" in args.what:
         base = args.base
         if args.pretrain_minutes and base is None:
