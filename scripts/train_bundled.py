@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             warmup_steps=20 if round_index == 0 else 5,
             validate_every=60,
             patience=None,
+            # the recipe the shipped models were trained with: each round keeps its best
+            # validated step (6 validation images, hundreds of cells), no weight averaging
+            average_from=None,
+            min_val_cells=0,
             augment=AugmentConfig(scale=args.scale_aug),
             seed=args.seed * 1000 + round_index,
             tune_post_processing=False,  # tuned once, at the end, on separate images

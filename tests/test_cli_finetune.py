@@ -30,7 +30,7 @@ def test_finetune_writes_a_loadable_model_with_a_summary(tmp_path, capsys):
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "step 3/3" in captured.err  # the progress bar
-    assert "validation (best, step 3): AP50" in captured.out and "wrote" in captured.out
+    assert "validation (kept model, step 3): AP50" in captured.out and "wrote" in captured.out
     assert "post-processing chosen on the validation data (and used above): threshold" in (
         captured.out
     )

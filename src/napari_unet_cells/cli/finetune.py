@@ -25,7 +25,7 @@ def add_finetune(sub) -> None:
         description="Trains with the paper's recipe (weighted cross-entropy, elastic "
         "deformation) on image/label TIFF pairs; a strip of each image is held out for "
         "validation unless --val-image is given. A 0/1 or 0/255 mask is numbered by "
-        "connected components. Ctrl-C stops and keeps the best model. The output must be "
+        "connected components. Ctrl-C stops and keeps the model so far. The output must be "
         "a new file in an existing folder (models are never replaced).",
     )
     p.add_argument("--image", type=Path, action="append", required=True, help="image (.tif)")
@@ -142,7 +142,7 @@ def _read_samples(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace, samples, val, config):
     """Run training with a progress bar; the first Ctrl-C stops after the current step
-    (the best model is kept), a second one aborts. Out of memory becomes one line."""
+    (the model so far is kept), a second one aborts. Out of memory becomes one line."""
     import signal
     import threading
 
@@ -194,7 +194,7 @@ def _report(result) -> None:
     m = result.best_metrics
     if m:
         print(
-            f"validation (best, step {result.best_step}): AP50 {m['ap50']:.3f}, foreground "
+            f"validation (kept model, step {result.best_step}): AP50 {m['ap50']:.3f}, foreground "
             f"IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}, {int(m['n_true'])} cells"
         )
     else:

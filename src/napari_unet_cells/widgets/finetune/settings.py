@@ -23,7 +23,8 @@ from .._tips import tip
 
 _TIPS = {
     "budget": "How long to train, in the unit on the right (default 500 steps). Stop ends "
-    "training early and keeps the best model so far.",
+    "training early and keeps the model (the best so far, or the averaged weights when the "
+    "validation strip has fewer than 100 cells).",
     "budget_unit": "steps: optimiser steps (one batch of tiles each); minutes: wall-clock time.",
     "lr": "Peak learning rate (default 0.001 for adam, 0.01 for sgd; set when you change the "
     "optimiser). If the loss jumps up or becomes nan, lower it 3 to 10 times.",
@@ -41,8 +42,9 @@ _TIPS = {
     "optimizer": "adam (default): fastest fine-tuning (warm-up, cosine decay). sgd: the "
     "paper's SGD with momentum 0.99.",
     "validate_every": "Steps between validations on the held-out strip (20% of each image, "
-    "at the end of its longer axis): AP50 is plotted and the best model is kept. Default 25; "
-    "training stops early after 8 validations without improvement.",
+    "at the end of its longer axis): AP50 is plotted. Default 25. With 100 or more validation "
+    "cells the best model is kept and training stops early after 8 validations without "
+    "improvement; with fewer, the weights averaged over the last half of the budget are kept.",
     "seed": "Random seed for the new network, tile sampling, augmentation and dropout: the "
     "same seed and data give the same model on the same device.",
 }
