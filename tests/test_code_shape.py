@@ -73,6 +73,13 @@ def test_no_dock_imports_another_dock(dock):
                 "workspace.py, not through each other"
 
 
+def test_no_dock_opens_a_dock():
+    """Docks never open docks (DESIGN.md): a request for a closed dock waits in the
+    workspace."""
+    for path in (PACKAGE / "widgets").rglob("*.py"):
+        assert "add_plugin_dock_widget" not in path.read_text(), path.relative_to(PACKAGE)
+
+
 def test_core_imports_no_napari_qt_or_widgets():
     for path in (PACKAGE / "core").rglob("*.py"):
         for name in _imported_modules(path):

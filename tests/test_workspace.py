@@ -55,8 +55,12 @@ def test_predictions_requests_and_forgetting_removed_layers():
     ws.events.prediction_requested.connect(lambda i, m: asked.append((i, m)))
     ws.add_prediction(image, prediction)
     assert ws.prediction_of(image) is prediction and seen == [(image, prediction)]
-    ws.request_prediction(image, "my model")
+    assert ws.request_prediction(image, "my model") is False  # nobody took it: it waits
     assert asked == [(image, "my model")]
+    assert ws.take_prediction_request() == (image, "my model")
+    assert ws.take_prediction_request() is None
+    ws.events.prediction_requested.connect(lambda *_: ws.take_prediction_request())
+    assert ws.request_prediction(image, "other") is True  # a Predict dock took it
     ws.add_pair(image, labels)
     ws.add_link(AnnotationLink(image, labels))
     ws.forget_missing([image, labels])  # the prediction layer was deleted

@@ -84,6 +84,7 @@ class Workspace:
         self.pairs: list[TrainingPair] = []
         self.links: list[AnnotationLink] = []
         self._predictions: dict[int, tuple[Any, Any]] = {}  # id(image) -> (image, labels)
+        self._request: tuple[Any, str] | None = None  # a prediction request not yet taken
 
     # -- training set ----------------------------------------------------------------------
 
@@ -250,20 +251,31 @@ class Workspace:
         entry = self._predictions.get(id(L.unwrap(image)))
         return entry[1] if entry is not None and entry[0] is L.unwrap(image) else None
 
-    def request_prediction(self, image: Any, model: str) -> None:
-        """Ask the Predict dock (if one listens) to run the model ``model`` on ``image``.
-
-        Emits ``events.prediction_requested``; nothing runs here, and nothing happens when
-        no dock listens.
+    def request_prediction(self, image: Any, model: str) -> bool:
+        """Ask the Predict dock to run the model named ``model`` on ``image``.
 
         Parameters
         ----------
         image : napari.layers.Image
-            The image to segment (or its proxy).
+            The image to segment.
         model : str
-            A registered model's name or a model file path (passed as ``str``).
+            A model name (``core.registry``) or model file.
+
+        Returns
+        -------
+        bool
+            True when an open Predict dock took the request; False when none is open:
+            the request then waits, and a Predict dock opened later takes it.
         """
+        self._request = (L.unwrap(image), str(model))
         self.events.prediction_requested.emit(L.unwrap(image), str(model))
+        return self._request is None
+
+    def take_prediction_request(self) -> tuple[Any, str] | None:
+        """The waiting prediction request, (image, model name), which is then cleared;
+        None when there is none (the Predict dock calls this)."""
+        request, self._request = self._request, None
+        return request
 
     # -- layers removed from the viewer ----------------------------------------------------
 
@@ -290,6 +302,8 @@ class Workspace:
         self._predictions = {
             k: v for k, v in self._predictions.items() if id(v[0]) in ids and id(v[1]) in ids
         }
+        if self._request is not None and id(self._request[0]) not in ids:
+            self._request = None
         if len(pairs) != len(self.pairs):
             self.pairs = pairs
             self._training_set_changed()

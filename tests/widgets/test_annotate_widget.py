@@ -218,7 +218,7 @@ def test_training_flags_follow_the_workspace_training_set(make_napari_viewer, tm
 
 def test_add_to_training_set_needs_no_finetune_widget(make_napari_viewer, monkeypatch):
     """Issue 13: Annotate docked Fine-tune and called its add_pair inside a broad except;
-    the training set now lives in the workspace."""
+    the training set now lives in the workspace, and no dock is opened."""
     viewer = make_napari_viewer()
     widget, _, gt = _dock(viewer, seed=4)
     opened = []
@@ -229,7 +229,7 @@ def test_add_to_training_set_needs_no_finetune_widget(make_napari_viewer, monkey
     layer.data_setitem(np.nonzero(gt), gt[gt > 0])
     pair = widget.add_to_training_set()
     assert workspace_for(viewer).pairs == [pair] and pair.labels is layer
-    assert opened == [("napari-unet-cells", "Fine-tune")]  # shown to the user, nothing more
+    assert opened == []  # no dock opens another (DESIGN.md): the workspace is the link
     assert "cells" in widget.counts.text() and widget.links[0].in_training
 
 

@@ -9,11 +9,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QDockWidget
 
 from napari_unet_cells.core.checkpoint import CellModel, load_model, save_model
 from napari_unet_cells.core.registry import events as registry_events
 from napari_unet_cells.core.registry import register_model, registered_models, unregister_model
 from napari_unet_cells.core.synthetic import synthetic_cells
+from napari_unet_cells.layers import unwrap
 from napari_unet_cells.workspace import workspace_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -107,7 +109,8 @@ def test_train_from_layers_live_plot_stop_and_predict(
     # one click runs the new model in the Predict dock of the same window (Predict
     # answers the workspace's prediction request)
     viewer.layers.selection.active = image_layer
-    predict = widget.run_in_predict()
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
+    assert widget.run_in_predict() is True
     assert predict.model_combo.value == "tuned"
     assert predict.worker is not None
     with qtbot.waitSignal(predict.worker.finished, timeout=60_000):
@@ -120,8 +123,9 @@ def test_train_from_layers_live_plot_stop_and_predict(
 def test_run_in_predict_asks_through_the_workspace(
     make_napari_viewer, qtbot, tmp_path, tiny_model_file, tiny_config
 ):
-    """Issue 13: Fine-tune docks Predict through napari and requests the prediction from
-    the workspace; it no longer sets Predict's controls or calls its run()."""
+    """Issue 13: Fine-tune requests the prediction from the workspace; it no longer docks
+    Predict, sets its controls or calls its run(). A Predict dock opened later runs the
+    request that waited."""
     viewer = make_napari_viewer()
     widget, image_layer, _ = _dock(viewer, tmp_path, tiny_model_file)
     heard = []
@@ -131,14 +135,16 @@ def test_run_in_predict_asks_through_the_workspace(
     register_model("request test", CellModel.new(tiny_config, seed=0))
     widget.model_name = "request test"
     viewer.layers.selection.active = None  # no image selected: the first training image
-    predict = widget.run_in_predict()
+    names = {w.objectName() for w in viewer.window._qt_window.findChildren(QDockWidget)}
+    assert widget.run_in_predict() is False  # no Predict dock open: the request waits
     assert heard == [(image_layer, "request test")]
-    _, docked = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
-    assert predict is docked
-    worker = getattr(predict, "worker", None)
-    if worker is not None:  # the Predict dock answered: let it finish
-        with qtbot.waitSignal(worker.finished, timeout=60_000, raising=False):
-            pass
+    after = {w.objectName() for w in viewer.window._qt_window.findChildren(QDockWidget)}
+    assert after == names  # Fine-tune opened no dock
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
+    assert predict.model_combo.value == "request test" and predict.worker is not None
+    with qtbot.waitSignal(predict.worker.finished, timeout=60_000):
+        pass
+    assert workspace_for(viewer).prediction_of(image_layer) is unwrap(predict.labels_layer)
     unregister_model("request test")
 
 

@@ -79,7 +79,7 @@ def test_loop_in_the_viewer(make_napari_viewer, qtbot, tmp_path):
 
     # 3. add to the training set shared with the Fine-tune dock, 4. fine-tune
     pair = annotate.add_to_training_set()
-    finetune_dock = annotate.finetune_dock()
+    _, finetune_dock = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Fine-tune")
     assert finetune_dock.pairs == [pair]
     finetune_dock.set_base_model("weak")
     finetune_dock.budget.setValue(300)

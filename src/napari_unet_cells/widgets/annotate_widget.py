@@ -317,13 +317,6 @@ class AnnotateWidget(QWidget):
         """Add (image, annotation, ignore) to the workspace's training set."""
         return self.training_panel.add_to_training_set(annotation)
 
-    def finetune_dock(self):
-        """The Fine-tune dock of this viewer, docked as a tab if needed (scripts)."""
-        _, widget = self.viewer.window.add_plugin_dock_widget(
-            "napari-unet-cells", "Fine-tune", tabify=True
-        )
-        return widget
-
     # -- project (ProjectPanel) ----------------------------------------------------------
 
     def schedule_save(self, event: Any = None) -> None:

@@ -316,15 +316,10 @@ class FinetuneWidget(QWidget):
 
     # -- the new model ---------------------------------------------------------------------
 
-    def run_in_predict(self) -> Any:
-        """Dock Predict and ask it, through the workspace, to run the new model on the
-        selected image layer (else the first training image).
-
-        Returns
-        -------
-        The Predict dock widget (its ``worker`` is the prediction it started), or None
-        when there is no model or no image.
-        """
+    def run_in_predict(self) -> bool | None:
+        """Ask Predict, through the workspace, to run the new model on the selected image
+        (else the first training image); a closed Predict dock runs it as it opens.
+        Returns True (taken), False (waiting for Predict) or None (no model or image)."""
         if self.model_name is None:
             show_error("Train a model first.")
             return None
@@ -334,9 +329,13 @@ class FinetuneWidget(QWidget):
         if image is None:
             show_error("Select an image layer to run the model on.")
             return None
-        _, widget = self.viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
-        self.workspace.request_prediction(image, self.model_name)
-        return widget
+        taken = self.workspace.request_prediction(image, self.model_name)
+        if not taken:
+            show_info(
+                f"Open the Predict dock (Plugins > U-Net Cells > Predict): it runs "
+                f"'{self.model_name}' on '{image.name}' as it opens."
+            )
+        return taken
 
     def export_bioimageio(self, path: str | Path | None = None) -> Any:
         """Export the new model as a bioimage.io package (``core.interop.bioimageio``)

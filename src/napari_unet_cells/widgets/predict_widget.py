@@ -123,6 +123,7 @@ class PredictWidget(Container):
         self.workspace.events.prediction_requested.connect(self._requested)
         registry.events.changed.connect(self._models_changed)
         self.native.destroyed.connect(lambda *_: self._on_destroyed())
+        self._on_prediction_requested()  # one asked for before this dock was opened
 
     def _on_destroyed(self) -> None:
         """The dock's Qt widget is gone: stop the workers and stop listening."""
@@ -265,7 +266,11 @@ class PredictWidget(Container):
             return
         self.run()
 
-    def _on_prediction_requested(self, image: Any, model: str) -> None:
+    def _on_prediction_requested(self, *_: Any) -> None:  # runs the waiting request
+        request = self.workspace.take_prediction_request()
+        if request is None:
+            return
+        image, model = request
         with contextlib.suppress(RuntimeError):  # the widget was deleted meanwhile
             if self.worker is not None:
                 self._queued = (image, model)  # runs when the current prediction ends

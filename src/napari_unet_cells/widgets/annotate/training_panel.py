@@ -37,8 +37,8 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.counts)
         tip(
             self.add_button,
-            "Add (image, annotation, ignore mask) to the training set of the "
-            "Fine-tune dock (opened if needed).",
+            "Add (image, annotation, ignore mask) to the training set, which the "
+            "Fine-tune dock trains on (Plugins > U-Net Cells > Fine-tune).",
         )
         self.add_button.clicked.connect(lambda: guard(self.add_to_training_set))
 
@@ -53,17 +53,12 @@ class TrainingPanel(QWidget):
         Returns
         -------
         TrainingPair
-            The pair, as the Fine-tune dock lists it (the Fine-tune dock is opened as a
-            tab, so the user sees the training set).
+            The pair, as the Fine-tune dock lists it.
         """
         link = self.dock.link_for(annotation)
         if not np.asarray(link.annotation.data).any():
             raise UNetCellsError("The annotation has no cells yet: paint some cells first.")
-        pair = self.dock.workspace.add_pair(link.image, link.annotation, link.ignore)
-        self.dock.viewer.window.add_plugin_dock_widget(
-            "napari-unet-cells", "Fine-tune", tabify=True
-        )
-        return pair
+        return self.dock.workspace.add_pair(link.image, link.annotation, link.ignore)
 
     def update_counts(self) -> dict[str, int]:
         """Show the images, cells and touching pairs of the training set; returns them."""

@@ -22,8 +22,8 @@ from .._tips import tip
 logger = logging.getLogger(__name__)
 
 _TIPS = {
-    "run_button": "Open the Predict dock with the new model and run it on the selected image "
-    "layer (or the first training image).",
+    "run_button": "Ask the Predict dock to run the new model on the selected image layer (or "
+    "the first training image); a closed Predict dock runs it as you open it.",
     "save_as_button": "Save the new model to another file, e.g. when its 'Save to' folder "
     "could not be written (the model stays available in Predict meanwhile).",
     "export_button": "Export the new model as a bioimage.io package (.zip) for Fiji "
