@@ -15,31 +15,14 @@ Each line records the load average, since other processes change the timings.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
 
 import numpy as np
+from _record import best_time, emit  # benchmarks/_record.py
 from scipy import ndimage as ndi
 
 from napari_unet_cells.core.annotation import check_annotation
 from napari_unet_cells.core.labels import touching_pairs
 from napari_unet_cells.core.synthetic import synthetic_cells
-
-
-def emit(**record) -> None:
-    record["load_avg_1min"] = round(os.getloadavg()[0], 2)
-    record["cpus"] = os.cpu_count()
-    print(json.dumps(record), flush=True)
-
-
-def best_time(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def reference_notes(labels: np.ndarray) -> dict[tuple[int, int], tuple[float, float]]:

@@ -13,8 +13,6 @@ Each line records the load average, since other processes change the timings.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,14 +20,9 @@ import time
 from pathlib import Path
 
 import tifffile
+from _record import emit  # benchmarks/_record.py
 
 from napari_unet_cells.core.synthetic import synthetic_cells
-
-
-def emit(**record) -> None:
-    record["load_avg_1min"] = round(os.getloadavg()[0], 2)
-    record["cpus"] = os.cpu_count()
-    print(json.dumps(record), flush=True)
 
 
 def unet_cells(*args: str) -> float:

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import time
 
 import numpy as np
+from _record import best_time, emit  # benchmarks/_record.py
 from skimage.measure import regionprops_table
 
 from napari_unet_cells.core.measure import measure
@@ -40,21 +38,6 @@ SHARED = {  # regionprops name -> our column
 
 
 PROPERTIES = sorted({"label", *(k.split("-")[0] for k in SHARED)})
-
-
-def emit(**record) -> None:
-    record["load_avg_1min"] = round(os.getloadavg()[0], 2)
-    record["cpus"] = os.cpu_count()
-    print(json.dumps(record), flush=True)
-
-
-def best_time(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def tiled(diameter: tuple[float, float], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -14,11 +14,10 @@ Each line records the load average, since other processes change the timings.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import numpy as np
+from _record import best_time, emit  # benchmarks/_record.py
 from scipy import ndimage as ndi
 
 from napari_unet_cells.core.config import WeightMapConfig
@@ -32,21 +31,6 @@ from napari_unet_cells.core.weightmap import (
 
 # ~300 touching cells per 1024^2, ~1200 per 2048^2
 CELLS = SyntheticConfig(diameter=(25.0, 50.0), coverage=0.32)
-
-
-def emit(**record) -> None:
-    record["load_avg_1min"] = round(os.getloadavg()[0], 2)
-    record["cpus"] = os.cpu_count()
-    print(json.dumps(record), flush=True)
-
-
-def best_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def brute_force(labels: np.ndarray, config: WeightMapConfig) -> np.ndarray:
@@ -93,7 +77,7 @@ def main() -> None:
     _, labels = synthetic_cells((1024, 1024), seed=args.seed, config=CELLS)
     n_cells = int(len(np.unique(labels)) - 1)
     weights = weight_map(labels, config=config)
-    fast = best_time(lambda: weight_map(labels, config=config), args.repeat)
+    fast = best_time(lambda: weight_map(labels, config=config), args.repeat)[0]
     emit(name="weightmap", size=1024, cells=n_cells, seconds=round(fast, 4))
     start = time.perf_counter()
     reference = brute_force(labels, config)
@@ -112,7 +96,7 @@ def main() -> None:
     # 2048^2: full map and live updates
     _, labels = synthetic_cells((2048, 2048), seed=args.seed, config=CELLS)
     n_cells = int(len(np.unique(labels)) - 1)
-    full = best_time(lambda: weight_map(labels, config=config), args.repeat)
+    full = best_time(lambda: weight_map(labels, config=config), args.repeat)[0]
     ok = bool(full <= 0.3)
     emit(name="weightmap", size=2048, cells=n_cells, seconds=round(full, 4), target_s=0.3, ok=ok)
     state = weight_map_state(labels, config=config)

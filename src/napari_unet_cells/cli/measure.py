@@ -65,7 +65,7 @@ def run_measure(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.fileio import read_image
-    from ..core.measure import channels_last, measure, table_to_csv, tiff_pixel_size
+    from ..core.measure import channels_last, measure, table_to_csv
     from ..core.predict_large import open_image
 
     if args.output.suffix.lower() != ".csv":
@@ -75,7 +75,7 @@ def run_measure(args: argparse.Namespace) -> int:
     image = None
     if args.image is not None:
         image = channels_last(read_image(args.image, "image"), labels.shape)
-    scale, unit = _pixel_size(args, tiff_pixel_size)
+    scale, unit = _pixel_size(args)
     table = measure(labels, image, scale=scale, unit=unit)
     with write_errors(args.output):
         table_to_csv(table, args.output)
@@ -84,8 +84,10 @@ def run_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pixel_size(args: argparse.Namespace, reader) -> tuple[tuple[float, float] | None, str]:
+def _pixel_size(args: argparse.Namespace) -> tuple[tuple[float, float] | None, str]:
     """(sy, sx) and unit: --pixel-size, else what the labels or image TIFF records."""
+    from ..core.measure import tiff_pixel_size
+
     if args.pixel_size is not None:
         if len(args.pixel_size) > 2 or min(args.pixel_size) <= 0:
             raise UNetCellsError("--pixel-size takes one or two positive numbers (Y X).")
@@ -93,7 +95,7 @@ def _pixel_size(args: argparse.Namespace, reader) -> tuple[tuple[float, float] |
         return (sy, sx), args.unit or "um"
     for path in (args.labels, args.image):
         if path is not None and path.suffix.lower() in (".tif", ".tiff"):
-            found = reader(path)
+            found = tiff_pixel_size(path)
             if found is not None:
                 return found[:2], args.unit or found[2]
     return None, args.unit or "um"

@@ -107,14 +107,12 @@ def _measure_plane(plane: np.ndarray, image: np.ndarray | None) -> dict[str, np.
         properties += ["intensity_max", "intensity_min"]
     raw = regionprops_table(plane, intensity_image=image, properties=properties)
     cells = np.asarray(raw["label"], dtype=np.int64)
-    table = {"label": cells, **_moment_columns(plane, cells)}
+    columns, moments = _moment_columns(plane, cells)
+    table = {"label": cells, **columns}
     table["perimeter_px"] = np.asarray(raw["perimeter"], dtype=np.float64)
-    table = {k: table[k] for k in ("label", *_MOMENT_ORDER, "perimeter_px")}
     table["equivalent_diameter_px"] = np.sqrt(4 * table["area_px"] / np.pi)
-    table["major_axis_px"], table["minor_axis_px"], table["eccentricity"] = _ellipse(table)
+    table["major_axis_px"], table["minor_axis_px"], table["eccentricity"] = _ellipse(*moments)
     table["solidity"] = table["area_px"] / _convex_areas(plane, cells)
-    for name in ("mu20", "mu02", "mu11"):
-        table.pop(name)
     if image is not None:
         table |= _intensity_columns(plane, image, cells, table["area_px"], raw)
     table["touches_edge"] = np.isin(cells, _edge_labels(plane))
@@ -122,11 +120,9 @@ def _measure_plane(plane: np.ndarray, image: np.ndarray | None) -> dict[str, np.
     return table
 
 
-_MOMENT_ORDER = ("centroid_y", "centroid_x", "area_px", "mu20", "mu02", "mu11")
-
-
-def _moment_columns(plane: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
-    """Area (px), centroid (px) and central second moments (px^2, per pixel) of each cell."""
+def _moment_columns(plane: np.ndarray, cells: np.ndarray) -> tuple[dict, tuple]:
+    """({centroid_y, centroid_x, area_px} columns (px), (mu20, mu02, mu11)): each cell's
+    centroid, area and central second moments (px^2, per pixel)."""
     flat = plane.ravel()
     inside = flat > 0
     ids = flat[inside]
@@ -141,14 +137,8 @@ def _moment_columns(plane: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarra
     mu20 = total(y.astype(np.float64) ** 2) / area - cy**2
     mu02 = total(x.astype(np.float64) ** 2) / area - cx**2
     mu11 = total((y * x).astype(np.float64)) / area - cy * cx
-    return {
-        "centroid_y": cy,
-        "centroid_x": cx,
-        "area_px": area.astype(np.int64),
-        "mu20": mu20,
-        "mu02": mu02,
-        "mu11": mu11,
-    }
+    columns = {"centroid_y": cy, "centroid_x": cx, "area_px": area.astype(np.int64)}
+    return columns, (mu20, mu02, mu11)
 
 
 _CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
@@ -179,10 +169,9 @@ def _convex_areas(plane: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return areas
 
 
-def _ellipse(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ellipse(a, b, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Major and minor axis lengths (px) and eccentricity of the ellipse with the cells'
     second moments (skimage's definition: 4 sqrt of the inertia tensor's eigenvalues)."""
-    a, b, c = table["mu20"], table["mu02"], table["mu11"]
     half_trace, root = (a + b) / 2, np.sqrt(((a - b) / 2) ** 2 + c**2)
     large, small = half_trace + root, np.maximum(half_trace - root, 0.0)
     eccentricity = np.sqrt(1 - np.divide(small, large, out=np.ones_like(large), where=large > 0))
