@@ -5,7 +5,9 @@
    mirroring, stitching, instances). Prints both times, their ratio (target <= 1.15) and
    the output megapixels per second. Once with random weights of the --base/--depth
    network (many fragments: a worst case for the instance step) and once with the bundled
-   model's trained weights and stored post-processing (realistic probabilities).
+   model's trained weights and stored post-processing (realistic probabilities). Both
+   run with ``predict``'s precision (bf16 autocast on CPUs with bf16 hardware, else fp32);
+   where that is bf16, the same runs in fp32 are the reference for ``bf16_speedup``.
 2. Peak resident memory of ``unet-cells predict`` on an 8192^2 zarr image (zarr in, zarr
    out, dask chunks), in a fresh process (target <= 2 GB).
 
@@ -29,11 +31,16 @@ from pathlib import Path
 import numpy as np
 
 
-def _bare_forward(model, image, tile, batch_size, channels_last=True):
+def _bare_forward(model, image, tile, batch_size, channels_last=True, precision="auto"):
     """Seconds for the network alone on the tiles ``predict`` uses (inputs prepared), in
-    channels-last memory format (as ``predict``) or torch's default (contiguous)."""
+    channels-last memory format (as ``predict``) or torch's default (contiguous), with
+    ``predict``'s autocast ("auto": bf16 where the hardware has it) or in "fp32"."""
     import torch
 
+    from napari_unet_cells.core.device import autocast, inference_dtype
+
+    cpu = torch.device("cpu")
+    dtype = inference_dtype(cpu) if precision == "auto" else None
     layout = torch.channels_last if channels_last else torch.contiguous_format
 
     from napari_unet_cells.core.tiling import plan_tiles
@@ -48,12 +55,29 @@ def _bare_forward(model, image, tile, batch_size, channels_last=True):
         for i in range(0, len(grid), batch_size)
     ]
     net = model.net.to(memory_format=layout).eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(cpu, dtype):
         net(batches[0][:1])  # warm-up
         start = time.perf_counter()
         for batch in batches:
-            torch.softmax(net(batch), dim=1).numpy()
+            torch.softmax(net(batch).float(), dim=1).numpy()
         return time.perf_counter() - start, len(grid), grid.tile_shape
+
+
+def _full_predict_fp32(predict, image, model, tile, batch) -> float:
+    """Seconds for ``predict`` with bf16 autocast turned off (the environment variable)."""
+    from napari_unet_cells.core.device import PRECISION_VARIABLE
+
+    before = os.environ.get(PRECISION_VARIABLE)
+    os.environ[PRECISION_VARIABLE] = "fp32"
+    try:
+        start = time.perf_counter()
+        predict(image, model, device="cpu", tile=tile, batch_size=batch)
+        return time.perf_counter() - start
+    finally:
+        if before is None:
+            del os.environ[PRECISION_VARIABLE]
+        else:
+            os.environ[PRECISION_VARIABLE] = before
 
 
 def bench_overhead(
@@ -63,6 +87,7 @@ def bench_overhead(
 
     from napari_unet_cells.core.checkpoint import CellModel
     from napari_unet_cells.core.config import ModelConfig
+    from napari_unet_cells.core.device import inference_dtype
     from napari_unet_cells.core.predict import auto_tile_and_batch, predict
     from napari_unet_cells.core.synthetic import synthetic_cells
 
@@ -76,7 +101,8 @@ def bench_overhead(
     image, _ = synthetic_cells((size, size), seed=0)
     tile, batch = auto_tile_and_batch(model.config, torch.device("cpu"))
     predict(image[:200, :200], model, device="cpu", tile=tile, batch_size=batch)  # warm-up
-    bares, contiguous, fulls = [], [], []
+    bf16 = inference_dtype(torch.device("cpu")) is not None
+    bares, contiguous, fp32s, fulls, full_fp32s = [], [], [], [], []
     for _ in range(repeats):  # alternate, keep the best of each: robust to a busy machine
         contiguous.append(_bare_forward(model, image, tile, batch, channels_last=False)[0])
         bare, n_tiles, tile_shape = _bare_forward(model, image, tile, batch)
@@ -84,12 +110,16 @@ def bench_overhead(
         start = time.perf_counter()
         labels = predict(image, model, device="cpu", tile=tile, batch_size=batch)
         fulls.append(time.perf_counter() - start)
+        if bf16:  # the same in fp32: the reference for bf16 autocast
+            fp32s.append(_bare_forward(model, image, tile, batch, precision="fp32")[0])
+            full_fp32s.append(_full_predict_fp32(predict, image, model, tile, batch))
     bare, full, plain = min(bares), min(fulls), min(contiguous)
     mpx = size * size / 1e6
     common = {"weights": weights, "base": base, "depth": depth, "image": [size, size]}
     common |= {"tiles": n_tiles}
     common |= {"repeats": repeats, "load": round(os.getloadavg()[0], 2)}
     common |= {"tile": list(tile_shape), "batch": batch, "threads": torch.get_num_threads()}
+    common |= {"precision": "bf16 autocast" if bf16 else "fp32"}
     print(json.dumps({"measurement": "bare_forward_s", "value": round(bare, 3), **common}))
     print(
         json.dumps(
@@ -102,6 +132,23 @@ def bench_overhead(
             }
         )
     )
+    if bf16:
+        for name, fast, slow in (
+            ("bf16_speedup", bare, min(fp32s)),
+            ("bf16_predict_speedup", full, min(full_fp32s)),
+        ):
+            print(
+                json.dumps(
+                    {
+                        "measurement": name,
+                        "value": round(slow / fast, 3),
+                        "fp32_s": round(slow, 3),
+                        "reference": "the same in fp32 (NAPARI_UNET_CELLS_PRECISION=fp32, "
+                        "same tiles, same run)",
+                        **common,
+                    }
+                )
+            )
     print(json.dumps({"measurement": "full_predict_s", "value": round(full, 3), **common}))
     print(
         json.dumps(

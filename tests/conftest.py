@@ -99,3 +99,11 @@ def _plugin_home(tmp_path_factory, monkeypatch):
     """Default folders (autosaved annotations, models) go to a temporary folder, never
     into the home folder of whoever runs the tests."""
     monkeypatch.setenv("NAPARI_UNET_CELLS_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(autouse=True)
+def _fp32_everywhere(monkeypatch):
+    """Every test computes in fp32, on every machine: on CPUs with bf16 hardware the
+    package autocasts to bf16 (core/device.py), which tests/core/test_precision.py checks
+    on its own, forcing it on any CPU."""
+    monkeypatch.setenv("NAPARI_UNET_CELLS_PRECISION", "fp32")

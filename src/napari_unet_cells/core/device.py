@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import torch
 
@@ -93,8 +94,29 @@ def _choices() -> str:
     return ", ".join(repr(name) for name in available_devices())
 
 
+PRECISION_VARIABLE = "NAPARI_UNET_CELLS_PRECISION"
+"""Environment variable: "fp32" turns bf16 autocast off everywhere (it is "auto" by default)."""
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True if this CPU multiplies bf16 in hardware (Intel AMX, e.g. Xeon Sapphire Rapids).
+
+    There bf16 autocast runs the U-Net 2-3x faster than fp32 (benchmarks/bench_predict.py:
+    bf16_speedup); on other CPUs bf16 is emulated and slower, so they stay in fp32.
+    """
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older or newer torch without the probe
+        return False
+
+
 def inference_dtype(device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for inference: bf16 on CUDA GPUs that support it, else None (fp32).
+    """Autocast dtype for the network (prediction and training) on ``device``.
+
+    bf16 on CUDA GPUs that support it and on CPUs with bf16 hardware (``cpu_has_fast_bf16``),
+    else None (fp32). Setting the environment variable ``NAPARI_UNET_CELLS_PRECISION=fp32``
+    keeps everything in fp32 (the probabilities then match other machines' to ~1e-6; bf16
+    moves them by ~0.002 on average, which the stress suite shows does not change the cells).
 
     Parameters
     ----------
@@ -104,9 +126,13 @@ def inference_dtype(device: torch.device) -> torch.dtype | None:
     Returns
     -------
     torch.dtype or None
-        ``torch.bfloat16``, or None for full float32 precision (CPU, MPS, older GPUs).
+        ``torch.bfloat16``, or None for full float32 precision (MPS, older GPUs and CPUs).
     """
+    if os.environ.get(PRECISION_VARIABLE, "auto").strip().lower() == "fp32":
+        return None
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
 

@@ -107,14 +107,14 @@ class TorchPredictor:
         the predictor runs its own copy (``owns_copy``) and the caller's network keeps its
         device, layout and mode.
     device : str or torch.device
-        "auto" picks CUDA with bf16 autocast, else the CPU in fp32 (core/device.py).
+        "auto" picks CUDA, else the CPU; bf16 autocast where the hardware has it
+        (``core.device.inference_dtype``), else fp32.
     tta : bool
         Average the softmax of the 4 flips (identity, X, Y, both); stays exactly tileable.
     channels_last : bool
         Run in channels-last memory format: faster inference on CPUs and GPUs alike
-        (values unchanged; benchmarks/bench_predict.py: channels_last_speedup). Off for a
-        network that is being trained (its backward pass is about 2x slower in that
-        layout on a CPU), which then also needs no copy.
+        (values unchanged; benchmarks/bench_predict.py: channels_last_speedup). Training
+        uses the same layout, so validating a network in training needs no copy.
     """
 
     def __init__(

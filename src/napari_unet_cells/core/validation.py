@@ -136,7 +136,7 @@ def region_probabilities(
     core ``region.core``; None if stopped.
     """
     config = net.config  # type: ignore[attr-defined]
-    predictor = TorchPredictor(net, device, channels_last=False)  # keep training's layout
+    predictor = TorchPredictor(net, device)  # training's layout: no copy
     weights = cell_score_weights(classes or default_classes(config.n_classes))
     tile, batch = auto_tile_and_batch(config, predictor.device)
     probabilities = []
