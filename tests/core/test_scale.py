@@ -46,6 +46,8 @@ def test_parse_diameter_accepts_auto_numbers_and_none_and_explains_the_rest():
 def test_factor_is_one_within_tolerance_and_clipped_far_outside():
     assert factor_for(18.0, 20.0) == 1.0
     assert factor_for(24.0, 20.0) == 1.0
+    assert factor_for(14.0, 20.0) == 1.0  # enlarging has the wider tolerance
+    assert factor_for(26.5, 20.0) == pytest.approx(20 / 26.5)
     assert factor_for(40.0, 20.0) == pytest.approx(0.5)
     assert factor_for(10.0, 20.0) == pytest.approx(2.0)
     assert factor_for(1000.0, 20.0) == pytest.approx(1 / 8)
@@ -210,3 +212,35 @@ def test_a_smooth_background_without_cells_gives_almost_no_cells():
     image = rng.poisson(smooth).astype(np.uint16)
     labels = predict(image, None, device="cpu")
     assert labels.max() <= 10
+
+
+def test_the_estimate_keeps_the_pass_before_when_enlarging_splits_nuclei():
+    """A network that finds ~12 px objects whatever the scale (texture, not nuclei): the
+    enlarged pass measures them smaller in image px, and used to be enlarged again and
+    again (a 20 px model, 5.6 px "measured", 22228 objects on a low-contrast image of
+    324 nuclei). The estimate keeps the pass at the image's own scale."""
+    from napari_unet_cells.core.config import InstanceConfig
+    from napari_unet_cells.core.diameter import estimate_diameter
+    from napari_unet_cells.core.predictor import TorchPredictor
+
+    model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0))
+    model.extra["diameter"] = 20.0
+    shape_of = TorchPredictor(model.net, "cpu")
+    seen = []
+
+    def texture(batch):
+        out = shape_of(batch)
+        yy, xx = np.mgrid[: out.shape[2], : out.shape[3]]
+        blobs = (yy % 16 - 8) ** 2 + (xx % 16 - 8) ** 2 <= 6**2
+        out[:, 1] = blobs
+        out[:, 0] = ~blobs
+        seen.append(batch.shape[-1])
+        return out
+
+    plane = np.random.default_rng(0).random((300, 300)).astype(np.float32)
+    choice, scores, labels = estimate_diameter(plane, model, texture, InstanceConfig())
+    assert choice.factor == 1.0
+    assert choice.diameter == pytest.approx(typical_diameter(labels), rel=0.01)
+    assert 10 < choice.diameter < 14
+    assert scores.shape == labels.shape == plane.shape
+    assert max(seen) < 3 * 300  # one enlarged pass at most, not a runaway
