@@ -142,6 +142,19 @@ def test_flood_seeds_equals_one_watershed_over_the_plane(connectivity, seed):
     assert 1 in seeds_per_region and max(seeds_per_region) > 1 and count > 3
 
 
+@pytest.mark.parametrize("side", [2, 3, 4, 6])
+def test_square_opening_equals_scipys_binary_opening(side):
+    from scipy import ndimage as ndi
+
+    from napari_unet_cells.core.instances import square_opening
+
+    rng = np.random.default_rng(side)
+    for _ in range(5):
+        mask = ndi.gaussian_filter(rng.random((90, 70)), 1.5) > 0.5
+        expected = ndi.binary_opening(mask, np.ones((side, side), bool), border_value=1)
+        np.testing.assert_array_equal(square_opening(mask, side), expected)
+
+
 def test_tune_instances_finds_better_settings_and_keeps_a_good_start():
     from napari_unet_cells.core.instances import tune_instances
 

@@ -285,9 +285,7 @@ def grow_cells(
     # confidently background: background regions at least 2 * width px across (they
     # survive an opening with a 2w x 2w square); thinner ones are separation borders
     background = probability <= config.threshold
-    wide = ndi.binary_opening(
-        background, structure=np.ones((2 * width, 2 * width), bool), border_value=1
-    )
+    wide = square_opening(background, 2 * width)
     grow = between & background & ~wide
     # grow one pixel per step, inside the allowed pixels only; a pixel next to several
     # cells takes the first in a fixed direction order (independent of label numbers)
@@ -306,6 +304,14 @@ def grow_cells(
             todo &= ~take
         labels = new
     return labels.astype(out_dtype, copy=False)
+
+
+def square_opening(mask: np.ndarray, side: int) -> np.ndarray:
+    """Binary opening of a bool (Y, X) mask with a ``side`` x ``side`` square, outside the
+    plane counting as True: ``ndi.binary_opening(mask, np.ones((side, side)),
+    border_value=1)``, as separable min/max filters (about 2x faster at side 4)."""
+    eroded = ndi.minimum_filter(mask, size=side, mode="constant", cval=1)
+    return ndi.maximum_filter(eroded, size=side, mode="constant", cval=1, origin=-(side % 2 == 0))
 
 
 def filter_and_relabel(
