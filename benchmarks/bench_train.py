@@ -10,7 +10,10 @@
 
 Each measurement is one JSON line. Usage:
 
-    python benchmarks/bench_train.py [--steps 20] [--repeats 3] [--threads 0]
+    python benchmarks/bench_train.py [--steps 20] [--repeats 3] [--threads 0] [--wide]
+
+``--wide`` also times the step of the base-32 network (the issue's "wider") and prints
+its cost per step relative to base 16 (same variant, same run).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import emit
 
 
-def bench_step(repeats: int) -> None:
-    """Best seconds per optimiser step for each layout and precision (same batch)."""
+def bench_step(repeats: int, base: int = 16) -> dict[str, float]:
+    """Best seconds per optimiser step for each layout and precision (same batch), for a
+    depth-4 U-Net of ``base`` channels; returns them by variant name."""
     import torch
 
     from napari_unet_cells.core.checkpoint import CellModel
@@ -34,7 +38,7 @@ def bench_step(repeats: int) -> None:
     from napari_unet_cells.core.device import autocast, cpu_has_fast_bf16
 
     cpu = torch.device("cpu")
-    model = CellModel.new(ModelConfig(base=16, depth=4, dropout=0.1), seed=0)
+    model = CellModel.new(ModelConfig(base=base, depth=4, dropout=0.1), seed=0)
     net = model.net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
     x = torch.rand(4, 1, 380, 380, generator=torch.Generator().manual_seed(0))
@@ -58,7 +62,7 @@ def bench_step(repeats: int) -> None:
                 optimizer.step()
                 times.append(time.perf_counter() - start)
             best[name] = min(best.get(name, float("inf")), *times[1:])
-    common = {"base": 16, "depth": 4, "batch": 4, "tile": 380, "repeats": repeats}
+    common = {"base": base, "depth": 4, "batch": 4, "tile": 380, "repeats": repeats}
     common["threads"] = torch.get_num_threads()
     reference = best["fp32_contiguous"]
     for name, seconds in best.items():
@@ -70,6 +74,7 @@ def bench_step(repeats: int) -> None:
                 reference="fp32 step in torch's default layout (same batch, same run)",
                 **common,
             )
+    return best
 
 
 def _train_iter_rate(steps: int) -> float:
@@ -134,12 +139,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--wide", action="store_true", help="also time base 32")
     args = parser.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench_step(args.repeats)
+    narrow = bench_step(args.repeats)
+    if args.wide:
+        wide = bench_step(args.repeats, base=32)
+        for name in narrow:
+            emit(
+                measurement=f"train_step_cost_base32_over_base16_{name}",
+                value=round(wide[name] / narrow[name], 3),
+                reference="the base-16 step, same variant, same run",
+                threads=torch.get_num_threads(),
+            )
     bench_train_iter(args.steps)
 
 

@@ -166,7 +166,7 @@ def match_model_scale(
     """Bring the annotated cells to the size the model works at (``extra["diameter"]``).
 
     The typical diameter of the training labels (``core.scale.typical_diameter``, px) is
-    measured; when it is outside ``core.scale.TOLERANCE`` of the model's, every sample
+    measured; when it needs resampling (``core.scale.within_tolerance``), every sample
     (image bilinear, labels and ignore mask nearest, no cell lost) is resampled by the
     same factor, so the network learns at its own scale and prediction with
     ``diameter="auto"`` brings the user's images there too.
