@@ -24,6 +24,10 @@ def _strict() -> bool:
 
 
 def pytest_configure(config):
+    # every test computes in fp32, on every machine, module- and session-wide fixtures
+    # included: on CPUs with bf16 hardware the package autocasts to bf16
+    # (core/device.py), which tests/core/test_precision.py checks on its own
+    os.environ["NAPARI_UNET_CELLS_PRECISION"] = "fp32"
     config.addinivalue_line("markers", "gui: opens Qt widgets or napari (needs a display)")
     config.addinivalue_line("markers", "slow: takes more than ~5 s on 2 CPU cores")
 
@@ -99,11 +103,3 @@ def _plugin_home(tmp_path_factory, monkeypatch):
     """Default folders (autosaved annotations, models) go to a temporary folder, never
     into the home folder of whoever runs the tests."""
     monkeypatch.setenv("NAPARI_UNET_CELLS_HOME", str(tmp_path_factory.mktemp("home")))
-
-
-@pytest.fixture(autouse=True)
-def _fp32_everywhere(monkeypatch):
-    """Every test computes in fp32, on every machine: on CPUs with bf16 hardware the
-    package autocasts to bf16 (core/device.py), which tests/core/test_precision.py checks
-    on its own, forcing it on any CPU."""
-    monkeypatch.setenv("NAPARI_UNET_CELLS_PRECISION", "fp32")

@@ -77,3 +77,23 @@ def test_training_in_bf16_keeps_fp32_weights_and_a_finite_loss(bf16_cpu, tiny_co
     result = run(gen, lambda event: losses.append(event.loss) if event.kind == "step" else None)
     assert result.steps == 3 and len(losses) == 3 and np.isfinite(losses).all()
     assert all(p.dtype == torch.float32 for p in result.model.net.parameters())
+
+
+def test_reference_outputs_stay_fp32_on_a_bf16_cpu(bf16_cpu, tiny_config):
+    """A bioimage.io package's test output is recomputed in fp32 by other tools: the
+    export computes it with ``fp32=True`` whatever this CPU autocasts to."""
+    from napari_unet_cells.core.checkpoint import CellModel
+    from napari_unet_cells.core.interop.bioimageio_files import _test_output
+    from napari_unet_cells.core.predictor import TorchPredictor
+
+    model = CellModel.new(tiny_config, seed=0)
+    raw = np.random.default_rng(0).random((1, 1, 92, 92)).astype(np.float32) * 1000
+    exported = _test_output(model, model.net, raw)
+    assert TorchPredictor(model.net, "cpu").dtype is torch.bfloat16
+    assert TorchPredictor(model.net, "cpu", fp32=True).dtype is None
+    with torch.inference_mode():
+        from napari_unet_cells.core.normalize import normalize
+
+        plane = normalize(raw[0].transpose(1, 2, 0), model.normalization).transpose(2, 0, 1)
+        reference = torch.softmax(model.net.eval()(torch.from_numpy(plane[None])), 1).numpy()
+    np.testing.assert_allclose(exported, reference, atol=1e-5)

@@ -115,6 +115,9 @@ class TorchPredictor:
         Run in channels-last memory format: faster inference on CPUs and GPUs alike
         (values unchanged; benchmarks/bench_predict.py: channels_last_speedup). Training
         uses the same layout, so validating a network in training needs no copy.
+    fp32 : bool
+        Never autocast: full float32 on every device (reference outputs that other tools
+        must reproduce, such as a bioimage.io package's test tensors).
     """
 
     def __init__(
@@ -124,13 +127,15 @@ class TorchPredictor:
         *,
         tta: bool = False,
         channels_last: bool = True,
+        fp32: bool = False,
     ):
         import torch
 
         from .device import inference_dtype, resolve_device
 
         self.device = resolve_device(device)
-        self.dtype = inference_dtype(self.device)
+        self.fp32 = fp32
+        self.dtype = None if fp32 else inference_dtype(self.device)
         self.tta = tta
         self.channels_last = channels_last
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -174,7 +179,13 @@ class TorchPredictor:
         """
         if self.device.type == "cpu":
             return None
-        cpu = TorchPredictor(self.source, "cpu", tta=self.tta, channels_last=self.channels_last)
+        cpu = TorchPredictor(
+            self.source,
+            "cpu",
+            tta=self.tta,
+            channels_last=self.channels_last,
+            fp32=self.fp32,
+        )
         self.release()
         return cpu
 

@@ -127,13 +127,15 @@ def _test_input(cell_model: CellModel, image: np.ndarray | None) -> np.ndarray:
 
 
 def _test_output(cell_model: CellModel, net, raw: np.ndarray) -> np.ndarray:
-    """The prediction path's class probabilities for ``raw``: (1, K, S', S') float32."""
+    """The prediction path's class probabilities for ``raw``: (1, K, S', S') float32, in
+    full fp32 whatever this machine autocasts to (bioimage.io tools recompute them in
+    fp32 and compare)."""
     from ..normalize import normalize
     from ..predict import TorchPredictor
 
     plane = normalize(raw[0].transpose(1, 2, 0), cell_model.normalization)
     batch = plane.transpose(2, 0, 1)[None]
-    return TorchPredictor(net, "cpu")(batch).astype(np.float32)
+    return TorchPredictor(net, "cpu", fp32=True)(batch).astype(np.float32)
 
 
 def _write_cover(path: Path, cell_model: CellModel, raw: np.ndarray, probs: np.ndarray) -> None:
