@@ -28,6 +28,7 @@ def test_info_prints_the_header(tmp_path, capsys, tiny_config):
     assert main(["info", str(tmp_path / "m.npz")]) == 0  # the readable summary
     out = capsys.readouterr().out
     assert "base 4, depth 2" in out and "device:     auto -> " in out
+    assert "precision:  fp32" in out  # the tests run in fp32 (tests/conftest.py)
 
 
 def test_info_on_a_fine_tuned_model_without_validation(tmp_path, capsys, tiny_config):

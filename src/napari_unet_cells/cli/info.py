@@ -147,11 +147,16 @@ def device_summary() -> str:
     Returns
     -------
     str
-        One line (two for a CPU-only PyTorch build).
+        Two lines, the device and its precision (three for a CPU-only PyTorch build).
     """
     import torch
 
-    from ..core.device import available_devices, resolve_device
+    from ..core.device import (
+        PRECISION_VARIABLE,
+        available_devices,
+        inference_dtype,
+        resolve_device,
+    )
 
     device = resolve_device("auto")
     line = f"device:     auto -> {device} (PyTorch {torch.__version__}; "
@@ -161,4 +166,8 @@ def device_summary() -> str:
             "\n            this PyTorch is a CPU-only build: for an NVIDIA GPU install the "
             "CUDA build from pytorch.org"
         )
+    if inference_dtype(device) is not None:
+        line += f"\nprecision:  bf16 autocast ({PRECISION_VARIABLE}=fp32 turns it off)"
+    else:
+        line += "\nprecision:  fp32"
     return line
