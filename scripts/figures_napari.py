@@ -409,7 +409,8 @@ def _train(widget, folder: Path) -> None:
 
 def figure_dock_annotate(out_dir: Path, quick: bool = False) -> list[Path]:
     """The Annotate dock mid-correction: a copy of the prediction in which a merged pair
-    was split and two missed cells were added, then Check with the prediction audit."""
+    was split and the cells it missed (if any) were added at points, then Check with the
+    prediction audit."""
     out = Path(out_dir)
     errors = _Errors()
     viewer = _new_viewer()
@@ -441,9 +442,10 @@ def figure_dock_annotate(out_dir: Path, quick: bool = False) -> list[Path]:
             missed = _missed_cells(predicted, true, center, radius=radius)
             if len(missed):
                 break
-        viewer.add_points(missed, name="missed cells", size=3, face_color="white")
-        widget.radius_spin.setValue(5.0)
-        widget.points_button.click()
+        if len(missed):  # (bundled v4 misses no cell of the sample: then none to add)
+            viewer.add_points(missed, name="missed cells", size=3, face_color="white")
+            widget.radius_spin.setValue(5.0)
+            widget.points_button.click()
         # 3. Check, with the prediction chosen: the audit marks the pair it merged
         widget.check_button.click()  # runs in the background
         _wait(lambda: widget.check_worker is None, 60, "the check")

@@ -81,6 +81,21 @@ def test_split_watershed_separates_two_discs():
     assert out2[20, 15] != out2[20, 50]
 
 
+def test_split_watershed_splits_a_smooth_blob_with_one_maximum():
+    # two cells merged into one ellipse (no waist, one distance maximum, flat image):
+    # the dock's "Split (watershed)" still gives the parts asked for, side by side
+    yy, xx = np.mgrid[:40, :80]
+    lab = (((yy - 20) / 12.0) ** 2 + ((xx - 40) / 30.0) ** 2 < 1).astype(np.int32) * 5
+    image = (lab > 0) * 100.0
+    out = A.apply_edit(lab.copy(), A.split_label_watershed(lab, 5, image, n=2))
+    assert sorted(set(np.unique(out)) - {0}) == [5, 6]
+    assert out[20, 20] != out[20, 60]
+    sizes = np.bincount(out.ravel())[[5, 6]]
+    assert sizes.min() > 0.35 * sizes.sum()
+    with pytest.raises(UNetCellsError, match="Split by line"):
+        A.split_label_watershed(lab, 5, None, markers=np.array([[20, 40]]))
+
+
 def test_fill_holes_keeps_inner_cells():
     lab = np.zeros((30, 30), np.int32)
     lab[5:25, 5:25] = 1

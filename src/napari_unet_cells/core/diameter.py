@@ -174,13 +174,7 @@ def estimate_diameter(
         if scores is None:
             return ScaleChoice(factor, measured, reference, True), None, None
     if unsure:
-        message = (
-            "Could not measure the cell size consistently (objects of "
-            f"{previous:.0f} px at the image's scale, {measured:.0f} px after resampling): "
-            "predicted at the image's own scale. If cells come out split or merged, give "
-            "their diameter in px."
-        )
-        return ScaleChoice(1.0, None, reference, True, message), None, None
+        return _unsure_choice(previous, measured, reference), None, None
     choice = _estimated_choice(factor, measured, reference)
     return (choice, scores, labels) if whole and scores is not None else (choice, None, None)
 
@@ -225,6 +219,17 @@ def _first_pass(measure_at, reference: float):
                 pick = min(pair, key=lambda p: abs(np.log(p[3] / reference)))
                 return pick[0], None, *pick[1:]
     return 1.0, None, *probes[0][1:]
+
+
+def _unsure_choice(previous: float, measured: float, reference: float) -> ScaleChoice:
+    """The image's own scale, when two passes measured ``previous`` and ``measured`` px."""
+    message = (
+        "Could not measure the cell size consistently (objects of "
+        f"{previous:.0f} px at the image's scale, {measured:.0f} px after resampling): "
+        "predicted at the image's own scale. If cells come out split or merged, give "
+        "their diameter in px."
+    )
+    return ScaleChoice(1.0, None, reference, True, message)
 
 
 def _estimated_choice(factor: float, measured: float | None, reference: float) -> ScaleChoice:

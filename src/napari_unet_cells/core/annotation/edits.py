@@ -331,7 +331,10 @@ def _watershed_relief(cell: np.ndarray, image: np.ndarray | None) -> np.ndarray:
 def _watershed_seeds(
     cell: np.ndarray, relief: np.ndarray, n: int, markers: np.ndarray | None
 ) -> np.ndarray:
-    """int32 (Y, X) seeds 1..K: the ``markers`` inside the cell, else ``n`` relief maxima."""
+    """int32 (Y, X) seeds 1..K: the ``markers`` inside the cell, else ``n`` relief maxima,
+    else (a relief with one maximum, e.g. two cells merged into one smooth blob) the
+    centres of ``n`` compact parts of the cell (k-means of its pixel positions)."""
+    from scipy.cluster.vq import kmeans2
     from skimage.feature import peak_local_max
 
     seeds = np.zeros(cell.shape, np.int32)
@@ -344,6 +347,11 @@ def _watershed_seeds(
         peaks = peak_local_max(
             np.where(cell, relief, 0), min_distance=2, num_peaks=max(2, int(n)), labels=cell
         )
+        if len(peaks) < 2 and np.count_nonzero(cell) >= 2 * max(2, int(n)):
+            pixels = np.argwhere(cell).astype(float)
+            centres, _ = kmeans2(pixels, max(2, int(n)), minit="++", seed=0)
+            nearest = ((pixels[:, None, :] - centres[None]) ** 2).sum(-1).argmin(axis=0)
+            peaks = pixels[np.unique(nearest)].astype(int)
         for k, (y, x) in enumerate(peaks, start=1):
             seeds[y, x] = k
     return seeds
@@ -397,7 +405,8 @@ def split_label_watershed(
     seeds = _watershed_seeds(cell, relief, n, markers)
     if np.count_nonzero(seeds) < 2:
         raise UNetCellsError(
-            f"Found fewer than two seeds in cell {label}; place seed points or split by line."
+            f"Found fewer than two seeds in cell {label}: draw a line across it in a Shapes "
+            "layer and use Split by line."
         )
     parts = watershed(-relief, seeds, mask=cell)
     return _relabel_parts(labels, lab, int(label), parts, tuple(plane), "watershed")
