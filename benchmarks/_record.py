@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -23,3 +24,20 @@ def best_time(fn, repeat: int) -> tuple[float, object]:
         result = fn()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+@contextlib.contextmanager
+def fp32_only():
+    """Within the block, the package computes in fp32 (bf16 autocast off), as with
+    ``NAPARI_UNET_CELLS_PRECISION=fp32``: the reference for bf16 speed-ups."""
+    from napari_unet_cells.core.device import PRECISION_VARIABLE
+
+    before = os.environ.get(PRECISION_VARIABLE)
+    os.environ[PRECISION_VARIABLE] = "fp32"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[PRECISION_VARIABLE]
+        else:
+            os.environ[PRECISION_VARIABLE] = before

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import fp32_only  # benchmarks/_record.py
 
 
 def _bare_forward(model, image, tile, batch_size, channels_last=True, precision="auto"):
@@ -65,19 +66,10 @@ def _bare_forward(model, image, tile, batch_size, channels_last=True, precision=
 
 def _full_predict_fp32(predict, image, model, tile, batch) -> float:
     """Seconds for ``predict`` with bf16 autocast turned off (the environment variable)."""
-    from napari_unet_cells.core.device import PRECISION_VARIABLE
-
-    before = os.environ.get(PRECISION_VARIABLE)
-    os.environ[PRECISION_VARIABLE] = "fp32"
-    try:
+    with fp32_only():
         start = time.perf_counter()
         predict(image, model, device="cpu", tile=tile, batch_size=batch)
         return time.perf_counter() - start
-    finally:
-        if before is None:
-            del os.environ[PRECISION_VARIABLE]
-        else:
-            os.environ[PRECISION_VARIABLE] = before
 
 
 def bench_overhead(

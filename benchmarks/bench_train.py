@@ -19,13 +19,12 @@ its cost per step relative to base 16 (same variant, same run).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record import emit
+from _record import emit, fp32_only
 
 
 def bench_step(repeats: int, base: int = 16) -> dict[str, float]:
@@ -112,7 +111,7 @@ def bench_train_iter(steps: int) -> None:
     """Steps per second of ``train_iter`` as it runs, and in fp32 where it runs bf16."""
     import torch
 
-    from napari_unet_cells.core.device import PRECISION_VARIABLE, inference_dtype
+    from napari_unet_cells.core.device import inference_dtype
 
     bf16 = inference_dtype(torch.device("cpu")) is not None
     common = {"base": 16, "depth": 4, "batch": 4, "steps": steps}
@@ -120,11 +119,8 @@ def bench_train_iter(steps: int) -> None:
     rate = _train_iter_rate(steps)
     emit(measurement="train_iter_steps_per_s", value=round(rate, 3), **common)
     if bf16:
-        os.environ[PRECISION_VARIABLE] = "fp32"
-        try:
+        with fp32_only():
             rate_fp32 = _train_iter_rate(steps)
-        finally:
-            del os.environ[PRECISION_VARIABLE]
         emit(
             measurement="train_iter_bf16_speedup",
             value=round(rate / rate_fp32, 3),
