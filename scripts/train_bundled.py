@@ -50,6 +50,7 @@ from napari_unet_cells.core.config import (
 from napari_unet_cells.core.data import as_samples
 from napari_unet_cells.core.instances import tune_instances
 from napari_unet_cells.core.predict import predict
+from napari_unet_cells.core.scale import labels_to_shape, resize_plane
 from napari_unet_cells.core.synthetic import random_config, synthetic_cells
 from napari_unet_cells.core.train import train_iter
 
@@ -58,16 +59,39 @@ DEFAULT_OUT = ROOT / "src/napari_unet_cells/core/models/nuclei_unet.npz"
 
 # seed streams: training rounds, per-round validation, and (in evaluate_model.py) testing
 TRAIN_STREAM, VAL_STREAM = 1, 2
+#: typical nucleus diameters, px, of the images that ``--resampled`` resamples
+SOURCE_DIAMETERS = (5.0, 60.0)
 
 
-def make_images(seed: int, stream: int, index: int, n: int, size: int, diameter: float):
-    """``n`` synthetic (image, labels) pairs of size x size px from one seed stream, with
-    typical nucleus diameters in [diameter / 1.5, diameter * 1.5] px."""
+def make_images(
+    seed: int, stream: int, index: int, n: int, size: int, diameter: float, resampled: float = 0.0
+):
+    """``n`` synthetic (image, labels) pairs of size x size px from one seed stream.
+
+    Each image is, with probability ``1 - resampled``, drawn with typical nucleus
+    diameters in [diameter / 1.5, diameter * 1.5] px; otherwise it is drawn at a typical
+    diameter anywhere in SOURCE_DIAMETERS (5-60 px, the microscope's own blur and noise
+    at that size) and resampled as a whole so that its nuclei come out at diameter / 1.3
+    to diameter * 1.3 px: what ``predict`` shows the network after its diameter estimate.
+    """
     rng = np.random.default_rng([seed, stream, index])
     pairs = []
     for _ in range(n):
-        config = random_config(rng, diameter=(diameter / 1.5, diameter * 1.5))
-        pairs.append(synthetic_cells((size, size), seed=rng, config=config))
+        if rng.random() >= resampled:
+            config = random_config(rng, diameter=(diameter / 1.5, diameter * 1.5))
+            pairs.append(synthetic_cells((size, size), seed=rng, config=config))
+            continue
+        source = float(np.exp(rng.uniform(*np.log(SOURCE_DIAMETERS))))
+        target = float(np.exp(rng.uniform(np.log(diameter / 1.3), np.log(diameter * 1.3))))
+        side = max(32, round(size * source / target))
+        config = random_config(rng, diameter=(source, source))
+        image, labels = synthetic_cells((side, side), seed=rng, config=config)
+        pairs.append(
+            (
+                resize_plane(image.astype(np.float32), (size, size)),
+                labels_to_shape(labels, (size, size)),
+            )
+        )
     return pairs
 
 
@@ -137,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--classes", type=int, default=3, choices=(2, 3), help="output classes")
     p.add_argument("--diameter", type=float, default=20.0, help="typical nucleus size, px")
+    p.add_argument(
+        "--resampled",
+        type=float,
+        default=0.0,
+        help="fraction of images drawn at 5-60 px and resampled to --diameter",
+    )
     p.add_argument("--scale-aug", type=float, default=0.5, help="tile zoom range 1/(1+s)..1+s")
     p.add_argument("--init", type=Path, default=None, help="continue from this model file")
     p.add_argument(
@@ -160,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     model_config = ModelConfig(
         n_classes=args.classes, base=args.base, depth=args.depth, dropout=0.1
     )
-    val_pairs = make_images(args.seed, VAL_STREAM, 0, 6, args.size, args.diameter)
+    val_pairs = make_images(args.seed, VAL_STREAM, 0, 6, args.size, args.diameter, args.resampled)
     val = as_samples([im for im, _ in val_pairs], [lb for _, lb in val_pairs])
 
     model = model_config if args.init is None else initial_model(args.init, args.classes)
@@ -171,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             model = path
             continue
         pairs = make_images(
-            args.seed, TRAIN_STREAM, round_index, args.images, args.size, args.diameter
+            args.seed,
+            TRAIN_STREAM,
+            round_index,
+            args.images,
+            args.size,
+            args.diameter,
+            args.resampled,
         )
         samples = as_samples(
             [im for im, _ in pairs],
@@ -241,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         final.provenance["instance_tuning"] = {"kept_from": args.init.name, "chosen": kept}
         log.info("post-processing kept from %s: %s", args.init.name, kept)
     else:
-        tuning = make_images(args.seed, VAL_STREAM, 1, 8, args.size, args.diameter)
+        tuning = make_images(args.seed, VAL_STREAM, 1, 8, args.size, args.diameter, args.resampled)
         best, scores = tune_post_processing(final, tuning)
         final.extra["instances"] = config_to_dict(best)
         final.provenance["instance_tuning"] = {
