@@ -116,7 +116,7 @@ def _rescaled(factor: float, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
     source = round(size / factor)
     image, labels = synthetic_cells((source, source), seed=rng, config=DEFAULT)
-    resized = resize_plane(image.astype(np.float32), (size, size))
+    resized = resize_plane(image.astype(np.float32), (size, size), order=1)
     return resized, labels_to_shape(labels, (size, size))
 
 

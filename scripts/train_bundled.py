@@ -88,7 +88,7 @@ def make_images(
         image, labels = synthetic_cells((side, side), seed=rng, config=config)
         pairs.append(
             (
-                resize_plane(image.astype(np.float32), (size, size)),
+                resize_plane(image.astype(np.float32), (size, size), order=1),
                 labels_to_shape(labels, (size, size)),
             )
         )

@@ -90,6 +90,31 @@ def test_resize_plane_keeps_channels_and_values():
     assert abs(out.mean() - plane.mean()) < 0.01
 
 
+def test_resize_plane_enlarges_cubic_and_shrinks_bilinear_unless_told():
+    from skimage.transform import resize
+
+    plane = np.random.default_rng(1).random((30, 30)).astype(np.float32)
+    cubic = resize(plane, (75, 75), order=3, preserve_range=True)
+    np.testing.assert_allclose(resize_plane(plane, (75, 75)), cubic, atol=1e-6)
+    linear = resize(plane, (75, 75), order=1, preserve_range=True)
+    np.testing.assert_allclose(resize_plane(plane, (75, 75), order=1), linear, atol=1e-6)
+    assert not np.allclose(cubic, linear, atol=1e-3)
+    small = resize(plane, (12, 12), order=1, anti_aliasing=True, preserve_range=True)
+    np.testing.assert_allclose(resize_plane(plane, (12, 12)), small, atol=1e-6)
+
+
+def test_probabilities_come_back_on_the_input_grid_within_zero_and_one():
+    from napari_unet_cells.core.predict import probabilities_on_image_grid
+
+    model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0))
+    model.extra["diameter"] = 20.0
+    image, _ = synthetic_cells((64, 64), seed=3, config=SyntheticConfig(diameter=(8, 10)))
+    result = run(predict_iter(image, model, PredictConfig(device="cpu"), diameter=9.0))
+    assert result.scale.factor > 1
+    probs = probabilities_on_image_grid(result)
+    assert probs.shape == image.shape and 0.0 <= probs.min() and probs.max() <= 1.0
+
+
 def test_models_without_a_diameter_are_never_resampled():
     model = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0))
     image, _ = synthetic_cells((64, 64), seed=1)
@@ -155,7 +180,7 @@ def test_auto_diameter_of_an_enlarged_blurry_image(sized_model, seed):
     from napari_unet_cells.core.scale import resize_plane
 
     image, labels = synthetic_cells((160, 160), seed=seed)
-    big = resize_plane(image.astype(np.float32), (480, 480))
+    big = resize_plane(image.astype(np.float32), (480, 480), order=1)
     truth = typical_diameter(labels_to_shape(labels, (480, 480)))
     result = run(predict_iter(big, sized_model, PredictConfig(device="cpu")))
     assert result.scale.diameter == pytest.approx(truth, rel=0.25)

@@ -578,5 +578,5 @@ def probabilities_on_image_grid(result: PredictionResult) -> np.ndarray:
     if result.image_shape is None or probs.shape[-2:] == tuple(result.image_shape):
         return probs
     planes = probs.reshape(-1, *probs.shape[-2:])
-    out = np.stack([resize_plane(p, result.image_shape) for p in planes])
+    out = np.stack([resize_plane(p, result.image_shape, order=1) for p in planes])
     return out.reshape(*probs.shape[:-2], *result.image_shape)

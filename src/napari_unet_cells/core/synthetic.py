@@ -475,7 +475,7 @@ def random_config(
     outliers = rng.random() < 0.35
     return SyntheticConfig(
         diameter=(max(3.0, low), max(3.0, high)),
-        coverage=float(rng.uniform(0.05, 0.55)),
+        coverage=float(rng.uniform(0.05, 0.7)),
         cluster_fraction=float(rng.uniform(0.2, 0.95)),
         aspect=(1.0, float(rng.uniform(1.2, 2.6))),
         irregularity=float(rng.uniform(0.0, 0.15)),

@@ -200,7 +200,8 @@ def match_model_scale(
 
 
 def _resample(sample: TrainingSample, factor: float) -> TrainingSample:
-    """``sample`` scaled by ``factor``: image bilinear, labels and ignore mask nearest."""
+    """``sample`` scaled by ``factor``: the image as ``predict`` resamples it (cubic when
+    enlarging), labels and ignore mask nearest."""
     from .scale import labels_to_shape, resize_plane, scaled_shape
 
     shape = scaled_shape(np.shape(sample.labels), factor)
