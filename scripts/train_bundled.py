@@ -61,10 +61,19 @@ DEFAULT_OUT = ROOT / "src/napari_unet_cells/core/models/nuclei_unet.npz"
 TRAIN_STREAM, VAL_STREAM = 1, 2
 #: typical nucleus diameters, px, of the images that ``--resampled`` resamples
 SOURCE_DIAMETERS = (5.0, 60.0)
+#: ranges of the SyntheticConfig fields of ``--crowded`` images
+CROWDED = {"coverage": (0.5, 0.7), "cluster_fraction": (0.8, 0.95)}
 
 
 def make_images(
-    seed: int, stream: int, index: int, n: int, size: int, diameter: float, resampled: float = 0.0
+    seed: int,
+    stream: int,
+    index: int,
+    n: int,
+    size: int,
+    diameter: float,
+    resampled: float = 0.0,
+    crowded: float = 0.0,
 ):
     """``n`` synthetic (image, labels) pairs of size x size px from one seed stream.
 
@@ -73,12 +82,18 @@ def make_images(
     diameter anywhere in SOURCE_DIAMETERS (5-60 px, the microscope's own blur and noise
     at that size) and resampled as a whole so that its nuclei come out at diameter / 1.3
     to diameter * 1.3 px: what ``predict`` shows the network after its diameter estimate.
+    A fraction ``crowded`` of the images is made crowded (CROWDED: most nuclei in
+    clusters, covering half the image or more).
     """
     rng = np.random.default_rng([seed, stream, index])
     pairs = []
     for _ in range(n):
         if rng.random() >= resampled:
             config = random_config(rng, diameter=(diameter / 1.5, diameter * 1.5))
+            if crowded and rng.random() < crowded:
+                config = dataclasses.replace(
+                    config, **{k: float(rng.uniform(*v)) for k, v in CROWDED.items()}
+                )
             pairs.append(synthetic_cells((size, size), seed=rng, config=config))
             continue
         source = float(np.exp(rng.uniform(*np.log(SOURCE_DIAMETERS))))
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="fraction of images drawn at 5-60 px and resampled to --diameter",
     )
+    p.add_argument("--crowded", type=float, default=0.0, help="fraction of images made crowded")
     p.add_argument("--scale-aug", type=float, default=0.5, help="tile zoom range 1/(1+s)..1+s")
     p.add_argument("--init", type=Path, default=None, help="continue from this model file")
     p.add_argument(
@@ -208,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             args.size,
             args.diameter,
             args.resampled,
+            args.crowded,
         )
         samples = as_samples(
             [im for im, _ in pairs],
