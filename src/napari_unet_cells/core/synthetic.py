@@ -444,12 +444,12 @@ def random_config(
 ) -> SyntheticConfig:
     """A SyntheticConfig drawn from a wide range of looks, for training general models.
 
-    Sparse to crowded, round to elongated, bright to barely above noise, sharp to soft
-    outlines, smooth to textured chromatin (dark nucleoli, bright chromocentres, which
-    must not split a nucleus), faint to no seams between touching nuclei, dim nuclei
-    beside bright ones and a few saturated outliers that leave ordinary nuclei dim after
-    percentile normalisation, clean to dusty, 8-bit/16-bit/float and 8-bit values in a
-    16-bit file.
+    Sparse to crowded (5-70 % of the area covered), round to elongated, bright to barely
+    above noise, sharp to soft outlines, smooth to textured chromatin (dark nucleoli,
+    bright chromocentres, which must not split a nucleus), faint to no seams between
+    touching nuclei, dim nuclei beside bright ones and a few saturated outliers that leave
+    ordinary nuclei dim after percentile normalisation, clean to dusty,
+    8-bit/16-bit/float and 8-bit values in a 16-bit file.
 
     Parameters
     ----------
