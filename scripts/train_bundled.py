@@ -306,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     final.provenance["data"] = (
         f"synthetic only: {args.rounds} rounds x {args.images} images of {args.size}^2 px "
         "from core.synthetic.random_config (no real images)"
+        + (f", {args.crowded:.0%} of them made crowded" if args.crowded else "")
+        + (
+            f", {args.resampled:.0%} of them drawn at 5-60 px and resampled"
+            if args.resampled
+            else ""
+        )
     )
     save_model(final, args.out)
     log.info("saved %s (%.1f MB)", args.out, args.out.stat().st_size / 1e6)
