@@ -190,3 +190,44 @@ def test_the_final_message_counts_and_lists_the_first_failures():
     assert "f0.tif: bad 0; f1.tif: bad 1; f2.tif: bad 2 (and 2 more, see the summary)" in text
     text = folder_message(rows[-1:], 1, None, Path("/out"), stopped=False)
     assert text == "1 file: 1 segmented (12 cells), 0 failed. Labels: /out"
+
+
+def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
+    """One prediction at a time per dock: Run during a folder run, and Run folder during
+    a Run, are refused with what to do; nothing is started or written."""
+    from napari_unet_cells.core import predict_large
+    from napari_unet_cells.widgets import predict_widget
+
+    viewer, widget, said = dock
+    errors = []
+    monkeypatch.setattr(predict_widget, "show_error", errors.append)
+    panel = widget.folder
+    viewer.add_image(synthetic_cells((96, 96), seed=5)[0], name="nuclei")
+    release = threading.Event()
+    original = predict_large.predict_file_iter
+
+    def gated(image, *args, **kwargs):
+        assert release.wait(60)  # the folder run stays busy until released
+        return (yield from original(image, *args, **kwargs))
+
+    monkeypatch.setattr(predict_large, "predict_file_iter", gated)
+    panel.run_button.native.click()
+    assert panel.worker is not None
+    widget.run()
+    assert widget.worker is None and errors == [predict_widget.RUN_WAITS]
+    assert widget.status.value == predict_widget.RUN_WAITS
+    panel.stop()
+    release.set()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)
+
+    # the other way round: a Run in progress refuses Run folder
+    out = panel.output_folder.value
+    before = sorted(p.name for p in out.iterdir())
+    widget.worker = object()  # stands for a running prediction
+    try:
+        panel.run_button.native.click()
+    finally:
+        widget.worker = None
+    assert panel.worker is None and said["error"][-1] == predict_widget.FOLDER_WAITS
+    assert panel.status.value == predict_widget.FOLDER_WAITS
+    assert sorted(p.name for p in out.iterdir()) == before

@@ -44,6 +44,10 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 # the panels' controls, also attributes of the dock (as before the split)
+#: one prediction at a time per dock: a Run and a folder run each wait for the other
+RUN_WAITS = "The folder run is going on: wait for it to end, or press Stop folder, then Run."
+FOLDER_WAITS = "A prediction is running in this dock: wait for it, or press Stop, then Run folder."
+
 _PANEL_CONTROLS = {
     "inputs": "image_combo channel model_combo model_file device tile diameter diameter_from_line",
     "post": "threshold seed_threshold min_size min_confidence",
@@ -89,7 +93,10 @@ class PredictWidget(Container):
         self.inputs = InputsPanel(napari_viewer, self._own_layers)
         self.post = PostProcessPanel()
         self.controls = RunPanel()
-        self.folder = FolderPanel(lambda: read_settings(self.inputs, self.post, self.tta.value))
+        self.folder = FolderPanel(
+            lambda: read_settings(self.inputs, self.post, self.tta.value),
+            busy=lambda: FOLDER_WAITS if self.worker is not None else "",
+        )
         for panel, names in _PANEL_CONTROLS.items():
             for name in names.split():
                 setattr(self, name, getattr(getattr(self, panel), name))
@@ -215,6 +222,10 @@ class PredictWidget(Container):
     def run(self) -> None:
         """Start prediction in a thread worker (Run button); refusals go to the status."""
         if self.worker is not None:
+            return
+        if self.folder.worker is not None:
+            show_error(RUN_WAITS)
+            self.status.value = RUN_WAITS
             return
         try:
             layer = self.inputs.image()

@@ -60,11 +60,15 @@ class FolderPanel:
     ``settings()`` returns the dock's model, ``PredictConfig``, ``InstanceConfig`` and
     diameter as plain values (it raises UNetCellsError for an invalid setting). ``worker``
     is the running thread worker, or None; ``rows`` the summary rows of the last run and
-    ``message`` its final message.
+    ``message`` its final message. ``busy()`` says why the dock cannot start a folder run
+    now ("" when it can): one prediction at a time per dock.
     """
 
-    def __init__(self, settings: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, settings: Callable[[], dict[str, Any]], busy: Callable[[], str] = lambda: ""
+    ) -> None:
         self.settings = settings
+        self.busy = busy
         self.worker = None
         self.rows: list[dict[str, Any]] = []
         self.message = ""
@@ -140,6 +144,10 @@ class FolderPanel:
         from ...core.batch import SUMMARY_NAME
 
         if self.worker is not None:
+            return
+        if reason := self.busy():
+            show_error(reason)
+            self.status.value = reason
             return
         try:
             settings = self.settings()
