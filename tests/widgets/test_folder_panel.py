@@ -196,11 +196,8 @@ def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
     """One prediction at a time per dock: Run during a folder run, and Run folder during
     a Run, are refused with what to do; nothing is started or written."""
     from napari_unet_cells.core import predict_large
-    from napari_unet_cells.widgets import predict_widget
 
     viewer, widget, said = dock
-    errors = []
-    monkeypatch.setattr(predict_widget, "show_error", errors.append)
     panel = widget.folder
     viewer.add_image(synthetic_cells((96, 96), seed=5)[0], name="nuclei")
     release = threading.Event()
@@ -214,8 +211,8 @@ def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
     panel.run_button.native.click()
     assert panel.worker is not None
     widget.run()
-    assert widget.worker is None and errors == [predict_widget.RUN_WAITS]
-    assert widget.status.value == predict_widget.RUN_WAITS
+    assert widget.worker is None and said["error"] == [folder_panel.RUN_WAITS]
+    assert widget.status.value == folder_panel.RUN_WAITS
     panel.stop()
     release.set()
     qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)
@@ -228,6 +225,6 @@ def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
         panel.run_button.native.click()
     finally:
         widget.worker = None
-    assert panel.worker is None and said["error"][-1] == predict_widget.FOLDER_WAITS
-    assert panel.status.value == predict_widget.FOLDER_WAITS
+    assert panel.worker is None and said["error"][-1] == folder_panel.FOLDER_WAITS
+    assert panel.status.value == folder_panel.FOLDER_WAITS
     assert sorted(p.name for p in out.iterdir()) == before

@@ -44,10 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 # the panels' controls, also attributes of the dock (as before the split)
-#: one prediction at a time per dock: a Run and a folder run each wait for the other
-RUN_WAITS = "The folder run is going on: wait for it to end, or press Stop folder, then Run."
-FOLDER_WAITS = "A prediction is running in this dock: wait for it, or press Stop, then Run folder."
-
 _PANEL_CONTROLS = {
     "inputs": "image_combo channel model_combo model_file device tile diameter diameter_from_line",
     "post": "threshold seed_threshold min_size min_confidence",
@@ -95,7 +91,7 @@ class PredictWidget(Container):
         self.controls = RunPanel()
         self.folder = FolderPanel(
             lambda: read_settings(self.inputs, self.post, self.tta.value),
-            busy=lambda: FOLDER_WAITS if self.worker is not None else "",
+            dock_running=lambda: self.worker is not None,
         )
         for panel, names in _PANEL_CONTROLS.items():
             for name in names.split():
@@ -119,7 +115,7 @@ class PredictWidget(Container):
         self.model_combo.changed.connect(self.apply_model_defaults)
         self.model_file.changed.connect(self.apply_model_defaults)
         self.show_grid.changed.connect(self.update_grid)
-        self.show_probabilities.changed.connect(self._on_show_probabilities)
+        self.show_probabilities.changed.connect(self._write_probabilities)
         for widget in (self.image_combo, self.model_combo, self.model_file, self.tile):
             widget.changed.connect(self._on_inputs_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
@@ -210,22 +206,17 @@ class PredictWidget(Container):
         """Set the diameter from the last line drawn in the selected Shapes layer (px of
         the image's data grid)."""
         try:
-            length = self.inputs.line_diameter(self.viewer.layers.selection.active)
+            self.status.value = self.inputs.set_diameter_from_line(
+                self.viewer.layers.selection.active
+            )
         except UNetCellsError as err:
             show_error(str(err))
-            return
-        self.diameter.value = f"{length:.0f}"
-        self.status.value = f"Cell diameter set to {length:.0f} px from the drawn line."
 
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> None:
         """Start prediction in a thread worker (Run button); refusals go to the status."""
-        if self.worker is not None:
-            return
-        if self.folder.worker is not None:
-            show_error(RUN_WAITS)
-            self.status.value = RUN_WAITS
+        if self.worker is not None or self.folder.refuses_run(self.status):
             return
         try:
             layer = self.inputs.image()
@@ -360,14 +351,11 @@ class PredictWidget(Container):
             self.workspace.add_prediction(self._source.layer, self.labels_layer)
         self.measure_panel.measure(self.labels_layer, self._source.layer)  # features
 
-    def _write_probabilities(self) -> None:
-        if self.probabilities is not None:
+    def _write_probabilities(self, show: bool = True) -> None:
+        """Write the probability layer (``show``: the Show probabilities box was ticked)."""
+        if show and self.probabilities is not None:
             shown = probabilities_on_grid(self.probabilities, self._image_shape)
             self.outputs.write_probabilities(self._source, shown)
-
-    def _on_show_probabilities(self, value: bool) -> None:
-        if value:
-            self._write_probabilities()
 
     def update_labels(self, _value=None) -> None:
         """A post-processing control changed: new labels from the kept probabilities, no

@@ -53,6 +53,11 @@ def folder_message(
     return text
 
 
+#: one prediction at a time per dock: Run and Run folder each wait for the other
+RUN_WAITS = "The folder run is going on: wait for it to end, or press Stop folder, then Run."
+FOLDER_WAITS = "A prediction is running in this dock: wait for it, or press Stop, then Run folder."
+
+
 class FolderPanel:
     """Whole folder: Input folder, Output folder, Tables, Run folder / Stop folder, a
     progress bar over files and tiles, and a status line.
@@ -60,15 +65,18 @@ class FolderPanel:
     ``settings()`` returns the dock's model, ``PredictConfig``, ``InstanceConfig`` and
     diameter as plain values (it raises UNetCellsError for an invalid setting). ``worker``
     is the running thread worker, or None; ``rows`` the summary rows of the last run and
-    ``message`` its final message. ``busy()`` says why the dock cannot start a folder run
-    now ("" when it can): one prediction at a time per dock.
+    ``message`` its final message. One prediction at a time per dock: ``dock_running()``
+    is True while the dock's own Run predicts, and Run folder waits (``refuses_run`` for
+    the other way round).
     """
 
     def __init__(
-        self, settings: Callable[[], dict[str, Any]], busy: Callable[[], str] = lambda: ""
+        self,
+        settings: Callable[[], dict[str, Any]],
+        dock_running: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
-        self.busy = busy
+        self.dock_running = dock_running
         self.worker = None
         self.rows: list[dict[str, Any]] = []
         self.message = ""
@@ -145,9 +153,9 @@ class FolderPanel:
 
         if self.worker is not None:
             return
-        if reason := self.busy():
-            show_error(reason)
-            self.status.value = reason
+        if self.dock_running():
+            show_error(FOLDER_WAITS)
+            self.status.value = FOLDER_WAITS
             return
         try:
             settings = self.settings()
@@ -171,6 +179,14 @@ class FolderPanel:
         worker.finished.connect(self._on_finished)
         self.worker = worker
         worker.start()
+
+    def refuses_run(self, status: Any) -> bool:
+        """True (with an error notification and ``status`` set) while a folder run is going
+        on: the dock's Run waits for it."""
+        if self.worker is not None:
+            show_error(RUN_WAITS)
+            status.value = RUN_WAITS
+        return self.worker is not None
 
     def stop(self) -> None:
         """End the run after the current tile (Stop folder); the summary lists the files

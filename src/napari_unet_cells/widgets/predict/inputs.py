@@ -193,6 +193,12 @@ class InputsPanel:
         except UNetCellsError:
             return None
 
+    def set_diameter_from_line(self, shapes: Any) -> str:
+        """Set the Cell diameter control to ``line_diameter(shapes)``; the status line."""
+        length = self.line_diameter(shapes)
+        self.diameter.value = f"{length:.0f}"
+        return f"Cell diameter set to {length:.0f} px from the drawn line."
+
     def line_diameter(self, shapes: Any) -> float:
         """Length (px of the chosen image's grid) of the last line drawn in ``shapes``."""
         from napari.layers import Shapes
