@@ -61,6 +61,7 @@ DEFAULT_OUT = ROOT / "src/napari_unet_cells/core/models/nuclei_unet.npz"
 TRAIN_STREAM, VAL_STREAM = 1, 2
 #: typical nucleus diameters, px, of the images that ``--resampled`` resamples
 SOURCE_DIAMETERS = (5.0, 60.0)
+SOURCE_RANGE = f"{SOURCE_DIAMETERS[0]:g}-{SOURCE_DIAMETERS[1]:g} px"
 #: ranges of the SyntheticConfig fields of ``--crowded`` images
 CROWDED = {"coverage": (0.5, 0.7), "cluster_fraction": (0.8, 0.95)}
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "--resampled",
         type=float,
         default=0.0,
-        help="fraction of images drawn at 5-60 px and resampled to --diameter",
+        help=f"fraction of images drawn at {SOURCE_RANGE} and resampled to --diameter",
     )
     p.add_argument("--crowded", type=float, default=0.0, help="fraction of images made crowded")
     p.add_argument("--scale-aug", type=float, default=0.5, help="tile zoom range 1/(1+s)..1+s")
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "from core.synthetic.random_config (no real images)"
         + (f", {args.crowded:.0%} of them made crowded" if args.crowded else "")
         + (
-            f", {args.resampled:.0%} of them drawn at 5-60 px and resampled"
+            f", {args.resampled:.0%} of them drawn at {SOURCE_RANGE} and resampled"
             if args.resampled
             else ""
         )

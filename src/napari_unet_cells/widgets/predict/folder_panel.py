@@ -183,10 +183,11 @@ class FolderPanel:
     def refuses_run(self, status: Any) -> bool:
         """True (with an error notification and ``status`` set) while a folder run is going
         on: the dock's Run waits for it."""
-        if self.worker is not None:
+        busy = self.worker is not None
+        if busy:
             show_error(RUN_WAITS)
             status.value = RUN_WAITS
-        return self.worker is not None
+        return busy
 
     def stop(self) -> None:
         """End the run after the current tile (Stop folder); the summary lists the files
