@@ -1,6 +1,6 @@
 """Evaluate a model file on held-out synthetic images; prints one JSON line per result.
 
-    .venv/bin/python scripts/evaluate_model.py [MODEL] [--images 16] [--size 512]
+    .venv/bin/python scripts/evaluate_model.py [MODEL] [--images 16] [--size 512] [--tta]
 
 MODEL defaults to the bundled model. The test images come from a seed stream that
 ``scripts/train_bundled.py`` never uses for training or validation (stream 3), in the
@@ -161,23 +161,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-size", type=int, default=None, help="default: the model's")
     p.add_argument("--diameter", default="auto", help="auto (default), a number of px, or none")
     p.add_argument("--sets", nargs="+", default=list(STRESS_SETS), choices=list(STRESS_SETS))
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args(argv)
     model = resolve_model(args.model or bundled_model_path())
-    kwargs = {"threshold": args.threshold, "min_size": args.min_size, "diameter": args.diameter}
+    kwargs = {
+        "threshold": args.threshold,
+        "min_size": args.min_size,
+        "diameter": args.diameter,
+        "tta": args.tta,
+    }
     if args.diameter.lower() == "none":
         kwargs["diameter"] = None
     for kind in args.sets:
-        print(json.dumps(evaluate_set(model, kind, args.images, args.size, **kwargs)), flush=True)
+        result = evaluate_set(model, kind, args.images, args.size, **kwargs)
+        print(json.dumps({**result, "tta": args.tta}), flush=True)
     if args.skip_timing:
         return 0
     image, _ = synthetic_cells((1024, 1024), seed=12345)
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        predict(image, model, device="cpu")
+        predict(image, model, device="cpu", tta=args.tta)
         times.append(time.perf_counter() - start)
-    print(json.dumps({"measurement": "predict_1024x1024_cpu_s", "seconds": round(min(times), 2)}))
+    timing = {"measurement": "predict_1024x1024_cpu_s", "seconds": round(min(times), 2)}
+    print(json.dumps({**timing, "tta": args.tta}))
     return 0
 
 

@@ -515,7 +515,7 @@ def predict(
         belong to a cell; cells grow from cores above ``seed_threshold`` (separates
         touching cells; 0: no seeds); smallest object kept, px; smallest mean score of an
         object. Each left at None takes the model's stored recommendation
-        (``instance_defaults``; the bundled model: 0.5, 0.9, 30 px, 0.7).
+        (``instance_defaults``; the bundled model: 0.4, 0.8, 30 px, 0).
     return_probabilities : bool
         Also return the float32 cell scores on the input's grid.
     rgb, channel_axis, channel : optional
