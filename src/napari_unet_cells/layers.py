@@ -105,6 +105,23 @@ def is_prediction(layer: Any) -> bool:
     return is_labels(layer) and role(layer) == "prediction"
 
 
+def is_source_image(layer: Any) -> bool:
+    """An Image layer that can be segmented or annotated: not one this plugin made (a
+    cell probability, a weight map).
+
+    Parameters
+    ----------
+    layer : Any
+        A layer or its proxy.
+
+    Returns
+    -------
+    bool
+        True for an Image layer without a plugin role.
+    """
+    return is_image(layer) and role(layer) is None
+
+
 def full_resolution(layer: Any) -> Any:
     """The layer's data at full resolution (level 0 of a multiscale layer); not copied.
 

@@ -162,6 +162,35 @@ def test_close_workers_stops_and_detaches_a_running_prediction(dock, qtbot):
     assert len(viewer.layers) == n_layers and widget.inference_runs == 0
 
 
+def test_each_image_keeps_its_prediction_and_a_renamed_layer_is_never_written(dock, qtbot):
+    """A second image gets its own layers; re-running the first replaces only the first's;
+    a layer the user renamed to keep it is left as it is."""
+    viewer, widget, image = dock
+    widget.show_probabilities.value = True
+    _run(widget, qtbot)
+    first = viewer.layers["synthetic nuclei cells"]
+    first_labels = np.asarray(first.data).copy()
+    assert "synthetic nuclei cell probability" not in [x.name for x in widget.image_combo.choices]
+    other = viewer.add_image(np.asarray(image.data)[:200, :240].copy(), name="B")
+    widget.image_combo.value = other
+    _run(widget, qtbot)
+    assert viewer.layers["synthetic nuclei cells"] is first
+    np.testing.assert_array_equal(first.data, first_labels)  # not overwritten by B's
+    assert viewer.layers["B cells"].data.shape == (200, 240)
+    assert "B cell probability" in viewer.layers
+    assert widget.workspace.prediction_of(image) is first
+
+    first.name = "bundled result (keep)"
+    widget.image_combo.value = image
+    n_layers = len(viewer.layers)
+    _run(widget, qtbot)
+    assert viewer.layers["bundled result (keep)"] is first  # neither renamed nor replaced
+    np.testing.assert_array_equal(first.data, first_labels)
+    assert len(viewer.layers) == n_layers + 1 and "synthetic nuclei cells" in viewer.layers
+    widget.threshold.value = 0.3  # re-labelling writes the new layer, not the kept one
+    np.testing.assert_array_equal(first.data, first_labels)
+
+
 def test_a_stopped_run_on_another_image_leaves_the_kept_result_with_its_image(dock, qtbot):
     viewer, widget, _ = dock
     _run(widget, qtbot)

@@ -82,7 +82,7 @@ class LayersPanel(QWidget):
     def refresh(self, event: Any = None) -> None:
         """Refill the three choices from the viewer's layers (keeping what was chosen)."""
         layers = list(self.dock.viewer.layers)
-        images = [x for x in layers if L.is_image(x)]
+        images = [x for x in layers if L.is_source_image(x)]
         labels = [x for x in layers if L.is_labels(x) and L.role(x) != "check"]
         ours = {id(link.annotation) for link in self.dock.links}
         # predictions are never edited: they are offered as Prediction, not Annotation

@@ -82,7 +82,7 @@ class InputsPanel:
         return [
             (layer.name, layer)
             for layer in self.viewer.layers
-            if L.is_image(layer) and id(layer) not in own
+            if L.is_source_image(layer) and id(layer) not in own
         ]
 
     def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:

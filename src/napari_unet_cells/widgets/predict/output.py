@@ -1,7 +1,8 @@
 """The Predict dock's output layers: "<image> cells" and "<image> cell probability".
 
-The dock owns these layers: a re-run replaces only them, and asks first (``confirm``)
-before replacing a labels layer the user edited. The input image is never modified.
+The dock owns these layers, one pair per image predicted: a re-run replaces only that
+image's, and asks first (``confirm``) before replacing a labels layer the user edited; a
+layer the user renamed is left alone. The input image is never modified.
 """
 
 from __future__ import annotations
@@ -38,29 +39,68 @@ class Source:
 
 
 class OutputLayers:
-    """Writes and tracks the labels and probability layers of one dock.
+    """Writes and tracks the labels and probability layers of one dock, per image.
 
-    ``confirm(layer)`` is asked before replacing a labels layer the user edited: True
-    replaces it, False writes a new layer.
+    Each image predicted keeps its own "<image> cells" (and "<image> cell probability"):
+    predicting another image never replaces them. A re-run on the same image replaces
+    its layers, asking first (``confirm(layer)``: True replaces, False writes a new layer)
+    when the user painted on the labels. A layer the user renamed is theirs: it is never
+    written to again (a new layer is made instead).
     """
 
     def __init__(self, viewer: Any, confirm: Callable[[Any], bool]) -> None:
         self.viewer = viewer
         self.confirm = confirm
-        self.labels_layer: Any | None = None
+        self.labels_layer: Any | None = None  # of the image predicted last
         self.probability_layer: Any | None = None
-        self.edited = False
+        self._by_image: dict[int, tuple[Any, Any | None, Any | None]] = {}
+        self._given_names: dict[int, str] = {}  # id(layer) -> the name this dock gave it
+        self._edited: set[int] = set()  # ids of labels layers the user painted on
         self._writing = False
+
+    @property
+    def edited(self) -> bool:
+        """The user painted on the current labels layer since it was written."""
+        return self.labels_layer is not None and id(self.labels_layer) in self._edited
 
     def forget_removed(self) -> None:
         """Drop the layers the user removed from the viewer."""
-        if self.labels_layer is not None and self.labels_layer not in self.viewer.layers:
+        if not self._ours(self.labels_layer):
             self.labels_layer = None
-        if self.probability_layer is not None and self.probability_layer not in self.viewer.layers:
+        if not self._ours(self.probability_layer):
             self.probability_layer = None
+        for key, (image, labels, probability) in list(self._by_image.items()):
+            labels = labels if self._ours(labels) else None
+            probability = probability if self._ours(probability) else None
+            if image not in self.viewer.layers or (labels is None and probability is None):
+                del self._by_image[key]
+            else:
+                self._by_image[key] = (image, labels, probability)
+
+    def _ours(self, layer: Any | None) -> bool:
+        """``layer`` is in the viewer under the name this dock gave it."""
+        return (
+            layer is not None
+            and layer in self.viewer.layers
+            and self._given_names.get(id(layer)) == layer.name
+        )
+
+    def _switch_to(self, source: Source) -> None:
+        """Make ``source``'s layers (if any) the current ones."""
+        image, labels, probability = self._by_image.get(id(source.layer), (None, None, None))
+        if image is not source.layer:
+            labels = probability = None
+        self.labels_layer, self.probability_layer = labels, probability
+
+    def _remember(self, source: Source) -> None:
+        self._by_image[id(source.layer)] = (
+            source.layer,
+            self.labels_layer,
+            self.probability_layer,
+        )
 
     def write_labels(self, source: Source, labels: np.ndarray, new_run: bool) -> bool:
-        """Write ``labels`` to "<image> cells".
+        """Write ``labels`` to ``source``'s "<image> cells".
 
         Parameters
         ----------
@@ -75,13 +115,13 @@ class OutputLayers:
         Returns
         -------
         bool
-            True when a new layer was made (none yet, or the user kept an edited one).
+            True when a new layer was made (none yet for this image, the user renamed
+            or removed it, or kept an edited one).
         """
-        layer = self.labels_layer
-        if layer is not None and layer in self.viewer.layers:
-            if self.edited and not self.confirm(layer):
-                layer = None
-        else:
+        if new_run:
+            self._switch_to(source)
+        layer = self.labels_layer if self._ours(self.labels_layer) else None
+        if layer is not None and self.edited and not self.confirm(layer):
             layer = None
         name = f"{source.layer.name} cells"
         geometry = source.geometry(labels.ndim)
@@ -91,8 +131,8 @@ class OutputLayers:
                 layer = self.viewer.add_labels(
                     labels, name=name, metadata={L.ROLE_KEY: "prediction"}, **geometry
                 )
-                layer.events.paint.connect(self._on_user_edit)
-                layer.events.data.connect(self._on_user_edit)  # set_data: any redraw
+                layer.events.paint.connect(self._on_user_edit(layer))
+                layer.events.data.connect(self._on_user_edit(layer))  # set_data: any redraw
                 made = True
             else:
                 layer.data = labels
@@ -102,28 +142,41 @@ class OutputLayers:
                 made = False
         finally:
             self._writing = False
-        self.labels_layer, self.edited = layer, False
+        self._given_names[id(layer)] = layer.name
+        self._edited.discard(id(layer))
+        self.labels_layer = layer
+        self._remember(source)
         return made
 
     def write_probabilities(self, source: Source, shown: np.ndarray) -> None:
-        """Write the cell probability (on the image's grid) to "<image> cell probability"."""
+        """Write the cell probability (on the image's grid) to ``source``'s
+        "<image> cell probability"."""
         layer = self.probability_layer
-        if layer is not None and layer in self.viewer.layers:
+        if self._ours(layer):
             layer.data = shown
             return
-        self.probability_layer = self.viewer.add_image(
+        layer = self.viewer.add_image(
             shown,
             name=f"{source.layer.name} cell probability",
             colormap="magma",
             contrast_limits=(0.0, 1.0),
             opacity=0.6,
             blending="additive",
+            metadata={L.ROLE_KEY: "probability"},
             **source.geometry(shown.ndim),
         )
+        self._given_names[id(layer)] = layer.name
+        self.probability_layer = layer
+        self._remember(source)
 
-    def _on_user_edit(self, _event=None) -> None:
-        if not self._writing:
-            self.edited = True
+    def _on_user_edit(self, layer: Any) -> Callable[..., None]:
+        key = id(layer)
+
+        def edited(_event=None) -> None:
+            if not self._writing:
+                self._edited.add(key)
+
+        return edited
 
 
 def ask_to_replace(parent: Any, layer: Any) -> bool:
