@@ -85,6 +85,8 @@ class Workspace:
         self.links: list[AnnotationLink] = []
         self._predictions: dict[int, tuple[Any, Any]] = {}  # id(image) -> (image, labels)
         self._request: tuple[Any, str] | None = None  # a prediction request not yet taken
+        # annotations whose image was removed: id(annotation) -> (annotation, image name)
+        self._orphans: dict[int, tuple[Any, str]] = {}
 
     # -- training set ----------------------------------------------------------------------
 
@@ -190,6 +192,18 @@ class Workspace:
         annotation = L.unwrap(annotation)
         return next((k for k in self.links if k.annotation is annotation), None)
 
+    def removed_image_of(self, annotation: Any) -> str | None:
+        """The name of the image ``annotation`` was linked to, when that image was removed
+        from the viewer (and the annotation not linked again since), else None.
+
+        Parameters
+        ----------
+        annotation : napari.layers.Labels
+            The annotation layer (or its proxy); compared by identity.
+        """
+        entry = self._orphans.get(id(L.unwrap(annotation)))
+        return entry[1] if entry is not None else None
+
     def add_link(self, link: AnnotationLink) -> AnnotationLink:
         """Record a link (checked: the annotation covers the image); returns it.
 
@@ -212,6 +226,7 @@ class Workspace:
         """
         L.check_same_plane(link.image, link.annotation, what="the annotation")
         link.in_training = self.in_training(link.annotation)
+        self._orphans.pop(id(link.annotation), None)
         self.links.append(link)
         self.events.links.emit()
         return link
@@ -296,6 +311,10 @@ class Workspace:
             if pair.ignore is not None and id(pair.ignore) not in ids:
                 pair.ignore = None
         links = [k for k in self.links if id(k.image) in ids and id(k.annotation) in ids]
+        for link in self.links:
+            if id(link.annotation) in ids and id(link.image) not in ids:
+                self._orphans[id(link.annotation)] = (link.annotation, link.image.name)
+        self._orphans = {k: v for k, v in self._orphans.items() if k in ids}
         for link in links:
             if link.ignore is not None and id(link.ignore) not in ids:
                 link.ignore = None

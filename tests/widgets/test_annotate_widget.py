@@ -477,3 +477,28 @@ def test_closing_napari_during_an_autosave_keeps_the_last_edit(
     (key,) = project.entries
     saved = project.load(key)["labels"]
     assert saved[0, 0] == 55 and (saved[gt > 0] == gt[gt > 0]).all()
+
+
+def test_an_annotation_whose_image_was_removed_is_not_linked_to_another_image(
+    make_napari_viewer,
+):
+    """Removing an annotation's image and then editing the annotation refuses, rather
+    than silently linking (and saving) it under whatever image is chosen; the same image
+    opened again is accepted."""
+    from napari_unet_cells.core.errors import UNetCellsError
+
+    viewer = make_napari_viewer()
+    widget, image_layer, gt = _dock(viewer)
+    other = viewer.add_image(np.zeros(gt.shape, np.float32), name="other")
+    layer = widget.new_annotation()
+    layer.data = gt.astype(np.int32)
+    assert widget.link_for(layer).image is image_layer
+    viewer.layers.remove(image_layer)
+    assert workspace_for(viewer).link_of(layer) is None
+    select(widget.image_combo, other)
+    with pytest.raises(UNetCellsError, match="'cells', was removed"):
+        widget.link_for(layer)
+    assert workspace_for(viewer).link_of(layer) is None
+    reopened = viewer.add_image(np.zeros(gt.shape, np.float32), name="cells")
+    select(widget.image_combo, reopened)
+    assert widget.link_for(layer).image is reopened

@@ -189,6 +189,12 @@ class AnnotateWidget(QWidget):
         image = self.image_combo.currentData()
         if not L.is_image(image):
             raise UNetCellsError("Choose the Image layer this annotation belongs to.")
+        removed = self.workspace.removed_image_of(layer)
+        if removed is not None and image.name != removed:
+            raise UNetCellsError(
+                f"The image of '{layer.name}', '{removed}', was removed from the viewer. "
+                f"Open '{removed}' again and choose it as Image (nothing was changed)."
+            )
         return self.add_link(AnnotationLink(image, layer))
 
     def add_link(self, link: AnnotationLink) -> AnnotationLink:
