@@ -33,6 +33,7 @@ def test_export_button_after_training(
         saved_to=tmp_path / "tuned.npz",
         best_metrics={"ap50": 0.5},
         stopped_by="steps",
+        ended="the step budget was used",
         trained=True,
         save_error=None,
     )

@@ -113,8 +113,7 @@ def test_train_from_layers_live_plot_stop_and_predict(
     assert widget.run_in_predict() is True
     assert predict.model_combo.value == "tuned"
     assert predict.worker is not None
-    with qtbot.waitSignal(predict.worker.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=60_000)  # a fast run may end first
     assert predict.labels_layer is not None and predict.labels_layer in viewer.layers
     assert predict.labels_layer.data.shape == image_layer.data.shape
     unregister_model("tuned")
@@ -142,8 +141,9 @@ def test_run_in_predict_asks_through_the_workspace(
     assert after == names  # Fine-tune opened no dock
     _, predict = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Predict")
     assert predict.model_combo.value == "request test" and predict.worker is not None
-    with qtbot.waitSignal(predict.worker.finished, timeout=60_000):
-        pass
+    # the dock's own finished-handler clears ``worker`` (a fast run may end before a
+    # waitSignal could connect)
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=60_000)
     assert workspace_for(viewer).prediction_of(image_layer) is unwrap(predict.labels_layer)
     unregister_model("request test")
 
@@ -337,9 +337,12 @@ def test_unwritable_save_to_fails_first_a_failed_save_keeps_the_model(
     import napari_unet_cells.core.train as T
     import napari_unet_cells.widgets.finetune_widget as fw
 
+    import napari_unet_cells.widgets.finetune.results as R
+
     errors, infos = [], []
-    monkeypatch.setattr(fw, "show_error", errors.append)
-    monkeypatch.setattr(fw, "show_info", infos.append)
+    for module in (fw, R):  # the dock's own messages, and the new model's announcement
+        monkeypatch.setattr(module, "show_error", errors.append)
+        monkeypatch.setattr(module, "show_info", infos.append)
     viewer = make_napari_viewer()
     widget, _, _ = _dock(viewer, tmp_path, tiny_model_file)
     widget.budget.setValue(2)
@@ -379,3 +382,27 @@ def test_a_stop_before_the_first_step_offers_no_model(
     assert not (tmp_path / "out" / "tuned.npz").exists()
     assert "no training step" in infos[-1] and not widget.run_button.isEnabled()
     assert widget.progress.value() == 1000
+
+
+def test_closing_the_dock_during_training_stops_it_and_keeps_the_model(
+    make_napari_viewer, qtbot, tmp_path, tiny_model_file
+):
+    """The dock's title-bar x during training: the run stops as Stop does, its model is
+    saved and offered in Predict, and nothing refers to the deleted dock."""
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    from napari_unet_cells.core.registry import registered_models
+
+    viewer = make_napari_viewer()
+    widget, *_ = _dock(viewer, tmp_path, tiny_model_file)
+    widget.budget.setValue(100_000)
+    widget.train_button.click()
+    worker, stop = widget.worker, widget._stop
+    qtbot.waitUntil(lambda: len(widget.plot.loss) >= 2, timeout=60_000)
+    widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert stop.is_set()
+    qtbot.waitUntil(lambda: "tuned" in registered_models(), timeout=60_000)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    assert (tmp_path / "out" / "tuned.npz").is_file()
+    unregister_model("tuned")

@@ -187,10 +187,7 @@ def _train(args: argparse.Namespace, samples, val, config):
 
 def _report(result) -> None:
     """Steps, why training ended, the best validation figures and chosen settings."""
-    print(
-        f"training: {result.steps} steps in {result.elapsed_s:.0f} s, ended by "
-        f"{result.stopped_by.replace('_', ' ')}"
-    )
+    print(f"training: {result.steps} steps in {result.elapsed_s:.0f} s, ended: {result.ended}")
     m = result.best_metrics
     if m:
         print(
@@ -219,8 +216,8 @@ def _saved_or_rescued(result, out: Path) -> None:
 
     if not result.trained:
         raise UNetCellsError(
-            f"No training step was made ({result.stopped_by.replace('_', ' ')} before the "
-            "first step); nothing was written: give more --minutes or --steps."
+            f"No training step was made ({result.ended} before the first step); nothing "
+            "was written: give more --minutes or --steps."
         )
     if result.save_error is None:
         return

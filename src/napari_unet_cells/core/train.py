@@ -440,10 +440,10 @@ def _summary(result: TrainResult) -> str:
     """The "done" event's line: steps, time, best validation, where the model went."""
     if not result.trained:
         return (
-            f"no training step was made ({result.stopped_by.replace('_', ' ')} before the "
-            "first step): nothing saved, the start model is unchanged"
+            f"no training step was made ({result.ended} before the first step): nothing "
+            "saved, the start model is unchanged"
         )
-    text = f"{result.steps} steps in {result.elapsed_s:.0f} s ({result.stopped_by})"
+    text = f"{result.steps} steps in {result.elapsed_s:.0f} s ({result.ended})"
     if result.best_metrics:
         m = result.best_metrics
         text += (

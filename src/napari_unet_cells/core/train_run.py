@@ -110,6 +110,19 @@ class TrainResult:
         """False when no optimiser step was made: the model is the start model."""
         return self.steps > 0
 
+    @property
+    def ended(self) -> str:
+        """Why training ended, in words for the user (from ``stopped_by``)."""
+        return _ENDED.get(self.stopped_by, self.stopped_by.replace("_", " "))
+
+
+_ENDED = {
+    "steps": "the step budget was used",
+    "time": "the time budget ran out",
+    "early_stopping": "validation stopped improving",
+    "user": "stopped by you",
+}
+
 
 @dataclass
 class Best:

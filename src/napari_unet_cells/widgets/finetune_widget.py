@@ -26,12 +26,18 @@ from ..core.config import TrainConfig
 from ..core.errors import UNetCellsError
 from ..core.fileio import check_writable
 from ..core.model_files import default_model_folder, default_model_path
-from ..core.registry import register_model
 from ..workspace import TrainingPair, Workspace, workspace_for
 from ._window import compact_controls, scrolling_layout, short_dock_title, watch_window_close
 from .finetune import ModelPanel, ProgressPanel, ResultsPanel, SettingsPanel, TrainingSetPanel
 from .finetune.jobs import preview_tiles, show_preview, start_warm_up, training_samples
-from .finetune.results import error_message, outcome_message, save_copy, start_export
+from .finetune.results import (
+    error_message,
+    finish_without_dock,
+    offer_model,
+    outcome_message,
+    save_copy,
+    start_export,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -95,6 +101,7 @@ class FinetuneWidget(QWidget):
                 setattr(self, control, getattr(panel, control))
         compact_controls(self)
 
+        self.destroyed.connect(lambda *_: finish_without_dock(self.worker, self._stop))
         self.train_button.clicked.connect(lambda: self.start_training())  # not clicked(bool)
         self.stop_button.clicked.connect(lambda: self.stop_training())
         self.preview_button.clicked.connect(lambda: self.preview_augmentation())
@@ -234,18 +241,12 @@ class FinetuneWidget(QWidget):
         self.run_panel.show_event(event)
 
     def _on_result(self, result: TrainResult | None) -> None:
-        if result is None:
-            return
-        if not result.trained:  # the start model, unchanged: never offered as fine-tuned
+        if result is not None and not result.trained:  # the start model: never offered
             show_info(outcome_message(result, None))
-            return
-        self.result = result
-        name = result.saved_to.stem if result.saved_to is not None else None
-        self.model_name = name or f"fine-tuned {time.strftime('%H:%M:%S')}"
-        register_model(self.model_name, result.model)  # usable in Predict even if unsaved
-        self.results.set_available(True)
-        notify = show_info if result.save_error is None else show_error
-        notify(outcome_message(result, self.model_name))
+        elif result is not None:
+            self.result = result
+            self.model_name = offer_model(result)  # usable in Predict even if unsaved
+            self.results.set_available(True)
 
     def save_model_as(self, path: str | Path | None = None) -> Path | None:
         """Save the last trained model.

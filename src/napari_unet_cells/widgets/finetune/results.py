@@ -1,12 +1,16 @@
 """What to do with the new model: "Run in Predict", "Save as...", "Export...".
 
 The buttons are enabled once a training run produced a model (``set_available``);
-``save_copy`` and ``start_export`` do the saving and the (background) export.
+``save_copy`` and ``start_export`` do the saving and the (background) export;
+``finish_without_dock`` ends a run whose dock was closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +144,7 @@ def outcome_message(result: Any, name: str | None) -> str:
     str
         One notification text.
     """
-    ended = result.stopped_by.replace("_", " ")
+    ended = result.ended
     if not result.trained:
         return (
             f"Fine-tuning made no training step ({ended} before the first step): no new "
@@ -188,3 +192,65 @@ def error_message(err: Exception, what: str) -> str:
             f"choose Device 'cpu', then train again. ({err})"
         )
     return f"{what} failed: {err}"
+
+
+_HANDED_OVER: set[Any] = set()  # runs whose dock closed, kept alive until they end
+
+
+def finish_without_dock(worker: Any, stop: threading.Event) -> None:
+    """The Fine-tune dock closed during training: stop the run as Stop does.
+
+    The step under way ends and the best model is saved (where the dock said); it is
+    then offered in Predict and announced in a notification, with nothing left pointing
+    at the closed dock. Nothing happens when no run is going.
+
+    Parameters
+    ----------
+    worker : napari worker or None
+        The training worker.
+    stop : threading.Event
+        The run's stop flag.
+    """
+    from superqt.utils import ensure_main_thread
+
+    if worker is None:
+        return
+    stop.set()
+    for name in ("yielded", "returned", "errored", "finished"):
+        with contextlib.suppress(AttributeError, TypeError, RuntimeError):
+            getattr(worker, name).disconnect()
+    _HANDED_OVER.add(worker)
+    worker.returned.connect(ensure_main_thread(_announce))
+    worker.errored.connect(
+        ensure_main_thread(lambda err: show_error(error_message(err, "Training")))
+    )
+    worker.finished.connect(lambda: _HANDED_OVER.discard(worker))
+
+
+def _announce(result: Any) -> None:
+    """Offer a closed dock's new model in Predict and say where it was saved."""
+    if result is not None and result.trained:
+        offer_model(result, "The Fine-tune dock was closed, so training stopped. ")
+    elif result is not None:
+        show_info(outcome_message(result, None))
+
+
+def offer_model(result: Any, note: str = "") -> str:
+    """Register a run's new model for Predict, under its file's name (or the time), and
+    announce it (``note`` first); returns the name.
+
+    Parameters
+    ----------
+    result : TrainResult
+        A run that made a model (``trained``).
+    note : str
+        Text put before the outcome in the notification.
+    """
+    from ...core.registry import register_model
+
+    name = result.saved_to.stem if result.saved_to is not None else None
+    name = name or f"fine-tuned {time.strftime('%H:%M:%S')}"
+    register_model(name, result.model)
+    notify = show_info if result.save_error is None else show_error
+    notify(note + outcome_message(result, name))
+    return name
