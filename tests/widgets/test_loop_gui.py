@@ -35,8 +35,7 @@ def _predict(viewer, qtbot, image_layer, model_name):
     predict.device.value = "cpu"
     predict.run()
     assert predict.worker is not None
-    with qtbot.waitSignal(predict.worker.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=60_000)  # a fast run may end first
     return predict.labels_layer
 
 

@@ -342,3 +342,28 @@ def test_the_model_list_follows_the_registry_until_the_dock_is_destroyed(dock, q
     finally:
         for name in ("listed", "from a thread", "after closing"):
             unregister_model(name)
+
+
+def test_the_status_says_why_no_cell_was_found(dock, qtbot):
+    viewer, widget, _ = dock
+    widget.image_combo.value = viewer.add_image(np.zeros((64, 64), np.float32), name="empty")
+    _run(widget, qtbot)
+    assert widget.status.value.startswith("0 cells. ")
+    assert "signal" in widget.status.value  # the reason, not only a passing notification
+
+
+def test_choosing_another_model_sets_its_sliders_without_relabelling(dock, qtbot):
+    """The labels shown stay the ones the last run's model made (with its settings)."""
+    viewer, widget, _ = dock
+    _run(widget, qtbot)
+    shown = np.asarray(viewer.layers["synthetic nuclei cells"].data).copy()
+    other = CellModel.new(ModelConfig(base=4, depth=2, dropout=0.0), seed=1)
+    other.extra["instances"] = {"threshold": 0.3, "min_size": 3}
+    register_model("other test model", other)
+    try:
+        widget.refresh_models()
+        widget.model_combo.value = "other test model"
+        assert widget.threshold.value == 0.3 and widget.min_size.value == 3
+        np.testing.assert_array_equal(viewer.layers["synthetic nuclei cells"].data, shown)
+    finally:
+        unregister_model("other test model")

@@ -180,7 +180,8 @@ class PredictWidget(Container):
             self.refresh_models()
 
     def apply_model_defaults(self, _value=None) -> None:
-        """Set the post-processing controls to the chosen model's recommendation."""
+        """Set the post-processing controls to the chosen model's recommendation (the
+        labels shown stay those of the model that made them, until the next Run)."""
         self.post.show(self.inputs.instance_defaults())
 
     def _on_inputs_changed(self, _value=None) -> None:
@@ -314,9 +315,7 @@ class PredictWidget(Container):
         self._write_labels(result.labels, new_run=True)
         if self.show_probabilities.value:
             self._write_probabilities()
-        self.status.value = result_text(
-            int(result.labels.max()), self._source.layout, result.scale
-        )
+        self.status.value = result_text(int(result.labels.max()), self._source.layout, result)
         if self.show_grid.value:
             self.update_grid()
 

@@ -63,6 +63,11 @@ class OutputLayers:
         """The user painted on the current labels layer since it was written."""
         return self.labels_layer is not None and id(self.labels_layer) in self._edited
 
+    @edited.setter
+    def edited(self, value: bool) -> None:
+        if self.labels_layer is not None:
+            (self._edited.add if value else self._edited.discard)(id(self.labels_layer))
+
     def forget_removed(self) -> None:
         """Drop the layers the user removed from the viewer."""
         if not self._ours(self.labels_layer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -39,11 +40,15 @@ class PostProcessPanel:
             widget.changed.connect(callback)
 
     def show(self, config: InstanceConfig) -> None:
-        """Set the controls to ``config`` (a model's recommendation)."""
-        self.threshold.value = config.threshold
-        self.seed_threshold.value = seed_threshold_to_control(config.seed_threshold)
-        self.min_size.value = config.min_size
-        self.min_confidence.value = config.min_confidence
+        """Set the controls to ``config`` (a model's recommendation), quietly: the labels
+        shown are not re-made from another model's probabilities."""
+        with contextlib.ExitStack() as quiet:
+            for widget in self.widgets:
+                quiet.enter_context(widget.changed.blocked())
+            self.threshold.value = config.threshold
+            self.seed_threshold.value = seed_threshold_to_control(config.seed_threshold)
+            self.min_size.value = config.min_size
+            self.min_confidence.value = config.min_confidence
 
     def config(self, defaults: InstanceConfig) -> InstanceConfig:
         """``defaults`` with the controls' values (Seed threshold 0: no seeds).
@@ -70,9 +75,9 @@ def _tips(p: PostProcessPanel) -> list[tuple[Any, str]]:
         (
             p.seed_threshold,
             "Separates touching cells: each cell grows from a seed, a core where the cell "
-            "probability is above this (0.9 for the bundled model), out to Threshold. Raise "
-            "it when touching cells merge, lower it when single cells are cut in two. 0 (or "
-            "at most Threshold): no seeds, plain threshold. " + again,
+            "probability is above this, out to Threshold. Raise it when touching cells "
+            "merge, lower it when single cells are cut in two. 0 (or at most Threshold): no "
+            "seeds, plain threshold. " + again,
         ),
         (
             p.min_size,

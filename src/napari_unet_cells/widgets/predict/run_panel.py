@@ -66,11 +66,15 @@ def size_note(scale: Any) -> str:
     return text + ")."
 
 
-def result_text(n_cells: int, layout: str, scale: Any) -> str:
+def result_text(n_cells: int, layout: str, result: Any) -> str:
     """The status after a run: cells, how the image was read (when not one plain plane),
-    and the cell size used."""
+    and the cell size used; with no cell, the run's last note says why (no signal, an
+    image too small)."""
     read_as = f" Read as {layout}." if "," in layout or not layout.startswith("1 ") else ""
-    return f"{n_cells} cells.{read_as} {size_note(scale)}"
+    cells = "1 cell." if n_cells == 1 else f"{n_cells} cells."
+    notes = [m for m in result.messages if m != result.scale.message]
+    why = f" {notes[-1]}" if n_cells == 0 and notes else ""
+    return f"{cells}{why}{read_as} {size_note(result.scale)}".strip()
 
 
 def _tips(p: RunPanel) -> list[tuple[Any, str]]:

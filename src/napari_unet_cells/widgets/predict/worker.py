@@ -122,15 +122,27 @@ def prediction_worker(job: PredictJob, stop: threading.Event) -> Any:
     return create_worker(run_job, job, stop, _start_thread=False)
 
 
+_DETACHED: set[Any] = set()  # detached workers, kept alive until their thread ends
+
+
 def detach(worker: Any) -> None:
-    """Disconnect every handler of a napari worker and ask it to quit (the dock closes)."""
+    """Disconnect every handler of a napari worker and ask it to quit (the dock closes).
+
+    The worker is kept referenced until it finishes: were it collected with the dock,
+    its thread would end by emitting on deleted signals (a traceback, or an abort).
+    """
     if worker is None:
         return
     for name in ("yielded", "returned", "errored", "finished"):
-        signal = getattr(worker, name, None)  # a function worker has no "yielded"
+        # a function worker has no "yielded"; disconnect raises when nothing is connected,
+        # and reading a signal raises RuntimeError once its Qt object was deleted
         with contextlib.suppress(AttributeError, TypeError, RuntimeError):
-            signal.disconnect()  # raises when nothing is connected
-    worker.quit()
+            getattr(worker, name).disconnect()
+    with contextlib.suppress(RuntimeError):
+        if worker.is_running:
+            _DETACHED.add(worker)
+            worker.finished.connect(lambda: _DETACHED.discard(worker))
+        worker.quit()
 
 
 class Relabeller:
