@@ -27,10 +27,14 @@ def test_default_model_path_is_new_and_counts_up(tmp_path):
     assert default_model_path(tmp_path / "missing", "x", now=NOW).parent == tmp_path / "missing"
 
 
-def test_safe_stem_and_default_folder(tmp_path):
+def test_safe_stem_and_default_folder(tmp_path, monkeypatch):
     assert safe_stem("a/b c:d.e-f_g") == "a_b_c_d_e-f_g"
     assert safe_stem("") == "model"
     assert default_model_folder(tmp_path / "img" / "cells.tif") == tmp_path / "img" / "models"
+    # NAPARI_UNET_CELLS_HOME moves the models as it moves the annotations (tests set it)
+    monkeypatch.setenv("NAPARI_UNET_CELLS_HOME", str(tmp_path / "home"))
+    assert default_model_folder(None) == tmp_path / "home" / "models"
+    monkeypatch.delenv("NAPARI_UNET_CELLS_HOME")
     assert default_model_folder(None) == Path.home() / "napari-unet-cells" / "models"
 
 

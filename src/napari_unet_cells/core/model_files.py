@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 MODELS_FOLDER = "models"  # a new model goes into this folder beside its first image
-HOME_MODELS = Path("napari-unet-cells") / "models"  # ... or under the home folder
+
+
+def plugin_home() -> Path:
+    """``$NAPARI_UNET_CELLS_HOME``, else ``~/napari-unet-cells``: where models and
+    annotations go when no image file gives a folder (not created here)."""
+    return Path(os.environ.get("NAPARI_UNET_CELLS_HOME") or Path.home() / "napari-unet-cells")
 
 
 def safe_stem(name: str) -> str:
@@ -37,7 +42,7 @@ def safe_stem(name: str) -> str:
 
 
 def default_model_folder(image_file: str | os.PathLike | None) -> Path:
-    """A "models" folder beside ``image_file``, else ``~/napari-unet-cells/models``.
+    """A "models" folder beside ``image_file``, else ``plugin_home() / "models"``.
 
     The folder may not exist yet (it is not created here).
 
@@ -53,7 +58,7 @@ def default_model_folder(image_file: str | os.PathLike | None) -> Path:
     """
     if image_file:
         return Path(image_file).parent / MODELS_FOLDER
-    return Path.home() / HOME_MODELS
+    return plugin_home().expanduser() / MODELS_FOLDER
 
 
 def default_model_path(

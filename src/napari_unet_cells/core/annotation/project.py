@@ -36,10 +36,9 @@ def default_project_folder() -> Path:
         ``$NAPARI_UNET_CELLS_HOME/annotations`` (default
         ``~/napari-unet-cells/annotations``); not created here.
     """
-    import os
+    from ..model_files import plugin_home
 
-    root = os.environ.get("NAPARI_UNET_CELLS_HOME") or Path.home() / "napari-unet-cells"
-    return Path(root).expanduser() / "annotations"
+    return plugin_home().expanduser() / "annotations"
 
 
 def image_identity(name: str, image: np.ndarray) -> dict[str, Any]:
