@@ -65,6 +65,7 @@ def test_outputs_are_checked_before_any_work(folder, tmp_path):
     with pytest.raises(UNetCellsError, match=r"summary\.csv already exists"):
         plan_batch(images_in(images), out)
     assert (out / "summary.csv").read_text() == "mine"
+    assert plan_batch(images_in(images), out, tables=False)  # no summary written: no clash
     with pytest.raises(UNetCellsError, match="does not exist"):
         plan_batch(images_in(images), tmp_path / "nowhere")
     with pytest.raises(UNetCellsError, match=r"no \.tif"):

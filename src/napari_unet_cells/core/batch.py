@@ -178,7 +178,8 @@ def plan_batch(images: list[Path], output: Path, tables: bool = True) -> list[Ba
     tables : also write a per-cell CSV per image.
 
     Raises UNetCellsError when the folder is missing, two images would write the same file
-    (the message names both), or an output (or ``summary.csv``) exists already.
+    (the message names both), or an output (or, with ``tables``, ``summary.csv``) exists
+    already.
     """
     from .fileio import check_new_output
     from .predict_large import file_kind
@@ -202,7 +203,8 @@ def plan_batch(images: list[Path], output: Path, tables: bool = True) -> list[Ba
                 f"{' and '.join(map(str, sources))}; rename one of them or run them separately."
             )
     hint = "choose an empty output folder (existing files are never overwritten)"
-    for path in [*writers, output / SUMMARY_NAME]:
+    summary = [output / SUMMARY_NAME] if tables else []  # written with the tables only
+    for path in [*writers, *summary]:
         check_new_output(path, "the result", inputs=tuple(images), hint=hint)
     return jobs
 
