@@ -43,6 +43,9 @@ def test_bad_pairs_are_refused_with_a_message():
         ws.add_pair(image, Labels(np.zeros((5, 5), np.int32)))
     with pytest.raises(UNetCellsError, match="ignore layer"):
         ws.add_pair(image, labels, Labels(np.zeros((5, 5), np.uint8)))
+    rgb = Image(np.zeros((20, 30, 3), np.uint8), rgb=True, name="colour")
+    with pytest.raises(UNetCellsError, match="'colour' is RGB"):  # now, not when training
+        ws.add_pair(rgb, labels)
     assert ws.pairs == []
 
 

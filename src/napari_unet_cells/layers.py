@@ -180,13 +180,26 @@ def snapshot(layer: Any, what: str = "The") -> np.ndarray:
     UNetCellsError
         ``layer`` is an RGB Image layer.
     """
+    check_not_rgb(layer, f"{what} layer")
+    return np.array(full_resolution(unwrap(layer)), copy=True)
+
+
+def check_not_rgb(layer: Any, what: str = "The image") -> None:
+    """Refuse an RGB Image layer for training (it reads greyscale or channel stacks).
+
+    Parameters
+    ----------
+    layer : Any
+        A layer or its proxy.
+    what : str
+        Names the layer in the message ("The image").
+    """
     layer = unwrap(layer)
     if is_image(layer) and getattr(layer, "rgb", False):
         raise UNetCellsError(
-            f"{what} layer '{layer.name}' is RGB; training reads greyscale images: split "
+            f"{what} '{layer.name}' is RGB; training reads greyscale images: split "
             "the channels (right-click the layer) and add one channel."
         )
-    return np.array(full_resolution(layer), copy=True)
 
 
 def check_same_plane(image: Any, labels: Any, what: str = "labels") -> None:

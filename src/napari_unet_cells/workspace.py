@@ -121,6 +121,7 @@ class Workspace:
                 "A training pair is an Image layer and a Labels layer: choose one of each."
             )
         L.check_same_plane(image, labels)
+        L.check_not_rgb(image, "The image")  # refused now, not when training starts
         if ignore is not None and tuple(ignore.data.shape) != tuple(labels.data.shape):
             raise UNetCellsError(
                 f"The ignore layer '{ignore.name}' {tuple(ignore.data.shape)} and the labels "
