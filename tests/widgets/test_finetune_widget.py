@@ -335,9 +335,8 @@ def test_unwritable_save_to_fails_first_a_failed_save_keeps_the_model(
 ):
     """Issue 16.2: on a read-only share training ran to the end and the model was lost."""
     import napari_unet_cells.core.train as T
-    import napari_unet_cells.widgets.finetune_widget as fw
-
     import napari_unet_cells.widgets.finetune.results as R
+    import napari_unet_cells.widgets.finetune_widget as fw
 
     errors, infos = [], []
     for module in (fw, R):  # the dock's own messages, and the new model's announcement
