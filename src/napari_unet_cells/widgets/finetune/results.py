@@ -7,7 +7,6 @@ The buttons are enabled once a training run produced a model (``set_available``)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ from ...core.errors import UNetCellsError
 from ...core.fileio import check_writable
 from ...core.model_files import validation_ap50
 from .._tips import tip
+from ..predict.worker import release
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +194,6 @@ def error_message(err: Exception, what: str) -> str:
     return f"{what} failed: {err}"
 
 
-_HANDED_OVER: set[Any] = set()  # runs whose dock closed, kept alive until they end
-
-
 def finish_without_dock(worker: Any, stop: threading.Event) -> None:
     """The Fine-tune dock closed during training: stop the run as Stop does.
 
@@ -216,15 +213,11 @@ def finish_without_dock(worker: Any, stop: threading.Event) -> None:
     if worker is None:
         return
     stop.set()
-    for name in ("yielded", "returned", "errored", "finished"):
-        with contextlib.suppress(AttributeError, TypeError, RuntimeError):
-            getattr(worker, name).disconnect()
-    _HANDED_OVER.add(worker)
+    release(worker)  # its handlers were the closed dock's
     worker.returned.connect(ensure_main_thread(_announce))
     worker.errored.connect(
         ensure_main_thread(lambda err: show_error(error_message(err, "Training")))
     )
-    worker.finished.connect(lambda: _HANDED_OVER.discard(worker))
 
 
 def _announce(result: Any) -> None:

@@ -122,17 +122,13 @@ def prediction_worker(job: PredictJob, stop: threading.Event) -> Any:
     return create_worker(run_job, job, stop, _start_thread=False)
 
 
-_DETACHED: set[Any] = set()  # detached workers, kept alive until their thread ends
+_RELEASED: set[Any] = set()  # released workers, kept alive until their thread ends
 
 
-def detach(worker: Any) -> None:
-    """Disconnect every handler of a napari worker and ask it to quit (the dock closes).
-
-    The worker is kept referenced until it finishes: were it collected with the dock,
-    its thread would end by emitting on deleted signals (a traceback, or an abort).
-    """
-    if worker is None:
-        return
+def release(worker: Any) -> None:
+    """Disconnect every handler of a running napari worker, keeping it referenced until
+    it finishes: were it collected with its dock, its thread would end by emitting on
+    deleted signals (a traceback, or an abort)."""
     for name in ("yielded", "returned", "errored", "finished"):
         # a function worker has no "yielded"; disconnect raises when nothing is connected,
         # and reading a signal raises RuntimeError once its Qt object was deleted
@@ -140,8 +136,16 @@ def detach(worker: Any) -> None:
             getattr(worker, name).disconnect()
     with contextlib.suppress(RuntimeError):
         if worker.is_running:
-            _DETACHED.add(worker)
-            worker.finished.connect(lambda: _DETACHED.discard(worker))
+            _RELEASED.add(worker)
+            worker.finished.connect(lambda: _RELEASED.discard(worker))
+
+
+def detach(worker: Any) -> None:
+    """Release a napari worker (``release``) and ask it to quit (the dock closes)."""
+    if worker is None:
+        return
+    release(worker)
+    with contextlib.suppress(RuntimeError):
         worker.quit()
 
 
