@@ -29,6 +29,7 @@ from ..core.config import InstanceConfig, PredictConfig
 from ..core.errors import UNetCellsError
 from ..workspace import workspace_for
 from ._window import short_dock_title
+from ._workers import detach
 from .predict.folder_panel import FolderPanel
 from .predict.grid import TileGridOverlay, dock_grid
 from .predict.inputs import InputsPanel
@@ -36,7 +37,7 @@ from .predict.measure_panel import MeasurePanel
 from .predict.output import OutputLayers, Source, ask_to_replace, probabilities_on_grid
 from .predict.postprocess import PostProcessPanel
 from .predict.run_panel import RunPanel, result_text
-from .predict.worker import Relabeller, detach, prediction_worker, read_job, read_settings
+from .predict.worker import Relabeller, prediction_worker, read_job, read_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -21,7 +21,7 @@ from ...core.errors import UNetCellsError
 from ...core.fileio import check_writable
 from ...core.model_files import validation_ap50
 from .._tips import tip
-from ..predict.worker import release
+from .._workers import release
 
 logger = logging.getLogger(__name__)
 

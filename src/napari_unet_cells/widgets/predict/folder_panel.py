@@ -20,7 +20,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...core.errors import UNetCellsError
 from .._tips import tip
-from .worker import detach
+from .._workers import detach
 
 STEPS = 1000  # progress bar resolution
 SHOWN_FAILURES = 3  # failures listed in the final message

@@ -30,8 +30,8 @@ from ... import layers as L
 from ...core.errors import UNetCellsError
 from .._histogram import Histogram
 from .._tips import tip
+from .._workers import detach
 from .measure_job import MeasureJob, as_features, read_measure_job, run_measure, write_table
-from .worker import detach
 
 HIGHLIGHT = (1.0, 0.85, 0.1, 1.0)  # the chosen cells
 DIMMED = (0.35, 0.5, 1.0, 0.35)  # the other cells (faint blue), meanwhile

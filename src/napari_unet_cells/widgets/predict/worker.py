@@ -7,7 +7,6 @@ napari layer or a widget.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...core.config import InstanceConfig, PredictConfig
+from .._workers import detach
 
 
 @dataclass(frozen=True)
@@ -120,33 +120,6 @@ def prediction_worker(job: PredictJob, stop: threading.Event) -> Any:
     from napari.qt.threading import create_worker
 
     return create_worker(run_job, job, stop, _start_thread=False)
-
-
-_RELEASED: set[Any] = set()  # released workers, kept alive until their thread ends
-
-
-def release(worker: Any) -> None:
-    """Disconnect every handler of a running napari worker, keeping it referenced until
-    it finishes: were it collected with its dock, its thread would end by emitting on
-    deleted signals (a traceback, or an abort)."""
-    for name in ("yielded", "returned", "errored", "finished"):
-        # a function worker has no "yielded"; disconnect raises when nothing is connected,
-        # and reading a signal raises RuntimeError once its Qt object was deleted
-        with contextlib.suppress(AttributeError, TypeError, RuntimeError):
-            getattr(worker, name).disconnect()
-    with contextlib.suppress(RuntimeError):
-        if worker.is_running:
-            _RELEASED.add(worker)
-            worker.finished.connect(lambda: _RELEASED.discard(worker))
-
-
-def detach(worker: Any) -> None:
-    """Release a napari worker (``release``) and ask it to quit (the dock closes)."""
-    if worker is None:
-        return
-    release(worker)
-    with contextlib.suppress(RuntimeError):
-        worker.quit()
 
 
 class Relabeller:
