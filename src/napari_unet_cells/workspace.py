@@ -5,7 +5,8 @@ A :class:`Workspace` owns what used to live inside the docks:
 - the **training set**: (image, labels, ignore) layer triples that Fine-tune trains on and
   that Annotate adds to;
 - the **annotation links**: which Labels layer annotates which Image layer, with which
-  ignore mask (Annotate creates them; they are saved with an annotation project);
+  ignore mask (Annotate creates them; they are saved with an annotation project, the
+  ``annotation_project``, which a reopened Annotate dock keeps saving into);
 - the **predictions**: the newest prediction layer written for each image (Predict writes
   them; Annotate offers them as the starting point of corrections);
 - requests between docks: "run this model on this image" (Fine-tune asks, Predict runs).
@@ -87,6 +88,8 @@ class Workspace:
         self._request: tuple[Any, str] | None = None  # a prediction request not yet taken
         # annotations whose image was removed: id(annotation) -> (annotation, image name)
         self._orphans: dict[int, tuple[Any, str]] = {}
+        #: the annotation project (core.annotation.AnnotationProject) autosaved into
+        self.annotation_project: Any = None
 
     # -- training set ----------------------------------------------------------------------
 

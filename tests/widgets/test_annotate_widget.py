@@ -502,3 +502,29 @@ def test_an_annotation_whose_image_was_removed_is_not_linked_to_another_image(
     reopened = viewer.add_image(np.zeros(gt.shape, np.float32), name="cells")
     select(widget.image_combo, reopened)
     assert widget.link_for(layer).image is reopened
+
+
+def test_a_reopened_dock_keeps_the_project_and_the_closed_one_stops_saving(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """The project folder lives in the workspace: closing and reopening Annotate keeps
+    saving there (not to the default folder), and only the newest dock saves."""
+    viewer = make_napari_viewer()
+    widget, _, gt = _dock(viewer, seed=3)
+    widget.set_project(tmp_path / "project")
+    layer = widget.new_annotation()
+    viewer.window.remove_dock_widget(widget)
+    _, reopened = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Annotate")
+    assert reopened is not widget
+    assert reopened.folder.text() == str((tmp_path / "project").resolve())
+    assert reopened.project is widget.project
+    old_saves, saves = widget.saves, reopened.saves
+    layer.data_setitem(np.nonzero(gt), gt[gt > 0])  # an edit after the reopen
+    qtbot.waitUntil(lambda: reopened.saves > saves, timeout=5000)
+    qtbot.wait(2 * 1500)  # the closed dock's debounce would have fired by now
+    assert widget.saves == old_saves and not widget.autosave_timer.isActive()
+    project = A.AnnotationProject(tmp_path / "project", create=False)
+    (key,) = project.entries
+    assert (project.load(key)["labels"] == gt).all()
+    default = A.default_project_folder()
+    assert not default.exists() or not any(default.iterdir())

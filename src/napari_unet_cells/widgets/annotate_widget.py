@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,9 @@ __all__ = ["AUTOSAVE_DELAY_MS", "AnnotateWidget", "AnnotationLink", "select"]
 
 logger = logging.getLogger(__name__)
 
+#: the Annotate dock that saves each workspace's annotations (the newest one)
+_SAVING_DOCK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 class AnnotateWidget(QWidget):
     """Dock widget "Annotate".
@@ -76,6 +80,7 @@ class AnnotateWidget(QWidget):
         self.viewer = L.unwrap(napari_viewer)
         self.workspace = workspace_for(self.viewer)
         self._watching_close = False
+        self._retired = False
         layout = scrolling_layout(self)  # fits any window height
         short_dock_title(self, "Annotate")
         self.layers_panel = LayersPanel(self)
@@ -89,10 +94,37 @@ class AnnotateWidget(QWidget):
         layout.addStretch(1)
         compact_controls(self)
         self._connect()
-        for link in self.links:  # links made by an earlier Annotate dock of this viewer
-            self._hook(link)
+        self._take_over()
         self.refresh_layers()
         self.training_panel.update_counts()
+
+    def _take_over(self) -> None:
+        """Save this viewer's annotations from now on: an earlier (closed) Annotate dock
+        saves and retires, so that two docks never write the project at once."""
+        previous = _SAVING_DOCK.get(self.workspace)
+        previous = previous() if previous is not None else None
+        if previous is not None and previous is not self:
+            previous.retire()
+        _SAVING_DOCK[self.workspace] = weakref.ref(self)
+        for link in self.links:  # links made by an earlier Annotate dock of this viewer
+            self._hook(link)
+        if any(link.dirty for link in self.links) and self.project is not None:
+            self.autosave.timer.start()
+
+    def retire(self) -> None:
+        """Save what is pending, then stop following the layers (a newer dock took over)."""
+        self._retired = True
+        with contextlib.suppress(RuntimeError):  # the Qt side may already be deleted
+            self.check_panel.quit()
+            if self.autosave.busy:
+                self.autosave.save_now()
+        for link in self.links:
+            events = link.annotation.events
+            events.paint.disconnect(self.schedule_save)
+            events.data.disconnect(self.schedule_save)
+            events.selected_label.disconnect(self._selected_label_changed)
+            if link.ignore is not None:
+                link.ignore.events.paint.disconnect(self.schedule_save)
 
     def _panels(self) -> tuple[QWidget, ...]:
         return (
@@ -327,6 +359,8 @@ class AnnotateWidget(QWidget):
 
     def schedule_save(self, event: Any = None) -> None:
         """Save shortly (debounced) what changed; ``event``: a layer's edit event."""
+        if self._retired:
+            return
         source = L.unwrap(getattr(event, "source", None))
         owners = [k for k in self.links if source is k.annotation or source is k.ignore]
         try:
@@ -350,6 +384,8 @@ class AnnotateWidget(QWidget):
 
     def _on_main_window_close(self) -> None:
         """napari is closing: save what is not saved yet (here and now)."""
+        if self._retired:
+            return
         dirty = [link for link in self.links if link.dirty]
         if dirty and self.project is None:
             self.project_panel.schedule_save(dirty)  # to the default folder

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import QLabel, QWidget
 from ... import layers as L
 from ...core import annotation as A
 from ...core.errors import UNetCellsError
-from ...workspace import AnnotationLink
+from ...workspace import AnnotationLink, Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +158,17 @@ class Autosaver:
     ----------
     parent : QWidget
         Owns the debounce timer.
-    links : callable
-        Returns the annotation links to save (the workspace's).
+    workspace : Workspace
+        The viewer's workspace: its annotation links are saved into its
+        ``annotation_project`` (kept there, so a reopened dock saves where the closed one
+        did).
     status : QLabel
         Where "saved ..." / "NOT SAVED: ..." is written.
 
     Attributes
     ----------
     project : AnnotationProject or None
-        Where to save; None: nothing is saved.
+        Where to save (``workspace.annotation_project``); None: nothing is saved.
     saves : int
         Saves completed without error.
     last_save_error : str or None
@@ -175,10 +177,9 @@ class Autosaver:
         The debounce timer (single shot, :data:`AUTOSAVE_DELAY_MS`).
     """
 
-    def __init__(self, parent: QWidget, links, status: QLabel) -> None:
-        self.links = links
+    def __init__(self, parent: QWidget, workspace: Workspace, status: QLabel) -> None:
+        self.workspace = workspace
         self.status = status
-        self.project: A.AnnotationProject | None = None
         self.saves = 0
         self.last_save_error: str | None = None
         self.timer = QTimer(parent)
@@ -188,6 +189,17 @@ class Autosaver:
         self.worker = None
         self._running: SaveRound | None = None
         self._again = False  # a save was requested while one ran
+
+    @property
+    def project(self) -> A.AnnotationProject | None:
+        return self.workspace.annotation_project
+
+    @project.setter
+    def project(self, project: A.AnnotationProject | None) -> None:
+        self.workspace.annotation_project = project
+
+    def links(self) -> list[AnnotationLink]:
+        return self.workspace.links
 
     @property
     def busy(self) -> bool:

@@ -68,7 +68,10 @@ class ProjectPanel(QWidget):
         )
         self.save_status.setWordWrap(True)
         layout.addWidget(self.save_status)
-        self.autosave = Autosaver(self, lambda: self.dock.links, self.save_status)
+        self.autosave = Autosaver(self, dock.workspace, self.save_status)
+        if self.autosave.project is not None:  # chosen in an earlier Annotate dock
+            self.folder.setText(str(self.autosave.project.folder))
+            self.save_status.setText(f"autosave: to {self.autosave.project.folder}")
         self._set_tooltips()
         self.folder_button.clicked.connect(self._browse_folder)
         self.open_button.clicked.connect(
