@@ -55,8 +55,13 @@ def test_run_writes_labels_with_image_geometry_and_rethresholds(dock, qtbot):
     assert labels.shape == image.data.shape and labels.max() > 0
     np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
     np.testing.assert_array_equal(image.data, original)  # the input is never modified
-    assert "synthetic nuclei cell probability" in viewer.layers
+    probability = viewer.layers["synthetic nuclei cell probability"]
     assert widget.inference_runs == 1
+    n_layers = len(viewer.layers)
+    widget.show_probabilities.value = False  # unticked: hidden, not deleted
+    assert probability in viewer.layers and not probability.visible
+    widget.show_probabilities.value = True
+    assert probability.visible and len(viewer.layers) == n_layers
 
     # threshold / min size: labels change at once, without running the network
     before = labels.copy()

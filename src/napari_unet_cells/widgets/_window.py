@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QVBoxLayout, QWidget
@@ -127,6 +128,13 @@ def compact_controls(widget: QWidget, characters: int = 6) -> None:
         combo.setMinimumContentsLength(characters)
     for edit in widget.findChildren(QLineEdit):
         edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("x" * characters))
+
+
+def layer_list_events(viewer: Any) -> tuple:
+    """The viewer's events after which layer choices must be refilled: a layer added,
+    removed or renamed (a combo box showing an old name is a trap)."""
+    events = viewer.layers.events
+    return (events.inserted, events.removed, events.renamed)
 
 
 def connect_while_alive(widget: QWidget, signal, callback: Callable[..., object]) -> None:

@@ -11,15 +11,12 @@ State shared with the other docks lives in the viewer's workspace
 (:func:`napari_unet_cells.workspace.workspace_for`): the annotation links (which Labels
 layer annotates which image, with which ignore mask), the training set that "Add to
 training set" adds to and that Fine-tune trains on, and the newest prediction of each
-image (the default "Prediction"). With a project folder chosen (or the default one),
-annotations, ignore masks and the training-set flags are saved automatically (debounced;
-snapshots on the GUI thread, compression and writing in a worker; atomic writes) and
-"Open" restores them.
+image (the default "Prediction"), and the project folder that annotations, ignore masks
+and training-set flags are autosaved into (:mod:`.annotate.autosave`); "Open" restores them.
 
-Toolkit: plain Qt, not magicgui, because the dock needs what magicgui does not give: a
-keyboard binding (N) on the annotation layer, a clickable list of findings that folds
-and unfolds, combo boxes holding layers by identity, and a grid of edit buttons that fits
-a narrow dock.
+Toolkit: plain Qt, not magicgui: the dock needs a key binding (N) on the annotation
+layer, a list of findings that folds, combo boxes holding layers by identity, and a grid
+of edit buttons that fits a narrow dock.
 """
 
 from __future__ import annotations
@@ -38,7 +35,13 @@ from .. import layers as L
 from ..core import annotation as A
 from ..core.errors import UNetCellsError
 from ..workspace import AnnotationLink, TrainingPair, workspace_for
-from ._window import compact_controls, scrolling_layout, short_dock_title, watch_window_close
+from ._window import (
+    compact_controls,
+    layer_list_events,
+    scrolling_layout,
+    short_dock_title,
+    watch_window_close,
+)
 from .annotate._common import select
 from .annotate.autosave import AUTOSAVE_DELAY_MS
 from .annotate.check_panel import CheckPanel
@@ -127,13 +130,8 @@ class AnnotateWidget(QWidget):
                 link.ignore.events.paint.disconnect(self.schedule_save)
 
     def _panels(self) -> tuple[QWidget, ...]:
-        return (
-            self.layers_panel,
-            self.edit_panel,
-            self.check_panel,
-            self.training_panel,
-            self.project_panel,
-        )
+        names = ("layers", "edit", "check", "training", "project")
+        return tuple(getattr(self, f"{name}_panel") for name in names)
 
     def _expose(self, panel: QWidget) -> None:
         """Make the panel's controls attributes of the dock (scripts and tests use them)."""
@@ -143,8 +141,8 @@ class AnnotateWidget(QWidget):
 
     def _connect(self) -> None:
         self.annotation_combo.currentIndexChanged.connect(self._annotation_changed)
-        self.viewer.layers.events.inserted.connect(self.refresh_layers)
-        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        for emitter in layer_list_events(self.viewer):
+            emitter.connect(self.refresh_layers)
         # psygnal holds bound methods weakly: nothing to disconnect when the dock goes
         self.workspace.events.training_set.connect(self._on_training_set)
         self.workspace.events.prediction_added.connect(self._on_prediction_added)

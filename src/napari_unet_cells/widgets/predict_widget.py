@@ -28,7 +28,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.config import InstanceConfig, PredictConfig
 from ..core.errors import UNetCellsError
 from ..workspace import workspace_for
-from ._window import short_dock_title
+from ._window import connect_while_alive, layer_list_events, short_dock_title
 from ._workers import detach
 from .predict.folder_panel import FolderPanel
 from .predict.grid import TileGridOverlay, dock_grid
@@ -119,8 +119,8 @@ class PredictWidget(Container):
         self.show_probabilities.changed.connect(self._write_probabilities)
         for widget in (self.image_combo, self.model_combo, self.model_file, self.tile):
             widget.changed.connect(self._on_inputs_changed)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        for emitter in layer_list_events(self.viewer):
+            connect_while_alive(self.native, emitter, self._refresh_layers)
         # other threads may register models: handle every outside event on the GUI thread
         self._requested = ensure_main_thread(self._on_prediction_requested)
         self._models_changed = ensure_main_thread(self._on_models_changed)
@@ -136,9 +136,6 @@ class PredictWidget(Container):
         self.close_workers()
         self.workspace.events.prediction_requested.disconnect(self._requested)
         registry.events.changed.disconnect(self._models_changed)
-        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            with contextlib.suppress(RuntimeError, ValueError):
-                emitter.disconnect(self._refresh_layers)
 
     # -- the layers this dock owns ----------------------------------------------------------
 
@@ -352,8 +349,11 @@ class PredictWidget(Container):
         self.measure_panel.measure(self.labels_layer, self._source.layer)  # features
 
     def _write_probabilities(self, show: bool = True) -> None:
-        """Write the probability layer (``show``: the Show probabilities box was ticked)."""
-        if show and self.probabilities is not None:
+        """Write the probability layer (``show``: the Show probabilities box was ticked);
+        unticked: hide it."""
+        if not show:
+            self.outputs.hide_probabilities()
+        elif self.probabilities is not None:
             shown = probabilities_on_grid(self.probabilities, self._image_shape)
             self.outputs.write_probabilities(self._source, shown)
 

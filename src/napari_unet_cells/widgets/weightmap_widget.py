@@ -35,7 +35,7 @@ from ..core.errors import UNetCellsError
 from ..core.labels import binary_mask_values
 from ..core.weightmap import WeightMapState, iter_weight_map, update_weight_map
 from ._tips import tip
-from ._window import short_dock_title
+from ._window import connect_while_alive, layer_list_events, short_dock_title
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -149,14 +149,16 @@ class WeightMapWidget(Container):
         self.labels_combo.changed.connect(self._on_layers_chosen)
         self.ignore_combo.changed.connect(self._on_layers_chosen)
         self.show_border.changed.connect(self._on_show_border)
-        self.viewer.layers.events.inserted.connect(self.reset_choices)
-        self.viewer.layers.events.removed.connect(self.reset_choices)
+        for emitter in layer_list_events(self.viewer):
+            connect_while_alive(self.native, emitter, self.reset_choices)
         self.native.destroyed.connect(lambda *_: self.close_worker())
 
     # -- inputs --------------------------------------------------------------------------
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Labels]]:
-        return [(layer.name, layer) for layer in self.viewer.layers if L.is_labels(layer)]
+        """The Labels layers, but not Annotate's check overlay (findings, not cells)."""
+        layers = [x for x in self.viewer.layers if L.is_labels(x) and L.role(x) != "check"]
+        return [(layer.name, layer) for layer in layers]
 
     def _ignore_choices(self, _widget=None) -> list[tuple[str, Any]]:
         return [(_NO_MASK, None), *self._labels_choices()]

@@ -91,7 +91,8 @@ class LayersPanel(QWidget):
         fill(self.image_combo, images, optional=False)
         fill(self.annotation_combo, annotations, optional=True)
         fill(self.prediction_combo, [x for x in labels if id(x) not in ours], optional=True)
-        added = L.unwrap(getattr(event, "value", None)) if event is not None else None
+        inserted = event is not None and event.type == "inserted"
+        added = L.unwrap(getattr(event, "value", None)) if inserted else None
         self.default_prediction(added)
         own = [x for x in annotations if id(x) in ours]
         if self.annotation_combo.currentData() is None and own:  # never a foreign default

@@ -24,7 +24,7 @@ from ... import layers as L
 from ...core.errors import UNetCellsError
 from ...workspace import Workspace
 from .._tips import tip
-from .._window import connect_while_alive
+from .._window import connect_while_alive, layer_list_events
 
 NONE = "(none)"
 
@@ -80,10 +80,10 @@ class TrainingSetPanel(QGroupBox):
 
         self.add_button.clicked.connect(lambda: self.add_selected())
         self.remove_button.clicked.connect(lambda: self.remove_selected())
-        events = viewer.layers.events
-        for emitter in (events.inserted, events.removed, events.reordered):
+        for emitter in (*layer_list_events(viewer), viewer.layers.events.reordered):
             connect_while_alive(self, emitter, self.refresh_layers)
-        connect_while_alive(self, workspace.events.training_set, self.refresh_pairs)
+        for emitter in (viewer.layers.events.renamed, workspace.events.training_set):
+            connect_while_alive(self, emitter, self.refresh_pairs)
         self.refresh_layers()
         self.refresh_pairs()  # pairs added before this dock opened
 
@@ -109,7 +109,7 @@ class TrainingSetPanel(QGroupBox):
                 combo.setCurrentIndex(index)
             combo.blockSignals(False)
 
-    def refresh_pairs(self) -> None:
+    def refresh_pairs(self, _event: Any = None) -> None:
         """Show the workspace's pairs (called whenever the training set changes)."""
         self.pair_list.clear()
         self.pair_list.addItems([pair.describe() for pair in self.workspace.pairs])

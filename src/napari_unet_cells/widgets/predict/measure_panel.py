@@ -30,6 +30,7 @@ from ... import layers as L
 from ...core.errors import UNetCellsError
 from .._histogram import Histogram
 from .._tips import tip
+from .._window import layer_list_events
 from .._workers import detach
 from .measure_job import MeasureJob, as_features, read_measure_job, run_measure, write_table
 
@@ -94,8 +95,8 @@ class MeasurePanel:
         self.save_button.changed.connect(lambda _=None: self.save())
         self.column.changed.connect(self._show_histogram)
         self.histogram.bar_clicked.connect(self.select_bar)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        for emitter in layer_list_events(self.viewer):
+            emitter.connect(self._refresh_layers)
         self.plot.native.destroyed.connect(lambda *_: self.close())
 
     def close(self) -> None:
@@ -104,7 +105,7 @@ class MeasurePanel:
         self._pending = None
         detach(self.worker)
         self._watch(None)
-        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+        for emitter in layer_list_events(self.viewer):
             with contextlib.suppress(RuntimeError, ValueError, TypeError):
                 emitter.disconnect(self._refresh_layers)
 

@@ -159,6 +159,7 @@ class OutputLayers:
         layer = self.probability_layer
         if self._ours(layer):
             layer.data = shown
+            layer.visible = True
             return
         layer = self.viewer.add_image(
             shown,
@@ -173,6 +174,11 @@ class OutputLayers:
         self._given_names[id(layer)] = layer.name
         self.probability_layer = layer
         self._remember(source)
+
+    def hide_probabilities(self) -> None:
+        """Hide (not delete) the current image's probability layer, if it is ours."""
+        if self._ours(self.probability_layer):
+            self.probability_layer.visible = False
 
     def _on_user_edit(self, layer: Any) -> Callable[..., None]:
         key = id(layer)
