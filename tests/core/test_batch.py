@@ -86,3 +86,22 @@ def test_stop_ends_the_run_and_the_summary_lists_what_was_done(folder):
     )
     assert len(rows) == 1 and jobs[0].labels.exists() and not jobs[1].labels.exists()
     assert jobs[0].table is None and len(read_table_csv(out / "s.csv")["file"]) == 1
+
+
+def test_multi_channel_and_ambiguous_tiffs_are_read_as_the_cli_reads_them(tmp_path):
+    """A 2-channel CYX TIFF is not segmented as 2 planes: the row says to choose a channel,
+    as ``unet-cells predict`` does; a ZYX stack with axes metadata is segmented per plane."""
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    out.mkdir()
+    image, _ = synthetic_cells((96, 96), seed=3)
+    two = np.stack([image, image[::-1]])
+    tifffile.imwrite(images / "a_stains.tif", two, imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(images / "b_ambiguous.tif", two)  # no axes metadata
+    tifffile.imwrite(images / "c_stack.tif", two, imagej=True, metadata={"axes": "ZYX"})
+    jobs = plan_batch(images_in(images), out, tables=False)
+    rows = run(run_batch_iter(jobs, None, diameter=None, summary=None), lambda _e: None)
+    stains, ambiguous, stack = rows
+    assert "2 channels" in stains["error"] and "choose one" in stains["error"]
+    assert "planes or 2 channels" in ambiguous["error"] and "Channel" in ambiguous["error"]
+    assert not stack["error"] and tifffile.imread(jobs[2].labels).shape == (2, 96, 96)

@@ -513,3 +513,13 @@ def test_chunked_prediction_retries_out_of_memory_and_normalises_like_memory(mon
     PL.release_cached_predictors()
     assert max(sizes) > 70 and sizes[-1] <= 70
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_describe_layout_says_the_mean_only_for_rgb():
+    from napari_unet_cells.core.inputs import describe_layout
+
+    assert describe_layout((2, 96, 96), 0, None) == "1 plane of 96x96, all 2 channels"
+    assert describe_layout((2, 96, 96), 0, 1) == "1 plane of 96x96, channel 1 of 2"
+    assert (
+        describe_layout((96, 96, 3), -1, None) == "1 plane of 96x96, the mean of the channels of 3"
+    )

@@ -260,7 +260,14 @@ def _one_file(job, index, n_files, model, config, instances, diameter, stop):
     start = time.perf_counter()
     try:
         events = predict_file_iter(
-            job.image, job.labels, model, config, instances, diameter=diameter, stop=stop
+            job.image,
+            job.labels,
+            model,
+            config,
+            instances,
+            diameter=diameter,
+            channel_axis=file_channel_axis(job.image),
+            stop=stop,
         )
         while True:
             try:
@@ -278,6 +285,33 @@ def _one_file(job, index, n_files, model, config, instances, diameter, stop):
         message = f"{type(err).__name__}: {err}"
         return _row(job, None, None, time.perf_counter() - start, error=message)
     return _row(job, result, table, time.perf_counter() - start)
+
+
+def file_channel_axis(path: Path) -> int | None:
+    """The channel axis of a TIFF, read as ``unet-cells predict`` reads it: from its axes
+    metadata (ImageJ / OME); a leading axis of <= 4 without metadata is refused, since it
+    may be planes or channels. None for zarr inputs and single planes.
+
+    Raises UNetCellsError (with what to do) for such an ambiguous file.
+    """
+    from .axes import file_layout
+    from .image_files import file_kind
+
+    if file_kind(path) != "tiff":
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(tif.series[0].shape)
+    except Exception:  # unreadable: the reader says so, with its own message
+        return None
+    try:
+        return file_layout(path, shape)
+    except UNetCellsError as err:
+        raise UNetCellsError(
+            f"{err} (In the Predict dock: open the image and choose its Channel.)"
+        ) from None
 
 
 def measure_file(job: BatchJob) -> dict[str, np.ndarray] | None:

@@ -154,7 +154,8 @@ def describe_layout(shape: tuple[int, ...], channel_axis: int | None, channel: i
     channel_axis : int or None
         Its channel axis (from :func:`channel_layout`).
     channel : int or None
-        The channel used; None with several channels says "the mean of the channels".
+        The channel used; None says "the mean of the channels" for 3 or 4 (RGB(A)) and
+        "all N channels" otherwise (a 1-channel model then asks for a choice).
 
     Returns
     -------
@@ -170,7 +171,9 @@ def describe_layout(shape: tuple[int, ...], channel_axis: int | None, channel: i
         shape = shape[: channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1 :]
     planes = math.prod(shape[:-2])
     text = f"{planes} plane{'s' if planes != 1 else ''} of {shape[-2]}x{shape[-1]}"
-    if n_channels > 1:
+    if n_channels > 1 and channel is None and n_channels not in (3, 4):
+        text += f", all {n_channels} channels"
+    elif n_channels > 1:
         which = f"channel {channel}" if channel is not None else "the mean of the channels"
         text += f", {which} of {n_channels}"
     return text
