@@ -228,13 +228,16 @@ def test_preview_augmentation_adds_layers(
 
 
 def test_user_errors_become_notifications(make_napari_viewer, tmp_path, monkeypatch):
+    import napari_unet_cells.widgets.finetune.progress as progress
     import napari_unet_cells.widgets.finetune_widget as fw
 
     errors = []
     monkeypatch.setattr(fw, "show_error", errors.append)
+    monkeypatch.setattr(progress, "show_error", errors.append)
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet-cells", "Fine-tune")
     assert widget.start_training() is None and "empty" in errors[-1]
+    assert widget.status.text() == f"Not started: {errors[-1]}"  # stays in the dock too
     image, labels = synthetic_cells((64, 64), seed=1)
     img = viewer.add_image(image)
     lab = viewer.add_labels(np.zeros_like(labels))

@@ -177,7 +177,7 @@ class FinetuneWidget(QWidget):
         try:
             gen, path, config = self._training_run()
         except UNetCellsError as err:
-            show_error(str(err))
+            self.run_panel.refuse(str(err))
             return None
         if gen is None:
             return None
@@ -304,7 +304,7 @@ class FinetuneWidget(QWidget):
             samples = training_samples(self.pairs, show_info)
             config = self.train_config()
         except UNetCellsError as err:
-            show_error(str(err))
+            self.run_panel.refuse(str(err))
             return None
         seed = int(time.time()) % 100_000
         base = self.models.base_model()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from .._plot import LivePlot
@@ -80,6 +81,11 @@ class ProgressPanel(QWidget):
         self.progress.setValue(0)
         self.status.setText("preparing the training data ...")
         self.set_running(True)
+
+    def refuse(self, message: str) -> None:
+        """A request was refused: say why in the status (it stays) and as a notification."""
+        self.status.setText(f"Not started: {message}")
+        show_error(message)
 
     def set_running(self, running: bool) -> None:
         """Enable Train when idle, Stop while a run goes on."""
