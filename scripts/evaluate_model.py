@@ -120,10 +120,10 @@ def _rescaled(factor: float, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
     return resized, labels_to_shape(labels, (size, size))
 
 
-def evaluate_set(model, kind: str, n: int, size: int, **predict_kwargs) -> dict:
+def evaluate_set(model, kind: str, n: int, size: int, seed: int = 0, **predict_kwargs) -> dict:
     tp = fp = fn = tp75 = fp75 = fn75 = 0
     inter = union = sep = total_pairs = merges = splits = merged_pairs = 0
-    for image, labels in test_images(kind, n, size):
+    for image, labels in test_images(kind, n, size, seed):
         pred = predict(image, model, device="cpu", **predict_kwargs)
         m50, m75 = match(labels, pred, (0.5, 0.75))
         tp, fp, fn = tp + m50.tp, fp + m50.fp, fn + m50.fn
@@ -158,15 +158,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    p.add_argument("--seed-threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--min-size", type=int, default=None, help="default: the model's")
     p.add_argument("--diameter", default="auto", help="auto (default), a number of px, or none")
     p.add_argument("--sets", nargs="+", default=list(STRESS_SETS), choices=list(STRESS_SETS))
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="0 (default): the suite's images; another seed draws other images of the same "
+        "sets, for choosing settings without looking at the suite",
+    )
     p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args(argv)
     model = resolve_model(args.model or bundled_model_path())
     kwargs = {
         "threshold": args.threshold,
+        "seed_threshold": args.seed_threshold,
         "min_size": args.min_size,
         "diameter": args.diameter,
         "tta": args.tta,
@@ -174,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.diameter.lower() == "none":
         kwargs["diameter"] = None
     for kind in args.sets:
-        result = evaluate_set(model, kind, args.images, args.size, **kwargs)
-        print(json.dumps({**result, "tta": args.tta}), flush=True)
+        result = evaluate_set(model, kind, args.images, args.size, args.seed, **kwargs)
+        settings = {"seed": args.seed, "threshold": args.threshold}
+        settings["seed_threshold"] = args.seed_threshold
+        print(json.dumps({**result, "tta": args.tta, **settings}), flush=True)
     if args.skip_timing:
         return 0
     image, _ = synthetic_cells((1024, 1024), seed=12345)
