@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet_cells.core.batch import images_in, plan_batch, run_batch_iter
+from napari_unet_cells.core.batch import earlier_rows, images_in, plan_batch, run_batch_iter
 from napari_unet_cells.core.errors import UNetCellsError
 from napari_unet_cells.core.measure import read_table_csv
 from napari_unet_cells.core.progress import run
@@ -86,6 +86,37 @@ def test_stop_ends_the_run_and_the_summary_lists_what_was_done(folder):
     )
     assert len(rows) == 1 and jobs[0].labels.exists() and not jobs[1].labels.exists()
     assert jobs[0].table is None and len(read_table_csv(out / "s.csv")["file"]) == 1
+
+
+def test_a_stopped_run_continues_where_it_stopped(folder):
+    """Skip images already done: the files done are not redone, the summary keeps their
+    rows and adds the rest; without skipping, the folder is refused (nothing written)."""
+    images, out = folder
+    found = images_in(images)[2:]
+    summary = out / "summary.csv"
+    stop = threading.Event()
+    first = plan_batch(found, out)
+    run(
+        run_batch_iter(first, None, diameter=None, summary=summary, stop=stop),
+        lambda event: event.row is not None and stop.set(),
+    )
+    done_at = first[0].labels.stat().st_mtime_ns
+    with pytest.raises(UNetCellsError, match="continue a stopped run"):
+        plan_batch(found, out)
+    jobs = plan_batch(found, out, skip_done=True)
+    assert [job.image for job in jobs] == [found[1]]
+    earlier = earlier_rows(summary, [found[0]])
+    assert len(earlier) == 1 and earlier[0]["cells"] > 5
+    rows = run(
+        run_batch_iter(jobs, None, diameter=None, summary=summary, earlier=earlier),
+        lambda _e: None,
+    )
+    assert len(rows) == 1 and not rows[0]["error"]
+    table = read_table_csv(summary)
+    assert list(table["file"]) == [str(p) for p in found]
+    assert table["cells"][0] == earlier[0]["cells"] and table["cells"][1] == rows[0]["cells"]
+    assert first[0].labels.stat().st_mtime_ns == done_at  # not redone
+    assert plan_batch(found, out, skip_done=True) == []  # all done now
 
 
 def test_multi_channel_and_ambiguous_tiffs_are_read_as_the_cli_reads_them(tmp_path):

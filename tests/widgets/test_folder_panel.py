@@ -119,6 +119,19 @@ def test_stop_after_the_first_file_ends_the_run_with_a_summary_of_one_file(
     assert panel.message.startswith("Stopped after 1 of 2 files: 1 segmented")
     assert said["info"] == [panel.message] and panel.status.value == panel.message
 
+    # continue into the same folder: a.tif is skipped, c.tif done, the summary lists both
+    monkeypatch.setattr(predict_large, "predict_file_iter", original)
+    a_written = (out / "a_cells.tif").stat().st_mtime_ns
+    panel.skip_done.value = True
+    _click_run(panel, qtbot)
+    assert [Path(r["file"]).name for r in _summary(out / "summary.csv")] == ["a.tif", "c.tif"]
+    assert (out / "c_cells.tif").is_file() and (
+        out / "a_cells.tif"
+    ).stat().st_mtime_ns == a_written
+    assert panel.message.startswith("1 file: 1 segmented")
+    panel.run_button.native.click()  # nothing left to do
+    assert panel.worker is None and panel.status.value.startswith("Nothing to do")
+
 
 def test_existing_outputs_are_refused_before_any_work(dock, qtbot):
     _, widget, said = dock

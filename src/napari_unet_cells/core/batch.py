@@ -8,8 +8,10 @@ one ``summary.csv`` for the run. Every output is checked against the others and 
 existing files before any work; nothing is ever overwritten.
 
 A file that fails (unreadable, wrong dimensions, no signal ...) gets its message in the
-summary and the run goes on with the next one. Stop ends the run between tiles; the file
-being segmented is then not written, and the summary lists what was done.
+summary, and the run goes on with the next one. Stop ends the run between tiles; the file
+being segmented is then not written, and the summary lists what was done. A stopped run
+continues with ``plan_batch(..., skip_done=True)``: images whose results exist are
+skipped, and the summary is rewritten with their earlier rows kept (:func:`earlier_rows`).
 """
 
 from __future__ import annotations
@@ -168,7 +170,9 @@ def images_in(folder: Path) -> list[Path]:
     return found
 
 
-def plan_batch(images: list[Path], output: Path, tables: bool = True) -> list[BatchJob]:
+def plan_batch(
+    images: list[Path], output: Path, tables: bool = True, skip_done: bool = False
+) -> list[BatchJob]:
     """One job per image with its output names, all checked before any work.
 
     Parameters
@@ -176,10 +180,13 @@ def plan_batch(images: list[Path], output: Path, tables: bool = True) -> list[Ba
     images : the input files (TIFF or zarr).
     output : an existing folder for the results.
     tables : also write a per-cell CSV per image.
+    skip_done : continue a stopped run: an image whose outputs all exist is left out
+        (no job), and an existing ``summary.csv`` is allowed (the run rewrites it, keeping
+        the earlier rows of the images left out: :func:`earlier_rows`).
 
     Raises UNetCellsError when the folder is missing, two images would write the same file
-    (the message names both), or an output (or, with ``tables``, ``summary.csv``) exists
-    already.
+    (the message names both), or an output (or, with ``tables`` and not ``skip_done``,
+    ``summary.csv``) exists already.
     """
     from .fileio import check_new_output
     from .predict_large import file_kind
@@ -202,11 +209,48 @@ def plan_batch(images: list[Path], output: Path, tables: bool = True) -> list[Ba
                 f"Several images would be written to {path}: "
                 f"{' and '.join(map(str, sources))}; rename one of them or run them separately."
             )
-    hint = "choose an empty output folder (existing files are never overwritten)"
-    summary = [output / SUMMARY_NAME] if tables else []  # written with the tables only
-    for path in [*writers, *summary]:
+    if skip_done:
+        jobs = [job for job in jobs if not is_done(job)]
+    hint = (
+        "choose an empty output folder (existing files are never overwritten), or skip the "
+        "images already done to continue a stopped run"
+    )
+    summary = [output / SUMMARY_NAME] if tables and not skip_done else []  # with tables only
+    for path in [p for job in jobs for p in (job.labels, job.table) if p] + summary:
         check_new_output(path, "the result", inputs=tuple(images), hint=hint)
     return jobs
+
+
+def is_done(job: BatchJob) -> bool:
+    """All of the job's outputs (labels, and its table if any) exist."""
+    return all(path.exists() for path in (job.labels, job.table) if path is not None)
+
+
+def earlier_rows(summary: Path, images: list[Path]) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``summary`` for ``images`` (the files a continued run
+    skips), in the summary's order; [] when there is no summary.
+
+    Parameters
+    ----------
+    summary : Path
+        The earlier run's ``summary.csv``.
+    images : list of Path
+        The input files whose rows are kept.
+
+    Returns
+    -------
+    list of dict
+        Rows with the keys of ``SUMMARY_COLUMNS`` (numbers read back as numbers).
+    """
+    from .measure import read_table_csv
+
+    if not Path(summary).is_file():
+        return []
+    table = read_table_csv(summary)
+    keep = {str(Path(image)) for image in images}
+    names = [name for name in SUMMARY_COLUMNS if name in table]
+    rows = [{name: table[name][i] for name in names} for i in range(len(table["file"]))]
+    return [row for row in rows if str(row["file"]) in keep]
 
 
 def run_batch_iter(
@@ -218,6 +262,7 @@ def run_batch_iter(
     diameter: float | str | None = "auto",
     summary: Path | None = None,
     stop: StopFlag = None,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> Generator[BatchProgress, None, list[dict[str, Any]]]:
     """Segment (and measure) each job's image, yielding :class:`BatchProgress`.
 
@@ -228,6 +273,8 @@ def run_batch_iter(
         model is loaded once.
     summary : where to write the summary CSV (also when stopped), or None.
     stop : checked between tiles and files.
+    earlier : rows of the files a continued run skipped (:func:`earlier_rows`): the
+        summary lists them first and replaces the earlier run's summary.
 
     Returns
     -------
@@ -249,7 +296,7 @@ def run_batch_iter(
         rows.append(row)
         yield BatchProgress(index, len(jobs), job.image, row=row)
     if summary is not None:
-        write_summary(rows, summary)
+        write_summary([*(earlier or []), *rows], summary, replace=earlier is not None)
     return rows
 
 
@@ -410,8 +457,9 @@ def _row(job, result, table, seconds, error: str | None = None) -> dict[str, Any
     return summary_row(job.image, job.labels, result["cells"], table, seconds, notes=notes)
 
 
-def write_summary(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write the summary rows as CSV (atomically, never over an existing file).
+def write_summary(rows: list[dict[str, Any]], path: Path, replace: bool = False) -> None:
+    """Write the summary rows as CSV (atomically, never over an existing file unless
+    ``replace``).
 
     Parameters
     ----------
@@ -419,16 +467,23 @@ def write_summary(rows: list[dict[str, Any]], path: Path) -> None:
         From :func:`summary_row`; a missing column is written as "".
     path : Path
         A new CSV file in an existing folder.
+    replace : bool
+        Replace an existing summary (a continued run rewrites its own summary).
 
     Raises
     ------
     UNetCellsError
         ``path`` exists already or its folder is missing.
     """
+    from .fileio import atomic_write
     from .measure import table_to_csv
 
     columns = {
         name: np.array([row.get(name, "") for row in rows], dtype=object)
         for name in SUMMARY_COLUMNS
     }
-    table_to_csv(columns, path)
+    if not (replace and Path(path).is_file()):
+        table_to_csv(columns, path)
+        return
+    text = table_to_csv(columns)
+    atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))

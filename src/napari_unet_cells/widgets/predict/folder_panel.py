@@ -26,12 +26,16 @@ STEPS = 1000  # progress bar resolution
 SHOWN_FAILURES = 3  # failures listed in the final message
 
 
-def run_folder(jobs: list[Any], settings: dict[str, Any], summary: Path | None, stop: Any):
+def run_folder(
+    jobs: list[Any], settings: dict[str, Any], summary: Path | None, stop: Any, earlier=None
+):
     """The worker's work: ``core.batch.run_batch_iter`` on plain values. ``settings``:
-    model, config, instances and diameter as ``run_batch_iter`` takes them."""
+    model, config, instances and diameter as ``run_batch_iter`` takes them; ``earlier``:
+    the summary rows of the files a continued run skips."""
     from ...core import batch
 
-    return (yield from batch.run_batch_iter(jobs, **settings, summary=summary, stop=stop))
+    run = batch.run_batch_iter(jobs, **settings, summary=summary, stop=stop, earlier=earlier)
+    return (yield from run)
 
 
 def folder_message(
@@ -82,10 +86,12 @@ class FolderPanel:
         self.message = ""
         self._stop = threading.Event()
         self._run: dict[str, Any] = {}  # n_files, summary, output of the running run
+        self._images: list[Path] = []  # the input folder's images, as last planned
         self.toggle = PushButton(text="▸ Whole folder")
         self.input_folder = FileEdit(label="Input folder", mode="d", nullable=True)
         self.output_folder = FileEdit(label="Output folder", mode="d", nullable=True)
         self.tables = CheckBox(text="Tables (cell CSVs + summary.csv)", value=True)
+        self.skip_done = CheckBox(text="Skip images already done (continue a run)", value=False)
         self.run_button = PushButton(text="Run folder")
         self.stop_button = PushButton(text="Stop folder", enabled=False)
         self.progress = ProgressBar(label="Folder", min=0, max=STEPS, value=0)
@@ -111,6 +117,7 @@ class FolderPanel:
             self.input_folder,
             self.output_folder,
             self.tables,
+            self.skip_done,
             self.run_button,
             self.stop_button,
             self.progress,
@@ -142,14 +149,16 @@ class FolderPanel:
             raise UNetCellsError("Choose the folder of your images in 'Input folder'.")
         if output is None:
             raise UNetCellsError("Choose an empty folder for the results in 'Output folder'.")
-        return plan_batch(images_in(Path(source)), Path(output), tables=self.tables.value)
+        images = images_in(Path(source))
+        self._images = images
+        return plan_batch(images, Path(output), self.tables.value, self.skip_done.value)
 
     def run(self) -> None:
         """Plan, then segment the folder in a thread worker (Run folder); a refusal is an
         error notification and the status, and nothing is written."""
         from napari.qt.threading import create_worker
 
-        from ...core.batch import SUMMARY_NAME
+        from ...core.batch import SUMMARY_NAME, earlier_rows
 
         if self.worker is not None:
             return
@@ -166,13 +175,24 @@ class FolderPanel:
             return
         output = Path(self.output_folder.value).expanduser()
         summary = output / SUMMARY_NAME if self.tables.value else None
+        earlier = None
+        if self.skip_done.value:
+            planned = {job.image for job in jobs}
+            skipped = [image for image in self._images if image not in planned]
+            earlier = earlier_rows(summary, skipped) if summary is not None else []
+            if not jobs:
+                self.status.value = f"Nothing to do: every image has its results in {output}."
+                show_info(self.status.value)
+                return
         self._run = {"n_files": len(jobs), "summary": summary, "output": output}
         self.rows, self.message = [], ""
         self._stop.clear()
         self._running(True)
         self.status.value = f"Loading the model for {len(jobs)} files…"
         stop = self._stop
-        worker = create_worker(run_folder, jobs, settings, summary, stop, _start_thread=False)
+        worker = create_worker(
+            run_folder, jobs, settings, summary, stop, earlier, _start_thread=False
+        )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_done)
         worker.errored.connect(self._on_error)
@@ -259,6 +279,11 @@ def _tips(p: FolderPanel) -> list[tuple[Any, str]]:
             p.tables,
             "Also measure each image's cells: NAME_cells.csv per image and summary.csv, one "
             "row per image (cell count, sizes, failures).",
+        ),
+        (
+            p.skip_done,
+            "Continue a stopped run into the same output folder: images whose results exist "
+            "are skipped, and summary.csv keeps their rows and adds the new ones.",
         ),
         (
             p.run_button,
