@@ -62,3 +62,13 @@ def test_diameter_from_a_drawn_line(dock):
     widget.diameter.value = "banana"
     widget.run()
     assert widget.worker is None  # refused with a message, nothing started
+
+
+def test_the_bar_is_busy_while_the_size_is_measured(dock, qtbot):
+    """Before the first tile (model loading, the size estimate) the bar shows "busy" and
+    the status says what happens; after the run it is an ordinary bar again."""
+    _, widget, _ = dock
+    widget.run()
+    assert widget.progress.max == 0 and "measuring the cell size" in widget.status.value
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert widget.progress.max > 0 and widget.progress.value == widget.progress.max

@@ -237,7 +237,8 @@ class PredictWidget(Container):
         self._stop.clear()
         self.relabeller.cancel()  # re-labelling old probabilities is moot now
         self.controls.running(True)
-        self.status.value = "Loading the model…"
+        measuring = ", then measuring the cell size" if job.diameter == "auto" else ""
+        self.status.value = f"Loading the model{measuring}…"
         self.worker = worker = prediction_worker(job, self._stop)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_result)

@@ -38,11 +38,15 @@ class RunPanel:
         ]
 
     def running(self, running: bool) -> None:
-        """Enable Stop (and disable Run) while a prediction runs, and the reverse."""
+        """Enable Stop (and disable Run) while a prediction runs, and the reverse. The bar
+        shows "busy" until the first tile (loading the model, measuring the cell size)."""
         self.run_button.enabled = not running
         self.stop_button.enabled = running
         if running:
+            self.progress.max = 0  # Qt's busy bar (min = max = 0)
             self.progress.value = 0
+        elif self.progress.max == 0:  # ended before its first tile
+            self.progress.max = 1
 
     def show_progress(self, event: Any) -> None:
         """Show a ``core.predict.PredictProgress`` event: bar, plane and tile counts."""
