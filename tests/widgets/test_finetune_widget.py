@@ -338,12 +338,14 @@ def test_unwritable_save_to_fails_first_a_failed_save_keeps_the_model(
 ):
     """Issue 16.2: on a read-only share training ran to the end and the model was lost."""
     import napari_unet_cells.core.train as T
+    import napari_unet_cells.widgets.finetune.progress as P
     import napari_unet_cells.widgets.finetune.results as R
     import napari_unet_cells.widgets.finetune_widget as fw
 
     errors, infos = [], []
-    for module in (fw, R):  # the dock's own messages, and the new model's announcement
+    for module in (fw, R, P):  # the dock's messages, refusals, the new model's announcement
         monkeypatch.setattr(module, "show_error", errors.append)
+    for module in (fw, R):
         monkeypatch.setattr(module, "show_info", infos.append)
     viewer = make_napari_viewer()
     widget, _, _ = _dock(viewer, tmp_path, tiny_model_file)
