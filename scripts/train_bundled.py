@@ -192,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         default="tune",
         help="tune it at the end (default) or keep the --init model's",
     )
+    p.add_argument(
+        "--seed-threshold",
+        type=float,
+        default=None,
+        help="with --post-processing init: store this seed threshold instead of the --init "
+        "model's (chosen beforehand on images that are neither training nor test images)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -290,9 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     final.provenance["trained_from"] = Path(final.provenance.get("trained_from", "")).name
     final.extra["diameter"] = args.diameter
     if args.post_processing == "init" and args.init is not None:
-        kept = load_model(args.init).extra.get("instances")
+        kept = dict(load_model(args.init).extra.get("instances") or {})
+        if args.seed_threshold is not None:
+            kept["seed_threshold"] = args.seed_threshold
         final.extra["instances"] = kept
         final.provenance["instance_tuning"] = {"kept_from": args.init.name, "chosen": kept}
+        if args.seed_threshold is not None:
+            final.provenance["instance_tuning"]["seed_threshold"] = "given (--seed-threshold)"
         log.info("post-processing kept from %s: %s", args.init.name, kept)
     else:
         tuning = make_images(args.seed, VAL_STREAM, 1, 8, args.size, args.diameter, args.resampled)
