@@ -136,3 +136,12 @@ def test_multi_channel_and_ambiguous_tiffs_are_read_as_the_cli_reads_them(tmp_pa
     assert "2 channels" in stains["error"] and "choose one" in stains["error"]
     assert "planes or 2 channels" in ambiguous["error"] and "Channel" in ambiguous["error"]
     assert not stack["error"] and tifffile.imread(jobs[2].labels).shape == (2, 96, 96)
+
+
+def test_a_tiff_without_pixels_says_it_may_be_damaged(tmp_path):
+    from napari_unet_cells.core.image_files import open_image
+
+    path = tmp_path / "empty.tif"
+    tifffile.imwrite(path, np.zeros((0, 64, 64), np.uint16))
+    with pytest.raises(UNetCellsError, match="damaged or incomplete: save it again as TIFF"):
+        open_image(path)

@@ -93,10 +93,13 @@ def open_image(path: str | Path) -> np.ndarray | dask.array.Array:
     else:
         image = _open_zarr(path)
     if 0 in image.shape:
-        raise UNetCellsError(
-            f"{path}: the image is empty (shape {image.shape}); check that the file holds "
-            "image data."
+        hint = (
+            "the file may be damaged or incomplete: save it again as TIFF (e.g. File > Save "
+            "As > Tiff in Fiji)"
+            if kind == "tiff"
+            else "check that the zarr array holds image data"
         )
+        raise UNetCellsError(f"{path}: no pixels could be read (shape {image.shape}); {hint}.")
     return image
 
 
