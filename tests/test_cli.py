@@ -47,8 +47,9 @@ def test_info_on_a_fine_tuned_model_without_validation(tmp_path, capsys, tiny_co
 def test_info_without_a_model_describes_the_bundled_one(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "nuclei_unet.npz (bundled)" in out and "1,940,834 parameters" in out
-    assert "threshold 0.4, seeds at 0.8" in out and "nuclei of 20 px" in out
+    assert "nuclei_unet.npz (bundled)" in out and "1,940,851 parameters" in out
+    assert "threshold 0.4, seeds at 0.85" in out and "nuclei of 20 px" in out
+    assert "classes background, cell, boundary" in out
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
