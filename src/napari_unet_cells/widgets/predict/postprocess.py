@@ -77,7 +77,8 @@ def _tips(p: PostProcessPanel) -> list[tuple[Any, str]]:
             "Separates touching cells: each cell grows from a seed, a core where the cell "
             "probability is above this, out to Threshold. Raise it when touching cells "
             "merge, lower it when single cells are cut in two. 0 (or at most Threshold): no "
-            "seeds, plain threshold. " + again,
+            "seeds, plain threshold; with a boundary-class model such as the bundled one, "
+            "outlines score 0.5, so a plain threshold below 0.5 joins touching cells. " + again,
         ),
         (
             p.min_size,
