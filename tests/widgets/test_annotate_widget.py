@@ -521,6 +521,8 @@ def test_a_reopened_dock_keeps_the_project_and_the_closed_one_stops_saving(
     old_saves, saves = widget.saves, reopened.saves
     layer.data_setitem(np.nonzero(gt), gt[gt > 0])  # an edit after the reopen
     qtbot.waitUntil(lambda: reopened.saves > saves, timeout=5000)
+    reopened.add_to_training_set(layer)  # a training-set change: only the new dock saves
+    assert reopened.autosave_timer.isActive() and not widget.autosave_timer.isActive()
     qtbot.wait(2 * 1500)  # the closed dock's debounce would have fired by now
     assert widget.saves == old_saves and not widget.autosave_timer.isActive()
     project = A.AnnotationProject(tmp_path / "project", create=False)

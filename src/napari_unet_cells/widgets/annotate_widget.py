@@ -278,7 +278,7 @@ class AnnotateWidget(QWidget):
         changed with it (the workspace keeps them): count and save."""
         with contextlib.suppress(RuntimeError):  # the dock was closed
             self.training_panel.update_counts()
-            if self.project is not None:
+            if self.project is not None and not self._retired:  # retired: the new dock saves
                 self.autosave_timer.start()
 
     def _on_prediction_added(self, image: Any, labels: Any) -> None:
