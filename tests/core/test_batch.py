@@ -105,7 +105,7 @@ def test_a_stopped_run_continues_where_it_stopped(folder):
         plan_batch(found, out)
     jobs = plan_batch(found, out, skip_done=True)
     assert [job.image for job in jobs] == [found[1]]
-    earlier = earlier_rows(summary, [found[0]])
+    earlier = earlier_rows(summary, [job.image for job in jobs])
     assert len(earlier) == 1 and earlier[0]["cells"] > 5
     rows = run(
         run_batch_iter(jobs, None, diameter=None, summary=summary, earlier=earlier),

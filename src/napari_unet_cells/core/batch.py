@@ -226,16 +226,16 @@ def is_done(job: BatchJob) -> bool:
     return all(path.exists() for path in (job.labels, job.table) if path is not None)
 
 
-def earlier_rows(summary: Path, images: list[Path]) -> list[dict[str, Any]]:
-    """The rows of an earlier run's ``summary`` for ``images`` (the files a continued run
-    skips), in the summary's order; [] when there is no summary.
+def earlier_rows(summary: Path, rerun: list[Path]) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``summary`` for the files a continued run skips (all
+    but ``rerun``), in the summary's order; [] when there is no summary.
 
     Parameters
     ----------
     summary : Path
         The earlier run's ``summary.csv``.
-    images : list of Path
-        The input files whose rows are kept.
+    rerun : list of Path
+        The input files the continued run segments (their old rows are dropped).
 
     Returns
     -------
@@ -247,10 +247,10 @@ def earlier_rows(summary: Path, images: list[Path]) -> list[dict[str, Any]]:
     if not Path(summary).is_file():
         return []
     table = read_table_csv(summary)
-    keep = {str(Path(image)) for image in images}
+    drop = {str(Path(image)) for image in rerun}
     names = [name for name in SUMMARY_COLUMNS if name in table]
     rows = [{name: table[name][i] for name in names} for i in range(len(table["file"]))]
-    return [row for row in rows if str(row["file"]) in keep]
+    return [row for row in rows if str(row["file"]) not in drop]
 
 
 def run_batch_iter(

@@ -86,7 +86,6 @@ class FolderPanel:
         self.message = ""
         self._stop = threading.Event()
         self._run: dict[str, Any] = {}  # n_files, summary, output of the running run
-        self._images: list[Path] = []  # the input folder's images, as last planned
         self.toggle = PushButton(text="▸ Whole folder")
         self.input_folder = FileEdit(label="Input folder", mode="d", nullable=True)
         self.output_folder = FileEdit(label="Output folder", mode="d", nullable=True)
@@ -150,7 +149,6 @@ class FolderPanel:
         if output is None:
             raise UNetCellsError("Choose an empty folder for the results in 'Output folder'.")
         images = images_in(Path(source))
-        self._images = images
         return plan_batch(images, Path(output), self.tables.value, self.skip_done.value)
 
     def run(self) -> None:
@@ -177,9 +175,8 @@ class FolderPanel:
         summary = output / SUMMARY_NAME if self.tables.value else None
         earlier = None
         if self.skip_done.value:
-            planned = {job.image for job in jobs}
-            skipped = [image for image in self._images if image not in planned]
-            earlier = earlier_rows(summary, skipped) if summary is not None else []
+            rerun = [job.image for job in jobs]
+            earlier = earlier_rows(summary, rerun) if summary is not None else []
             if not jobs:
                 self.status.value = f"Nothing to do: every image has its results in {output}."
                 show_info(self.status.value)
