@@ -241,3 +241,42 @@ def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
     assert panel.worker is None and said["error"][-1] == folder_panel.FOLDER_WAITS
     assert panel.status.value == folder_panel.FOLDER_WAITS
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_request_from_another_dock_during_a_folder_run_runs_after_it(dock, qtbot, monkeypatch):
+    """Fine-tune's "predict with the new model" during a folder run is not refused: it
+    waits for the folder run, then the dock predicts (a Stop of the dock forgets it)."""
+    from napari_unet_cells.core import predict_large
+    from napari_unet_cells.workspace import workspace_for
+
+    viewer, widget, said = dock
+    panel = widget.folder
+    image = viewer.add_image(synthetic_cells((96, 96), seed=5)[0], name="nuclei")
+    release = threading.Event()
+    original = predict_large.predict_file_iter
+
+    def gated(image, *args, **kwargs):
+        assert release.wait(60)  # the folder run stays busy until released
+        return (yield from original(image, *args, **kwargs))
+
+    monkeypatch.setattr(predict_large, "predict_file_iter", gated)
+    panel.run_button.native.click()
+    assert panel.worker is not None
+    assert workspace_for(viewer).request_prediction(image, "bundled") is True
+    assert widget.worker is None and said["error"] == []
+    assert widget.status.value.startswith("Next: 'bundled' on 'nuclei'")
+    release.set()
+    qtbot.waitUntil(lambda: widget.inference_runs == 1, timeout=120000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert "nuclei cells" in viewer.layers and panel.worker is None
+
+    # queued again, then the dock's Stop: the request is forgotten, nothing runs
+    release.clear()
+    panel.output_folder.value = panel.output_folder.value.parent / "out2"
+    panel.output_folder.value.mkdir()
+    panel.run_button.native.click()
+    workspace_for(viewer).request_prediction(image, "bundled")
+    widget.stop()
+    release.set()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=120000)
+    assert widget.worker is None and widget.inference_runs == 1

@@ -10,8 +10,9 @@ modified; a re-run replaces only the layer this dock created (asking first if th
 edited it). A toggle shows the tile grid (the paper's Figure 2).
 
 The dock runs what other docks ask through ``workspace.request_prediction(image, model)``
-and re-lists the models whenever ``core.registry`` registers or forgets one. Its parts
-live in :mod:`napari_unet_cells.widgets.predict`.
+(one that comes during a run or a folder run waits for it) and re-lists the models
+whenever ``core.registry`` registers or forgets one. Its parts live in
+:mod:`napari_unet_cells.widgets.predict`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .predict.inputs import InputsPanel
 from .predict.measure_panel import MeasurePanel
 from .predict.output import OutputLayers, Source, ask_to_replace, probabilities_on_grid
 from .predict.postprocess import PostProcessPanel
+from .predict.requests import PredictionRequests
 from .predict.run_panel import RunPanel, result_text
 from .predict.worker import Relabeller, prediction_worker, read_job, read_settings
 
@@ -83,7 +85,6 @@ class PredictWidget(Container):
         self._image_shape: tuple[int, int] | None = None  # (Y, X) the labels go back to
         self._last_tile: tuple[int, int] | None = None
         self._stop = threading.Event()
-        self._queued: tuple[Any, str] | None = None  # a request that came while running
         self.outputs = OutputLayers(napari_viewer, lambda layer: self.confirm_overwrite(layer))
         self.grid = TileGridOverlay(napari_viewer)
         self.relabeller = Relabeller(self._on_relabelled, lambda err: show_error(str(err)))
@@ -93,6 +94,7 @@ class PredictWidget(Container):
         self.folder = FolderPanel(
             lambda: read_settings(self.inputs, self.post, self.tta.value),
             dock_running=lambda: self.worker is not None,
+            finished=lambda: self.requests.release(),
         )
         for panel, names in _PANEL_CONTROLS.items():
             for name in names.split():
@@ -101,6 +103,12 @@ class PredictWidget(Container):
         self.measure_panel = MeasurePanel(napari_viewer)  # per-cell table, histogram
         self.extend(self.measure_panel.widgets)
         self.extend(self.folder.widgets)  # folded: a whole folder to files
+        self.requests = PredictionRequests(
+            self.workspace,
+            busy=lambda: self.worker is not None or self.folder.worker is not None,
+            run_on=self.run_on,
+            status=self.status,
+        )
         self._connect()
         self.apply_model_defaults()
 
@@ -122,12 +130,12 @@ class PredictWidget(Container):
         for emitter in layer_list_events(self.viewer):
             connect_while_alive(self.native, emitter, self._refresh_layers)
         # other threads may register models: handle every outside event on the GUI thread
-        self._requested = ensure_main_thread(self._on_prediction_requested)
+        self._requested = ensure_main_thread(self.requests.take)
         self._models_changed = ensure_main_thread(self._on_models_changed)
         self.workspace.events.prediction_requested.connect(self._requested)
         registry.events.changed.connect(self._models_changed)
         self.native.destroyed.connect(lambda *_: self._on_destroyed())
-        self._on_prediction_requested()  # one asked for before this dock was opened
+        self.requests.take()  # one asked for before this dock was opened
 
     def _on_destroyed(self) -> None:
         """The dock's Qt widget is gone: stop the workers and stop listening."""
@@ -268,22 +276,10 @@ class PredictWidget(Container):
             return
         self.run()
 
-    def _on_prediction_requested(self, *_: Any) -> None:  # runs the waiting request
-        request = self.workspace.take_prediction_request()
-        if request is None:
-            return
-        image, model = request
-        with contextlib.suppress(RuntimeError):  # the widget was deleted meanwhile
-            if self.worker is not None:
-                self._queued = (image, model)  # runs when the current prediction ends
-                self.status.value = f"Next: {model!r} on {getattr(image, 'name', image)!r}."
-                return
-            self.run_on(image, model)
-
     def stop(self) -> None:
         """Ask the running prediction to stop after the current tile (Stop button)."""
         self._stop.set()
-        self._queued = None
+        self.requests.drop()
         if self.worker is not None:
             self.worker.quit()
             self.status.value = "Stopping…"
@@ -291,7 +287,7 @@ class PredictWidget(Container):
     def close_workers(self) -> None:
         """The dock closes: stop the workers and detach them from this (deleted) widget."""
         self._stop.set()
-        self._queued = None
+        self.requests.drop()
         self.relabeller.close()
         self.folder.close()
         detach(self.worker)
@@ -330,9 +326,7 @@ class PredictWidget(Container):
         self.controls.running(False)
         if self._stop.is_set() and "Stopped" not in self.status.value:
             self.status.value = "Stopped: no layer written."
-        queued, self._queued = self._queued, None
-        if queued is not None:
-            self.run_on(*queued)
+        self.requests.release()
 
     # -- output layers ---------------------------------------------------------------------
 

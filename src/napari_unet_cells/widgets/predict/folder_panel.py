@@ -71,16 +71,18 @@ class FolderPanel:
     is the running thread worker, or None; ``rows`` the summary rows of the last run and
     ``message`` its final message. One prediction at a time per dock: ``dock_running()``
     is True while the dock's own Run predicts, and Run folder waits (``refuses_run`` for
-    the other way round).
+    the other way round); ``finished()`` is called when a folder run has ended.
     """
 
     def __init__(
         self,
         settings: Callable[[], dict[str, Any]],
         dock_running: Callable[[], bool] = lambda: False,
+        finished: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.dock_running = dock_running
+        self.finished = finished
         self.worker = None
         self.rows: list[dict[str, Any]] = []
         self.message = ""
@@ -254,6 +256,7 @@ class FolderPanel:
         self.worker = None
         with contextlib.suppress(RuntimeError):  # the widgets were deleted meanwhile
             self._running(False)
+        self.finished()
 
 
 def _tips(p: FolderPanel) -> list[tuple[Any, str]]:
