@@ -226,6 +226,7 @@ def bench_quality(
 METHODS: dict[str, dict] = {
     "old": {"average_from": None, "min_val_cells": 0},  # before 2026-12-02
     "new": {},  # the defaults: final weights averaged over the last half
+    "lr3e-4": {"learning_rate": 3e-4},  # the defaults with a third of Adam's peak rate
 }
 
 

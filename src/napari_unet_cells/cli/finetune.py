@@ -204,6 +204,11 @@ def _report(result) -> None:
             f"{c['threshold']}, seeds {c['seed_threshold'] or 'none'}, min size "
             f"{c['min_size']} px, min confidence {c['min_confidence']}"
         )
+    elif m:
+        print(
+            f"post-processing: the start model's, kept ({int(m['n_true'])} validation cells "
+            "are too few to choose other settings on)"
+        )
 
 
 def _saved_or_rescued(result, out: Path) -> None:

@@ -387,7 +387,8 @@ class TrainConfig:
     tune_post_processing: choose the instance step's settings (threshold, seeds, minimum
         size and confidence) with the best AP50 on the validation data
         (``core.instances.tune_instances``): before training, to validate with them, and
-        after (skipped after Stop), to store them in the model.
+        after (skipped after Stop), to store them in the model. Only with at least
+        ``min_val_cells`` validation cells; with fewer the model's own settings are kept.
     average_from: the model returned is the average of the weights after every step
         from this share of the budget on (stochastic weight averaging over the cosine
         schedule's tail; default the last half); None: the weights of a single step.
@@ -395,9 +396,10 @@ class TrainConfig:
         when the validation data holds at least this many cells. With fewer, one
         validation's AP50 is too noisy to choose by (a strip of ~10 cells picked models
         0.1 AP50 apart in identical runs, docs/finetune.md): the whole budget is trained
-        and the final (averaged) weights are kept; validation still draws the curve and
-        chooses the post-processing. 0 with ``average_from=None``: the behaviour before
-        2026-12-02 (always the best validated step, early stopping).
+        and the final (averaged) weights are kept with the start model's
+        post-processing; validation still draws the curve. 0 with ``average_from=None``:
+        the behaviour before 2026-12-02 (always the best validated step, early stopping,
+        the post-processing chosen on validation).
     """
 
     steps: int | None = 500

@@ -284,7 +284,7 @@ def _tune_for_validation(state: TrainingRun) -> Generator[TrainEvent, None, None
     settings suit these cells. On a subsample of the validation regions
     (``TUNE_PIXELS``), within ``tuning_time_cap`` of the budget (it counts in it).
     """
-    if not (state.regions and state.config.tune_post_processing):
+    if not state.tunes_post_processing:
         return
     cap = tuning_time_cap(state.budget_s)
     yield state.event(
@@ -321,8 +321,7 @@ def _tune_for_model(state: TrainingRun) -> Generator[TrainEvent, None, dict[str,
     Returns the provenance of the search (``_search_post_processing``) or None; the best
     metrics' AP50 becomes the one with the settings kept.
     """
-    config = state.config
-    if not (state.regions and config.tune_post_processing):
+    if not state.tunes_post_processing:
         return None
     if state.stopped_by == "user" or state.step == 0:
         return None
