@@ -31,6 +31,7 @@ def test_finetune_writes_a_loadable_model_with_a_summary(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "step 3/3" in captured.err  # the progress bar
     assert "validation (kept model, step 3): AP50" in captured.out and "wrote" in captured.out
+    assert "validation of the start model (step 0): AP50" in captured.out
     # the held-out strip of an 80 x 96 image has far fewer than 100 cells
     assert "post-processing: the start model's, kept (" in captured.out
     model = load_model(out)

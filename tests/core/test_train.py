@@ -56,10 +56,10 @@ def test_events_provenance_and_the_callers_model_is_untouched(samples, tiny_conf
     config = _fast(min_val_cells=0)
     events = list(_drain(T.train_iter(samples, start, config, device="cpu")))
     kinds = [e.kind for e in events]
-    # the last validation: the weights averaged over steps 2-4
+    # the start model's validation (step 0); the last: the weights averaged over steps 2-4
     assert kinds == [
-        "start", "tuning", "tuning", "step", "step", "validation", "step", "step",
-        "validation", "validation", "tuning", "done",
+        "start", "tuning", "tuning", "validation", "step", "step", "validation", "step",
+        "step", "validation", "validation", "tuning", "done",
     ]  # fmt: skip
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps] == [1, 2, 3, 4]
@@ -97,7 +97,7 @@ def _drain(gen):
 
 def test_stop_request_returns_the_best_model_so_far(samples, tiny_config, monkeypatch):
     seen = {}
-    scores = iter([0.2, 0.6, 0.3])
+    scores = iter([0.1, 0.2, 0.6, 0.3])  # step 0 (the start model), 2, 4, 5
 
     def fake_validate(net, regions, device, **kw):
         ap = next(scores)
@@ -113,7 +113,7 @@ def test_stop_request_returns_the_best_model_so_far(samples, tiny_config, monkey
             stop.set()  # the user presses Stop after step 5
         if ev.kind == "done":
             result = ev.result
-    # validations at steps 2 and 4, a last one at step 5; the best (0.6) was at step 4
+    # validations at steps 0, 2 and 4, a last one at step 5; the best (0.6) was at step 4
     assert result.stopped_by == "user" and result.steps == 5
     assert result.best_step == 4 and result.best_metrics["ap50"] == 0.6
     assert all(torch.equal(seen[0.6][k], v) for k, v in _weights(result.model.net).items())
@@ -123,7 +123,7 @@ def test_stop_request_returns_the_best_model_so_far(samples, tiny_config, monkey
 
 
 def test_early_stopping_after_patience(samples, tiny_config, monkeypatch):
-    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])
+    scores = iter([0.3, 0.5, 0.4, 0.3, 0.2, 0.1])  # step 0 (the start model), 1, 2, ...
     monkeypatch.setattr(
         T,
         "validate",
@@ -135,7 +135,7 @@ def test_early_stopping_after_patience(samples, tiny_config, monkeypatch):
         )
     )
     assert result.stopped_by == "early_stopping" and result.steps == 3
-    assert result.best_step == 1 and len(result.history) == 3
+    assert result.best_step == 1 and len(result.history) == 4
 
 
 def _record_weights(monkeypatch):
@@ -178,7 +178,7 @@ def test_few_validation_cells_keep_the_averaged_final_weights(samples, tiny_conf
     # the result's metrics are the last validation's: the averaged weights'
     assert result.best_metrics["step"] == 6.0
     assert result.best_metrics["ap50"] == result.history[-1]["ap50"]
-    assert len(result.history) == 7  # 6 during training, one of the averaged weights
+    assert len(result.history) == 8  # the start, 6 during training, the averaged weights
     training = result.model.provenance["training"]
     assert training["selection"] == "final weights" and training["averaged_steps"] == 4
     assert 0 < training["validation_cells"] < 100
@@ -218,11 +218,35 @@ def test_enough_validation_cells_choose_the_best_step(samples, tiny_config, monk
     _falling_scores(monkeypatch)
     config = _fast(steps=4, validate_every=1, min_val_cells=1, tune_post_processing=False)
     result = T.run(T.train_iter(samples, tiny_config, config, device="cpu"))
-    # the first validation scored best: its weights are kept, not the averaged ones
+    # the start model's validation (step 0) scored best: it is returned unchanged, not
+    # the averaged weights nor any step's
+    start = _weights(T.resolve_start_model(tiny_config, config.seed)[0].net)  # the same init
+    assert result.best_step == 0 and result.best_metrics["ap50"] == pytest.approx(0.9)
+    got = _weights(result.model.net)
+    assert all(torch.equal(got[k], start[k]) for k in got)
+    assert any(not torch.equal(got[k], after[-1][k]) for k in got)  # training did move
+    assert result.model.provenance["training"]["selection"] == "best validation"
+    assert "no step validated better, so it is kept unchanged" in _summary_of(result)
+
+
+def test_a_step_that_validates_better_than_the_start_is_chosen(samples, tiny_config, monkeypatch):
+    after = _record_weights(monkeypatch)
+    scores = iter([0.5, 0.9, 0.8, 0.7, 0.6, 0.6])  # step 0 (the start model), 1, 2, ...
+    monkeypatch.setattr(
+        T,
+        "validate",
+        lambda *a, **k: {"loss": 1.0, "ap50": float(next(scores)), "fg_iou": 0.0, "n_true": 5.0},
+    )
+    config = _fast(steps=4, validate_every=1, min_val_cells=1, tune_post_processing=False)
+    result = T.run(T.train_iter(samples, tiny_config, config, device="cpu"))
     assert result.best_step == 1 and result.best_metrics["ap50"] == pytest.approx(0.9)
     got = _weights(result.model.net)
     assert all(torch.equal(got[k], after[0][k]) for k in got)
-    assert result.model.provenance["training"]["selection"] == "best validation"
+    assert "(the start model: 0.500)" in _summary_of(result)
+
+
+def _summary_of(result) -> str:
+    return T._summary(result)
 
 
 def test_averaging_settings_are_checked():

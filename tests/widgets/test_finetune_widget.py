@@ -359,6 +359,7 @@ def test_unwritable_save_to_fails_first_a_failed_save_keeps_the_model(
     with qtbot.waitSignal(widget.start_training().finished, timeout=60_000):
         pass
     assert "NOT SAVED" in errors[-1] and "Save as" in errors[-1]
+    assert "(start model " in errors[-1]  # the line to beat: step 0's validation
     assert widget.model_name in registered_models() and widget.save_as_button.isEnabled()
     path = widget.save_model_as(tmp_path / "elsewhere.npz")
     assert load_model(path).provenance["training"]["steps"] == 2

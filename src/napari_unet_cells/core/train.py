@@ -62,7 +62,7 @@ from .device import release_memory
 from .errors import UNetCellsError
 from .fileio import check_new_output, check_writable
 from .instances import tune_instances
-from .progress import StopFlag, run, stop_requested  # noqa: F401  (re-exported)
+from .progress import StopFlag, run, stop_requested
 from .tiling import dependency_reach
 from .train_run import (
     Best,
@@ -174,6 +174,7 @@ def train_iter(
     try:
         yield state.event("start", message=state.start_message())
         yield from _tune_for_validation(state)
+        yield from _validate_start(state)
         yield from _train(state)
         yield from _validate_last(state)
         _load_best(state)
@@ -240,6 +241,16 @@ def _validate(state: TrainingRun) -> dict[str, float] | None:
     )
     state.net.train()
     return None if metrics is None else state.record(metrics)
+
+
+def _validate_start(state: TrainingRun) -> Generator[TrainEvent, None, None]:
+    """Before the first step: validate the start model (step 0), so the curve shows
+    where training started and, with enough validation cells to choose by, the start
+    model competes too: a run that never beats it on validation returns it unchanged."""
+    if state.regions and not stop_requested(state.stop):
+        metrics = _validate(state)
+        if metrics is not None:
+            yield state.event("validation", metrics=metrics)
 
 
 def _validate_last(state: TrainingRun) -> Generator[TrainEvent, None, None]:
@@ -449,6 +460,11 @@ def _summary(result: TrainResult) -> str:
             f"; best at step {result.best_step}: validation AP50 {m['ap50']:.3f}, "
             f"foreground IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}"
         )
+    start = next((h for h in result.history if h.get("step") == 0), None)
+    if start is not None and result.best_step != 0:
+        text += f" (the start model: {start['ap50']:.3f})"
+    elif start is not None:
+        text += " (the start model: no step validated better, so it is kept unchanged)"
     tuning = result.model.provenance.get("instance_tuning")
     if tuning:  # the AP50 above is the one with these settings
         chosen = tuning["chosen"]

@@ -151,13 +151,16 @@ def outcome_message(result: Any, name: str | None) -> str:
             "model, nothing saved. Give a larger budget."
         )
     ap = validation_ap50(result.model.provenance)  # with its chosen post-processing
+    history = getattr(result, "history", None) or []
+    start = next((h["ap50"] for h in history if h.get("step") == 0), None)
+    against = f" (start model {start:.3f})" if start is not None else ""
     if result.save_error is None:
         saved = f"saved to {result.saved_to}"
     else:
         saved = f"NOT SAVED ({result.save_error}): click 'Save as...' to save it elsewhere"
     return (
         f"Fine-tuning done ({ended}): "
-        + (f"validation AP50 {ap:.3f}; " if ap is not None else "")
+        + (f"validation AP50 {ap:.3f}{against}; " if ap is not None else "")
         + f"{saved}; available in Predict as '{name}' (choosing it sets Predict's sliders "
         "to its post-processing)."
     )
