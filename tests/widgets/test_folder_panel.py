@@ -205,22 +205,29 @@ def test_the_final_message_counts_and_lists_the_first_failures():
     assert text == "1 file: 1 segmented (12 cells), 0 failed. Labels: /out"
 
 
-def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
-    """One prediction at a time per dock: Run during a folder run, and Run folder during
-    a Run, are refused with what to do; nothing is started or written."""
+def _gate_folder_files(monkeypatch) -> threading.Event:
+    """Hold every file of a folder run until the returned event is set (the run stays
+    busy meanwhile)."""
     from napari_unet_cells.core import predict_large
 
-    viewer, widget, said = dock
-    panel = widget.folder
-    viewer.add_image(synthetic_cells((96, 96), seed=5)[0], name="nuclei")
     release = threading.Event()
     original = predict_large.predict_file_iter
 
     def gated(image, *args, **kwargs):
-        assert release.wait(60)  # the folder run stays busy until released
+        assert release.wait(60)
         return (yield from original(image, *args, **kwargs))
 
     monkeypatch.setattr(predict_large, "predict_file_iter", gated)
+    return release
+
+
+def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
+    """One prediction at a time per dock: Run during a folder run, and Run folder during
+    a Run, are refused with what to do; nothing is started or written."""
+    viewer, widget, said = dock
+    panel = widget.folder
+    viewer.add_image(synthetic_cells((96, 96), seed=5)[0], name="nuclei")
+    release = _gate_folder_files(monkeypatch)
     panel.run_button.native.click()
     assert panel.worker is not None
     widget.run()
@@ -246,20 +253,12 @@ def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
 def test_a_request_from_another_dock_during_a_folder_run_runs_after_it(dock, qtbot, monkeypatch):
     """Fine-tune's "predict with the new model" during a folder run is not refused: it
     waits for the folder run, then the dock predicts (a Stop of the dock forgets it)."""
-    from napari_unet_cells.core import predict_large
     from napari_unet_cells.workspace import workspace_for
 
     viewer, widget, said = dock
     panel = widget.folder
     image = viewer.add_image(synthetic_cells((96, 96), seed=5)[0], name="nuclei")
-    release = threading.Event()
-    original = predict_large.predict_file_iter
-
-    def gated(image, *args, **kwargs):
-        assert release.wait(60)  # the folder run stays busy until released
-        return (yield from original(image, *args, **kwargs))
-
-    monkeypatch.setattr(predict_large, "predict_file_iter", gated)
+    release = _gate_folder_files(monkeypatch)
     panel.run_button.native.click()
     assert panel.worker is not None
     assert workspace_for(viewer).request_prediction(image, "bundled") is True
