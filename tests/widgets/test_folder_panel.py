@@ -252,8 +252,8 @@ def test_run_and_run_folder_wait_for_each_other(dock, qtbot, monkeypatch):
 
 def test_a_request_from_another_dock_during_a_folder_run_runs_after_it(dock, qtbot, monkeypatch):
     """Fine-tune's "predict with the new model" during a folder run is not refused: it
-    waits for the folder run, then the dock predicts (``stop()``, what closing the dock
-    and a Stop of the dock's own run call, forgets it)."""
+    waits for the folder run, then the dock predicts (the dock's ``stop()`` forgets it,
+    as closing the dock does)."""
     from napari_unet_cells.workspace import workspace_for
 
     viewer, widget, said = dock
