@@ -194,7 +194,7 @@ def _report(result) -> None:
             f"validation (kept model, step {result.best_step}): AP50 {m['ap50']:.3f}, foreground "
             f"IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}, {int(m['n_true'])} cells"
         )
-        start = next((h for h in result.history if h.get("step") == 0), None)
+        start = result.start_metrics
         if start is not None:
             print(f"validation of the start model (step 0): AP50 {start['ap50']:.3f}")
     else:

@@ -460,7 +460,7 @@ def _summary(result: TrainResult) -> str:
             f"; best at step {result.best_step}: validation AP50 {m['ap50']:.3f}, "
             f"foreground IoU {m['fg_iou']:.3f}, loss {m['loss']:.4f}"
         )
-    start = next((h for h in result.history if h.get("step") == 0), None)
+    start = result.start_metrics
     if start is not None and result.best_step != 0:
         text += f" (the start model: {start['ap50']:.3f})"
     elif start is not None:

@@ -111,6 +111,11 @@ class TrainResult:
         return self.steps > 0
 
     @property
+    def start_metrics(self) -> dict[str, float] | None:
+        """The start model's validation (step 0, before any training), or None."""
+        return next((h for h in self.history if h.get("step") == 0), None)
+
+    @property
     def ended(self) -> str:
         """Why training ended, in words for the user (from ``stopped_by``)."""
         return _ENDED.get(self.stopped_by, self.stopped_by.replace("_", " "))

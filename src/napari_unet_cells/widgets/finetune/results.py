@@ -151,9 +151,8 @@ def outcome_message(result: Any, name: str | None) -> str:
             "model, nothing saved. Give a larger budget."
         )
     ap = validation_ap50(result.model.provenance)  # with its chosen post-processing
-    history = getattr(result, "history", None) or []
-    start = next((h["ap50"] for h in history if h.get("step") == 0), None)
-    against = f" (start model {start:.3f})" if start is not None else ""
+    start = getattr(result, "start_metrics", None)  # (stand-in results may lack it)
+    against = f" (start model {start['ap50']:.3f})" if start is not None else ""
     if result.save_error is None:
         saved = f"saved to {result.saved_to}"
     else:
