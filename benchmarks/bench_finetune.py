@@ -45,7 +45,7 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_unet_cells.core import augment as A
-from napari_unet_cells.core.config import ModelConfig, TrainConfig
+from napari_unet_cells.core.config import AugmentConfig, ModelConfig, TrainConfig
 from napari_unet_cells.core.data import TileSampler, as_samples, choose_tile, split_validation
 from napari_unet_cells.core.synthetic import SyntheticConfig, synthetic_cells
 from napari_unet_cells.core.train import SCRATCH_CONFIG, train_iter
@@ -227,7 +227,17 @@ METHODS: dict[str, dict] = {
     "old": {"average_from": None, "min_val_cells": 0},  # before 2026-12-02
     "new": {},  # the defaults: final weights averaged over the last half
     "lr3e-4": {"learning_rate": 3e-4},  # the defaults with a third of Adam's peak rate
+    "zoom": {"augment": {"scale": 0.5}},  # the bundled recipe's tile zoom (0.67-1.5x)
 }
+
+
+def method_config(method: str, budget: int, seed: int) -> TrainConfig:
+    """The TrainConfig of a ``METHODS`` entry (an ``augment`` dict overrides AugmentConfig
+    fields), so that the entries stay plain JSON for the records."""
+    overrides = dict(METHODS[method])
+    if "augment" in overrides:
+        overrides["augment"] = AugmentConfig(**overrides["augment"])
+    return TrainConfig(steps=budget, seed=seed, **overrides)
 
 
 def stability_pair(index: int, size: int = 512, cells: tuple[int, int] = (45, 80)):
@@ -290,7 +300,7 @@ def bench_stability(base, methods, budgets, images, seeds, out=None, size=512) -
         test = (image[:, half:], labels[:, half:])
         ap_before = _test_ap50(base, *test)
         for budget, method, seed in itertools.product(budgets, methods, seeds):
-            config = TrainConfig(steps=budget, seed=seed, **METHODS[method])
+            config = method_config(method, budget, seed)
             result, wall, per_step = _stability_run(left, base, config)
             metrics = result.best_metrics or {}
             record = dict(
