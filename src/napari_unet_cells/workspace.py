@@ -53,6 +53,9 @@ class AnnotationLink:
     annotation: Any
     ignore: Any | None = None
     identity: dict | None = None  # how the image was identified in a saved project
+    # (project folder, entry key) this annotation is saved under; another annotation of
+    # the same image gets its own entry, never this one
+    project_key: tuple[str, str] | None = None
     in_training: bool = False  # kept equal to "the annotation is in the training set"
     dirty: bool = True  # edited since the last save
     saved_state: tuple | None = field(default=None, repr=False)  # state() at the last save

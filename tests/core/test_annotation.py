@@ -236,6 +236,27 @@ def test_project_save_and_restore(tmp_path):
         A.AnnotationProject(tmp_path / "empty", create=False)
 
 
+def test_project_keeps_several_annotations_of_one_image(tmp_path):
+    image = np.arange(30 * 40, dtype=np.uint16).reshape(30, 40)
+    ident = A.image_identity("cells", image)
+    first, second = np.zeros((2, 30, 40), np.int32)
+    first[5:10, 5:10] = 1
+    second[20:25, 20:25] = 3
+    proj = A.AnnotationProject(tmp_path / "proj")
+    e1 = proj.save(ident, first, image=image)
+    e2 = proj.save(ident, second, image=image, new_entry=True)  # never e1's entry
+    assert e2.key != e1.key
+    first[0, 0] = 2
+    assert proj.save(ident, first, key=e1.key).key == e1.key  # updates its own entry
+    again = A.AnnotationProject(tmp_path / "proj", create=False)
+    assert (again.load(e1.key)["labels"] == first).all()
+    assert (again.load(e2.key)["labels"] == second).all()
+    other = A.image_identity("cells", image[::-1].copy())
+    with pytest.raises(UNetCellsError, match="another image"):
+        again.save(other, first, key=e1.key)
+    assert again.location == str((tmp_path / "proj").resolve())
+
+
 def test_crash_during_save_keeps_previous_files(tmp_path, monkeypatch):
     image = np.arange(30 * 40, dtype=np.uint16).reshape(30, 40)
     ident = A.image_identity("cells", image)

@@ -359,6 +359,34 @@ def _defaults_after_predict(viewer, qtbot) -> None:
     assert (prediction.data == before).all()  # the prediction is left alone
 
 
+def test_two_annotations_of_one_image_never_overwrite_each_other(make_napari_viewer, tmp_path):
+    """Two annotation layers of one image, and a new annotation of an image annotated in
+    an earlier session, each keep their own entry in the project."""
+    viewer = make_napari_viewer()
+    widget, image_layer, gt = _dock(viewer)
+    widget.set_project(tmp_path)
+    first = widget.new_annotation()
+    first.data_setitem(np.nonzero(gt), gt[gt > 0])
+    second = widget.new_annotation()
+    second.data_setitem((np.array([3]), np.array([3])), 1)
+    widget.save_now()
+    project = A.AnnotationProject(tmp_path, create=False)
+    cells = sorted(len(np.unique(project.load(k)["labels"])) - 1 for k in project.entries)
+    assert cells == [1, len(np.unique(gt)) - 1]
+
+    # a later session: the same image, a new (empty) annotation, autosaved
+    viewer2 = make_napari_viewer()
+    widget2, _, _ = _dock(viewer2)
+    widget2.set_project(tmp_path)
+    widget2.new_annotation()
+    widget2.save_now()
+    project = A.AnnotationProject(tmp_path, create=False)
+    cells = sorted(len(np.unique(project.load(k)["labels"])) - 1 for k in project.entries)
+    assert cells == [0, 1, len(np.unique(gt)) - 1]
+    restored = widget2.open_project(tmp_path)  # the two earlier ones come back as layers
+    assert len(restored) == 2
+
+
 def test_painted_cells_survive_closing_napari_without_a_project(make_napari_viewer, qtbot):
     """Issue 16.6: 19 painted cells were lost on close: no project folder, no prompt."""
     from qtpy.QtCore import QEvent, QObject

@@ -136,6 +136,11 @@ class AnnotationProject:
 
     # -- index ---------------------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        """The folder as an absolute path: the same project however it was named."""
+        return str(self.folder.resolve())
+
     def _read_index(self) -> None:
         try:
             data = json.loads((self.folder / INDEX_NAME).read_text())
@@ -159,10 +164,12 @@ class AnnotationProject:
 
     # -- keys ----------------------------------------------------------------------------
 
-    def key_for(self, identity: dict[str, Any]) -> str:
+    def key_for(self, identity: dict[str, Any], new_entry: bool = False) -> str:
         """The key of the image with ``identity`` (see :func:`image_identity`): its
-        existing key, or a new free one."""
+        first existing key, or (none, or ``new_entry``) a new free one."""
         for key, entry in self.entries.items():
+            if new_entry:
+                break
             if entry.image.get("hash") == identity["hash"] and entry.image.get(
                 "name"
             ) == identity.get("name"):
@@ -177,9 +184,11 @@ class AnnotationProject:
 
     # -- saving --------------------------------------------------------------------------
 
-    def _entry_for(self, identity: dict[str, Any], labels: np.ndarray, image) -> ProjectEntry:
-        """The entry to save ``labels`` under: refuses labels not of the image's shape and
-        a key that holds another image."""
+    def _entry_for(
+        self, identity: dict[str, Any], labels: np.ndarray, image, key: str | None, new_entry: bool
+    ) -> ProjectEntry:
+        """The entry to save ``labels`` under (``key``, else see :meth:`key_for`): refuses
+        labels not of the image's shape and a key that holds another image."""
         shape = tuple(identity["shape"])
         if image is not None and np.asarray(image).ndim == labels.ndim + 1:
             shape = shape[:-1]  # RGB(A) images: labels cover (Y, X)
@@ -187,7 +196,7 @@ class AnnotationProject:
             raise UNetCellsError(
                 f"The annotation {labels.shape} does not match its image {shape}; it is not saved."
             )
-        key = self.key_for(identity)
+        key = key or self.key_for(identity, new_entry)
         entry = self.entries.get(key)
         if entry is not None and entry.image.get("hash") != identity["hash"]:
             raise UNetCellsError(
@@ -223,10 +232,16 @@ class AnnotationProject:
         in_training: bool | None = None,
         labels_name: str | None = None,
         ignore_name: str | None = None,
+        key: str | None = None,
+        new_entry: bool = False,
     ) -> ProjectEntry:
-        """Save (or update) the annotation of one image.
+        """Save (or update) an annotation of one image.
 
-        The label files are written before the index, each atomically.
+        An image can have several annotations (entries). By default the image's first
+        entry is updated (or one is made); ``key`` updates that entry instead, and
+        ``new_entry`` adds one, so that another annotation of the same image never
+        overwrites this one. The label files are written before the index, each
+        atomically.
 
         Parameters
         ----------
@@ -244,6 +259,11 @@ class AnnotationProject:
             Put the image in the training set (or take it out); None keeps it as is.
         labels_name, ignore_name : str, optional
             The layers' names, restored with them.
+        key : str, optional
+            The entry to update (a new one of that name if it does not exist); it must
+            hold this image.
+        new_entry : bool
+            Without ``key``: save as a new entry even if the image already has one.
 
         Returns
         -------
@@ -251,7 +271,7 @@ class AnnotationProject:
             The entry, as now stored in the index.
         """
         labels = check_labels(labels, "annotation")
-        entry = self._entry_for(identity, labels, image)
+        entry = self._entry_for(identity, labels, image, key, new_entry)
         self._write_arrays(entry, labels, ignore, image)
         if scale is not None:
             entry.scale = [float(s) for s in scale]

@@ -49,6 +49,7 @@ class SaveItem:
     identity: dict | None
     labels: np.ndarray  # copies
     ignore: np.ndarray | None
+    key: str | None = None  # its entry in the project (None: a new entry)
 
 
 @dataclass(eq=False)
@@ -63,7 +64,9 @@ class SaveRound:
     collected: bool = False
 
 
-def snapshot(links: list[AnnotationLink]) -> list[SaveItem]:
+def snapshot(
+    links: list[AnnotationLink], project: A.AnnotationProject | None = None
+) -> list[SaveItem]:
     """Copies of the annotations changed since their last save (GUI thread).
 
     The links are marked clean: an edit made while the save runs marks its link dirty
@@ -74,6 +77,8 @@ def snapshot(links: list[AnnotationLink]) -> list[SaveItem]:
     ----------
     links : list of AnnotationLink
         The dock's annotation links.
+    project : AnnotationProject, optional
+        The project the items go to: a link already saved there keeps its entry.
 
     Returns
     -------
@@ -94,10 +99,19 @@ def snapshot(links: list[AnnotationLink]) -> list[SaveItem]:
                 identity=link.identity,
                 labels=np.array(link.annotation.data, copy=True),
                 ignore=None if link.ignore is None else np.array(link.ignore.data, copy=True),
+                key=_entry_key(link, project),
             )
         )
         link.dirty = False
     return items
+
+
+def _entry_key(link: AnnotationLink, project: A.AnnotationProject | None) -> str | None:
+    """The key ``link`` is saved under in ``project`` (None: not saved there yet)."""
+    if project is None or link.project_key is None:
+        return None
+    folder, key = link.project_key
+    return key if folder == project.location else None
 
 
 def write(job: SaveRound) -> SaveRound:
@@ -129,7 +143,7 @@ def write(job: SaveRound) -> SaveRound:
             if item.identity is None or tuple(item.identity["shape"]) != image.shape:
                 item.identity = A.image_identity(item.name, image)
             in_training, labels_name, ignore_name, scale, translate = item.state
-            job.project.save(
+            entry = job.project.save(
                 item.identity,
                 item.labels,
                 item.ignore,
@@ -139,7 +153,10 @@ def write(job: SaveRound) -> SaveRound:
                 in_training=in_training,
                 labels_name=labels_name,
                 ignore_name=ignore_name,
+                key=item.key,
+                new_entry=item.key is None,  # never another annotation's entry
             )
+            item.key = entry.key
             job.saved += 1
     except (OSError, UNetCellsError) as err:
         job.error = str(err)
@@ -218,7 +235,7 @@ class Autosaver:
             self._again = True
             return
         self._again = False
-        job = SaveRound(self.project, snapshot(self.links()))
+        job = SaveRound(self.project, snapshot(self.links(), self.project))
         if not job.items:  # nothing changed: nothing to write; say it is all saved
             job.done.set()
             self.collect(job)
@@ -257,6 +274,7 @@ class Autosaver:
             item.link.identity = item.identity or item.link.identity
             if i < job.saved:
                 item.link.saved_state = item.state
+                item.link.project_key = (job.project.location, item.key)
             else:
                 item.link.dirty = True
         try:
@@ -288,7 +306,7 @@ class Autosaver:
         self._again = False
         if self.project is None:
             return 0
-        job = SaveRound(self.project, snapshot(self.links()))
+        job = SaveRound(self.project, snapshot(self.links(), self.project))
         try:
             write(job)
         finally:

@@ -168,11 +168,9 @@ class ProjectPanel(QWidget):
         has_index = (Path(folder).expanduser() / A.INDEX_NAME).is_file()
         project = A.AnnotationProject(folder, create=not has_index)
         restored = []
+        linked = {link.project_key for link in self.dock.links}
         for key, entry in project.entries.items():
-            if any(
-                link.identity is not None and link.identity["hash"] == entry.image["hash"]
-                for link in self.dock.links
-            ):
+            if (project.location, key) in linked:
                 continue  # already open and linked
             link = self._restore(project, key, entry)
             if link is not None:
@@ -211,7 +209,9 @@ class ProjectPanel(QWidget):
                 **place,
             )
             ignore.colormap = IGNORE_COLOURS
-        link = self.dock.add_link(AnnotationLink(image, layer, ignore, dict(entry.image)))
+        link = AnnotationLink(image, layer, ignore, dict(entry.image))
+        link.project_key = (project.location, key)
+        link = self.dock.add_link(link)
         if entry.in_training:
             self.dock.workspace.add_pair(link.image, link.annotation, link.ignore)
         return link
