@@ -363,7 +363,7 @@ def test_two_annotations_of_one_image_never_overwrite_each_other(make_napari_vie
     """Two annotation layers of one image, and a new annotation of an image annotated in
     an earlier session, each keep their own entry in the project."""
     viewer = make_napari_viewer()
-    widget, image_layer, gt = _dock(viewer)
+    widget, _, gt = _dock(viewer)
     widget.set_project(tmp_path)
     first = widget.new_annotation()
     first.data_setitem(np.nonzero(gt), gt[gt > 0])
