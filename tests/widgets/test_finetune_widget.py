@@ -404,9 +404,10 @@ def test_closing_the_dock_during_training_stops_it_and_keeps_the_model(
     widget.train_button.click()
     worker, stop = widget.worker, widget._stop
     qtbot.waitUntil(lambda: len(widget.plot.loss) >= 2, timeout=60_000)
+    viewer.window.remove_dock_widget(widget)  # the x: the widget is only un-parented
+    assert stop.is_set()
     widget.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    assert stop.is_set()
     qtbot.waitUntil(lambda: "tuned" in registered_models(), timeout=60_000)
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     assert (tmp_path / "out" / "tuned.npz").is_file()

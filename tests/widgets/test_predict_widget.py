@@ -167,6 +167,24 @@ def test_close_workers_stops_and_detaches_a_running_prediction(dock, qtbot):
     assert len(viewer.layers) == n_layers and widget.inference_runs == 0
 
 
+def test_closing_the_dock_stops_a_running_prediction(dock, qtbot):
+    """The dock's close button (napari's remove_dock_widget only un-parents the widget,
+    which lives on): the run stops and writes no layer."""
+    viewer, widget, _ = dock
+    widget.tile.value = "48"  # many small tiles: a long run
+    n_layers = len(viewer.layers)
+    widget.run()
+    worker = widget.worker
+    with qtbot.waitSignal(worker.yielded, timeout=30000):
+        pass
+    viewer.window.remove_dock_widget(widget.native)
+    assert worker.abort_requested
+    widget.worker = None  # so the fixture's teardown does not wait for a signal
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
+    qtbot.wait(50)  # a queued signal would reach the widget now
+    assert len(viewer.layers) == n_layers and widget.inference_runs == 0
+
+
 def test_each_image_keeps_its_prediction_and_a_renamed_layer_is_never_written(dock, qtbot):
     """A second image gets its own layers; re-running the first replaces only the first's;
     a layer the user renamed to keep it is left as it is."""

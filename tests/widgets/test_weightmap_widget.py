@@ -158,3 +158,42 @@ def test_dock_refuses_a_binary_mask_fine_tune_numbers_it(make_napari_viewer, qtb
     [sample] = training_samples(finetune.pairs, notices.append)  # what Train reads
     assert sample.labels.max() > 5 and "binary mask" in notices[-1]
     assert set(np.unique(mask.data)) == {0, 1}  # the user's layer is left as it is
+
+
+def test_live_strokes_update_the_colour_range_and_the_border_stays_with_its_layer(
+    make_napari_viewer, qtbot
+):
+    """Painting cells into an empty layer raises the map's range and status (unless the
+    user set the range); the border layer is always the computed layer's, even when
+    another layer is chosen; closing the dock mid-run detaches its worker."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.zeros((64, 64), np.int32), name="A")
+    widget = _dock(viewer, qtbot)
+    widget.compute()
+    _wait_idle(qtbot, widget)
+    image = viewer.layers["A weight map"]
+    assert tuple(image.contrast_limits) == (0.0, 1.0)
+    layer.data_setitem((np.arange(10, 20), np.full(10, 20)), 1)  # two touching cells
+    layer.data_setitem((np.arange(10, 20), np.full(10, 21)), 2)
+    widget.update_now()
+    top = float(image.data.max())
+    assert top > 1 and image.contrast_limits[1] == top
+    assert widget.status.value == f"max weight {top:.3g}"
+    image.contrast_limits = (0.0, 2.0)  # the user's own range is kept
+    layer.data_setitem((np.arange(30, 40), np.full(10, 30)), 3)
+    widget.update_now()
+    assert tuple(image.contrast_limits) == (0.0, 2.0)
+
+    other = viewer.add_labels(np.zeros((30, 40), np.int32), name="B", scale=(2, 2))
+    widget.live.value = False
+    widget.labels_combo.value = other
+    widget.show_border.value = True
+    assert "B separation border" not in viewer.layers
+    assert viewer.layers["A separation border"].data.shape == (64, 64)
+
+    widget.labels_combo.value = layer
+    widget.compute()
+    worker = widget.worker
+    viewer.window.remove_dock_widget(widget.native)  # the dock's close button
+    assert widget.worker is None
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)

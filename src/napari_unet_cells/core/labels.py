@@ -108,6 +108,18 @@ def binary_mask_values(labels: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def refuse_binary_mask(labels: np.ndarray, name: str = "labels") -> None:
+    """Raise UNetCellsError when ``labels`` is a 0/1 or 0/255 mask (:func:`binary_mask_values`),
+    where one number per cell is needed (a mask would be weighted as one giant cell)."""
+    values = binary_mask_values(labels)
+    if values is not None:
+        raise UNetCellsError(
+            f"'{name}' is a binary mask (values {values[0]} and {values[1]}), not one number "
+            "per cell: number its objects first (e.g. skimage.measure.label; `unet-cells "
+            "weightmap` and Fine-tune do it for you), or paint each cell its own number."
+        )
+
+
 def mask_to_instances(labels: np.ndarray, name: str = "labels") -> tuple[np.ndarray, str]:
     """Instance labels from a binary mask, with a notice; other labels pass unchanged.
 

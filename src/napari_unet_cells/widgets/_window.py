@@ -137,19 +137,60 @@ def layer_list_events(viewer: Any) -> tuple:
     return (events.inserted, events.removed, events.renamed)
 
 
+class _RemovalWatcher(QObject):
+    """Calls ``callback`` once when the widget it filters loses its parent (napari's
+    ``remove_dock_widget``, the dock's close button) or is destroyed."""
+
+    def __init__(self, widget: QWidget, callback: Callable[[], None]):
+        super().__init__(widget)
+        self.callback = callback
+        self.called = False
+        widget.installEventFilter(self)
+        widget.destroyed.connect(lambda *_: self.fire())
+
+    def fire(self) -> None:
+        if not self.called:
+            self.called = True
+            self.callback()
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            self.fire()
+        return False
+
+
+def on_dock_closed(widget: QWidget, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once when the dock holding ``widget`` is closed.
+
+    napari's close button (``remove_dock_widget``) only takes the widget out of its dock
+    (its parent becomes None): the widget, and a run it started, live on. This is told
+    then, or when the widget is destroyed (napari closing), whichever comes first.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The dock's widget (``.native`` for magicgui containers).
+    callback : callable
+        Called with no arguments, on the GUI thread.
+    """
+    widget._dock_closed_watcher = _RemovalWatcher(widget, callback)  # kept with the widget
+
+
 def connect_while_alive(widget: QWidget, signal, callback: Callable[..., object]) -> None:
-    """Connect ``signal`` to ``callback`` until ``widget`` is destroyed.
+    """Connect ``signal`` to ``callback`` until ``widget``'s dock is closed or the widget
+    destroyed (see :func:`on_dock_closed`).
 
     A closed dock is no longer called.
 
     Parameters
     ----------
     widget : QWidget
-        Its ``destroyed`` signal disconnects the callback.
+        The dock's widget.
     signal : psygnal.SignalInstance or napari EventEmitter
         E.g. a workspace's or the model registry's signal.
     callback : callable
         Called with the signal's arguments.
     """
     signal.connect(callback)
-    widget.destroyed.connect(lambda *_: signal.disconnect(callback))
+    watcher = _RemovalWatcher(widget, lambda: signal.disconnect(callback))
+    widget._close_watchers = [*getattr(widget, "_close_watchers", []), watcher]

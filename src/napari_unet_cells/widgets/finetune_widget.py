@@ -32,11 +32,11 @@ from .finetune import ModelPanel, ProgressPanel, ResultsPanel, SettingsPanel, Tr
 from .finetune.jobs import preview_tiles, show_preview, start_warm_up, training_samples
 from .finetune.results import (
     error_message,
-    finish_without_dock,
     offer_model,
     outcome_message,
     save_copy,
     start_export,
+    stop_when_closed,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,7 +101,7 @@ class FinetuneWidget(QWidget):
                 setattr(self, control, getattr(panel, control))
         compact_controls(self)
 
-        self.destroyed.connect(lambda *_: finish_without_dock(self.worker, self._stop))
+        stop_when_closed(self)
         self.train_button.clicked.connect(lambda: self.start_training())  # not clicked(bool)
         self.stop_button.clicked.connect(lambda: self.stop_training())
         self.preview_button.clicked.connect(lambda: self.preview_augmentation())

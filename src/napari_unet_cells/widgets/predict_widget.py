@@ -29,7 +29,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.config import InstanceConfig, PredictConfig
 from ..core.errors import UNetCellsError
 from ..workspace import workspace_for
-from ._window import connect_while_alive, layer_list_events, short_dock_title
+from ._window import connect_while_alive, layer_list_events, on_dock_closed, short_dock_title
 from ._workers import detach
 from .predict.folder_panel import FolderPanel
 from .predict.grid import TileGridOverlay, dock_grid
@@ -134,11 +134,11 @@ class PredictWidget(Container):
         self._models_changed = ensure_main_thread(self._on_models_changed)
         self.workspace.events.prediction_requested.connect(self._requested)
         registry.events.changed.connect(self._models_changed)
-        self.native.destroyed.connect(lambda *_: self._on_destroyed())
+        on_dock_closed(self.native, self._on_destroyed)
         self.requests.take()  # one asked for before this dock was opened
 
     def _on_destroyed(self) -> None:
-        """The dock's Qt widget is gone: stop the workers and stop listening."""
+        """The dock was closed: stop the workers and stop listening."""
         from ..core import registry
 
         self.close_workers()

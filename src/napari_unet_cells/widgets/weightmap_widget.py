@@ -32,10 +32,11 @@ from qtpy.QtCore import QTimer
 from .. import layers as L
 from ..core.config import WEIGHT_MAP_PRESETS, WeightMapConfig
 from ..core.errors import UNetCellsError
-from ..core.labels import binary_mask_values
+from ..core.labels import refuse_binary_mask
 from ..core.weightmap import WeightMapState, iter_weight_map, update_weight_map
 from ._tips import tip
-from ._window import connect_while_alive, layer_list_events, short_dock_title
+from ._window import connect_while_alive, layer_list_events, on_dock_closed, short_dock_title
+from ._workers import detach
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -45,18 +46,6 @@ logger = logging.getLogger(__name__)
 _NO_MASK = "(none)"
 PAINT_DEBOUNCE_MS = 120
 SETTINGS_DEBOUNCE_MS = 300
-
-
-def _refuse_mask(name: str, labels: np.ndarray) -> None:
-    """A 0/1 or 0/255 mask would be weighted as one giant cell, and the live updates
-    follow the layer's own numbers: ask for instance labels instead."""
-    values = binary_mask_values(labels)
-    if values is not None:
-        raise UNetCellsError(
-            f"'{name}' is a binary mask (values {values[0]} and {values[1]}), not one number "
-            "per cell: number its objects first (e.g. skimage.measure.label; `unet-cells "
-            "weightmap` and Fine-tune do it for you), or paint each cell its own number."
-        )
 
 
 class WeightMapWidget(Container):
@@ -75,6 +64,7 @@ class WeightMapWidget(Container):
         self.worker = None
         self.state: WeightMapState | None = None
         self._state_key: tuple | None = None  # (labels layer, ignore layer, config)
+        self._state_layer: Labels | None = None  # the Labels layer ``state`` is of
         self._owned: dict[int, dict[str, Image]] = {}  # id(labels layer) -> our layers
         self._watched: list[Labels] = []
         self._pending_full = False
@@ -151,7 +141,7 @@ class WeightMapWidget(Container):
         self.show_border.changed.connect(self._on_show_border)
         for emitter in layer_list_events(self.viewer):
             connect_while_alive(self.native, emitter, self.reset_choices)
-        self.native.destroyed.connect(lambda *_: self.close_worker())
+        on_dock_closed(self.native, self.close_worker)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -253,7 +243,7 @@ class WeightMapWidget(Container):
             return
         try:
             layer, mask_layer, labels, ignore = self._inputs()
-            _refuse_mask(layer.name, labels)
+            refuse_binary_mask(labels, layer.name)  # live updates follow its numbers
             config = self.config()
             # the first step checks and copies the inputs, here on the GUI thread: mistakes
             # show at once and painting during the computation cannot tear the copy
@@ -298,6 +288,7 @@ class WeightMapWidget(Container):
             self.status.value = str(err)
             return
         self._write_layers(layer)
+        self.status.value = f"max weight {float(self.state.weights.max()):.3g}"
 
     def _on_progress(self, event) -> None:
         self.progress.max = max(1, event.total)
@@ -325,6 +316,7 @@ class WeightMapWidget(Container):
             return
         self.state = state
         self._state_key = key
+        self._state_layer = layer
         if layer not in self.viewer.layers:
             return
         self._write_layers(layer, new=True)
@@ -353,6 +345,9 @@ class WeightMapWidget(Container):
             image.contrast_limits = (0.0, max(top, 1e-6))
         else:
             image.refresh()
+            if tuple(image.contrast_limits) == owned.get("limits"):  # not the user's own
+                image.contrast_limits = (0.0, max(top, 1e-6))
+        owned["limits"] = tuple(owned["weights"].contrast_limits)
         if self.show_border.value or "border" in owned:
             self._write_border()
 
@@ -368,8 +363,10 @@ class WeightMapWidget(Container):
         )
 
     def _write_border(self) -> None:
-        layer = self.labels_combo.value
-        if layer is None or self.state is None:
+        """Write (or update) the separation border of the layer the map was computed for
+        (not necessarily the chosen one)."""
+        layer = self._state_layer
+        if layer is None or self.state is None or layer not in self.viewer.layers:
             return
         owned = self._owned.setdefault(id(layer), {})
         carved = ((self.state.labels > 0) & (self.state.target == 0)).view(np.uint8)
@@ -394,5 +391,5 @@ class WeightMapWidget(Container):
     def close_worker(self) -> None:
         """Stop a running computation and live updates (used when the dock closes)."""
         self._pending_full = self._pending_update = False
-        if self.worker is not None:
-            self.worker.quit()
+        detach(self.worker)  # its handlers would reach this dock's deleted widgets
+        self.worker = None

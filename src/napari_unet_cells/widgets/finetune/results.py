@@ -196,6 +196,14 @@ def error_message(err: Exception, what: str) -> str:
     return f"{what} failed: {err}"
 
 
+def stop_when_closed(dock: Any) -> None:
+    """When the Fine-tune ``dock`` is closed (its close button, or napari closing), end
+    its run with :func:`finish_without_dock`."""
+    from .._window import on_dock_closed
+
+    on_dock_closed(dock, lambda: finish_without_dock(dock.worker, dock._stop))
+
+
 def finish_without_dock(worker: Any, stop: threading.Event) -> None:
     """The Fine-tune dock closed during training: stop the run as Stop does.
 
