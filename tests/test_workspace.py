@@ -30,6 +30,8 @@ def test_training_set_events_and_flags():
     assert len(ws.pairs) == 1 and "ignore: ignore" in pair.describe()
     counts = ws.training_counts()
     assert counts["images"] == 1 and counts["cells"] == 2 and counts["touching_pairs"] == 1
+    ws.forget_missing([image, labels])  # the ignore layer was deleted: the list hears it
+    assert pair.ignore is None and len(heard) == 3 and "ignore" not in pair.describe()
     ws.remove_pair(0)
     assert heard[-1] == 0 and not link.in_training
 

@@ -314,9 +314,10 @@ class Workspace:
         """
         ids = {id(L.unwrap(x)) for x in alive}
         pairs = [p for p in self.pairs if id(p.image) in ids and id(p.labels) in ids]
+        changed = len(pairs) != len(self.pairs)
         for pair in pairs:
             if pair.ignore is not None and id(pair.ignore) not in ids:
-                pair.ignore = None
+                pair.ignore, changed = None, True
         links = [k for k in self.links if id(k.image) in ids and id(k.annotation) in ids]
         for link in self.links:
             if id(link.annotation) in ids and id(link.image) not in ids:
@@ -330,7 +331,7 @@ class Workspace:
         }
         if self._request is not None and id(self._request[0]) not in ids:
             self._request = None
-        if len(pairs) != len(self.pairs):
+        if changed:  # a pair dropped, or its ignore layer gone: the list must say so
             self.pairs = pairs
             self._training_set_changed()
         if len(links) != len(self.links):

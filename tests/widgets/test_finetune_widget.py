@@ -366,6 +366,26 @@ def test_unwritable_save_to_fails_first_a_failed_save_keeps_the_model(
     unregister_model(widget.model_name)
 
 
+def test_a_folder_as_the_model_file_is_refused_without_asking_and_npz_is_added(
+    make_napari_viewer, tmp_path, tiny_model_file, monkeypatch
+):
+    import napari_unet_cells.widgets.finetune.progress as P
+    import napari_unet_cells.widgets.finetune_widget as fw
+
+    errors = []
+    monkeypatch.setattr(P, "show_error", errors.append)
+    monkeypatch.setattr(fw.QMessageBox, "question", lambda *a: pytest.fail("asked"))
+    viewer = make_napari_viewer()
+    widget, _, _ = _dock(viewer, tmp_path, tiny_model_file)
+    folder = tmp_path / "precious"
+    folder.mkdir()
+    widget.output.setText(str(folder))
+    assert widget.start_training() is None and widget.worker is None
+    assert "is a folder" in errors[-1] and folder.is_dir()
+    widget.output.setText(str(tmp_path / "mymodel"))  # found by Predict's *.npz picker
+    assert widget.output_path() == tmp_path / "mymodel.npz"
+
+
 def test_a_stop_before_the_first_step_offers_no_model(
     make_napari_viewer, qtbot, tmp_path, tiny_model_file, monkeypatch
 ):

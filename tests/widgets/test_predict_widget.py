@@ -128,6 +128,26 @@ def test_stop_midway_leaves_no_layer(dock, qtbot):
     assert widget.run_button.enabled
 
 
+def test_a_damaged_model_file_is_one_notification(dock, qtbot, tmp_path, monkeypatch):
+    """An error inside the worker is shown once by the dock, not re-raised by napari too
+    (a second notification and a console traceback)."""
+    import napari_unet_cells.widgets.predict_widget as pw
+
+    _, widget, _ = dock
+    errors = []
+    monkeypatch.setattr(pw, "show_error", errors.append)
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"not a zip file")
+    widget.model_combo.value = "file"
+    widget.model_file.value = str(damaged)
+    widget.run()
+    worker = widget.worker
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    qtbot.wait(50)  # a re-raised error would reach the Qt event loop now (and fail here)
+    assert len(errors) == 1 and "damaged.npz" in errors[0]
+
+
 def test_no_model_file_is_a_notification_not_a_crash(dock, qtbot):
     _, widget, _ = dock
     widget.model_combo.value = "file"
@@ -183,6 +203,19 @@ def test_closing_the_dock_stops_a_running_prediction(dock, qtbot):
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
     qtbot.wait(50)  # a queued signal would reach the widget now
     assert len(viewer.layers) == n_layers and widget.inference_runs == 0
+
+
+def test_removing_the_image_stops_its_prediction(dock, qtbot):
+    viewer, widget, image = dock
+    widget.tile.value = "48"  # many small tiles: a long run
+    widget.run()
+    worker = widget.worker
+    with qtbot.waitSignal(worker.yielded, timeout=30000):
+        pass
+    n_layers = len(viewer.layers)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        viewer.layers.remove(image)
+    assert len(viewer.layers) == n_layers - 1 and widget.inference_runs == 0
 
 
 def test_each_image_keeps_its_prediction_and_a_renamed_layer_is_never_written(dock, qtbot):

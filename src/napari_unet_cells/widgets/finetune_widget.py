@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEventLoop, Qt, QThread, QTimer
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QWidget
@@ -28,6 +27,7 @@ from ..core.fileio import check_writable
 from ..core.model_files import default_model_folder, default_model_path
 from ..workspace import TrainingPair, Workspace, workspace_for
 from ._window import compact_controls, scrolling_layout, short_dock_title, watch_window_close
+from ._workers import dock_worker
 from .finetune import ModelPanel, ProgressPanel, ResultsPanel, SettingsPanel, TrainingSetPanel
 from .finetune.jobs import preview_tiles, show_preview, start_warm_up, training_samples
 from .finetune.results import (
@@ -42,7 +42,7 @@ from .finetune.results import (
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-    from ..core.train import TrainEvent, TrainResult
+    from ..core.train import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -151,11 +151,12 @@ class FinetuneWidget(QWidget):
         return self.settings.train_config()
 
     def output_path(self) -> Path:
-        """The chosen model file, or a new file in a "models" folder beside the first
-        training image (``core.model_files.default_model_path``)."""
+        """The chosen model file (".npz" added if missing, so Predict's file picker finds
+        it), or a new file in a "models" folder beside the first training image."""
         text = self.output.text().strip()
         if text:
-            return Path(text).expanduser()
+            path = Path(text).expanduser()
+            return path if path.suffix == ".npz" or path.is_dir() else Path(f"{path}.npz")
         first = self.pairs[0] if self.pairs else None
         source = getattr(first.image.source, "path", None) if first is not None else None
         stem = first.labels.name if first is not None else "model"
@@ -191,10 +192,10 @@ class FinetuneWidget(QWidget):
         def run():
             return (yield from gen)
 
-        worker = create_worker(run, _start_thread=False)
+        worker = dock_worker(run)
         self._worker_done = done = threading.Event()  # set in the worker's thread, at its end
         worker.finished.connect(done.set, Qt.ConnectionType.DirectConnection)
-        worker.yielded.connect(self._on_event)
+        worker.yielded.connect(self.run_panel.show_event)
         worker.returned.connect(self._on_result)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -212,6 +213,8 @@ class FinetuneWidget(QWidget):
         self._auto_output = not self.output.text().strip()
         path = self.output_path()
         check_writable(path, "the model")  # now, not after the training run
+        if path.is_dir():
+            raise UNetCellsError(f"{path} is a folder; give a file name for the model.")
         overwrite = False
         if path.exists():
             answer = QMessageBox.question(
@@ -236,9 +239,6 @@ class FinetuneWidget(QWidget):
         if self.worker is not None:
             self._stop.set()
             self.run_panel.stopping()
-
-    def _on_event(self, event: TrainEvent) -> None:
-        self.run_panel.show_event(event)
 
     def _on_result(self, result: TrainResult | None) -> None:
         if result is not None and not result.trained:  # the start model: never offered
@@ -308,7 +308,7 @@ class FinetuneWidget(QWidget):
             return None
         seed = int(time.time()) % 100_000
         base = self.models.base_model()
-        worker = create_worker(preview_tiles, samples, config, base, n, seed, _start_thread=False)
+        worker = dock_worker(preview_tiles, samples, config, base, n, seed)
         worker.returned.connect(lambda tiles: show_preview(self.viewer, tiles))
         worker.errored.connect(self._on_error)
         self.preview_worker = worker

@@ -171,6 +171,8 @@ class PredictWidget(Container):
         return [x for x in (self.labels_layer, self.probability_layer, self.grid_layer) if x]
 
     def _refresh_layers(self, _event=None) -> None:
+        if self.worker is not None and self._running_source.layer not in self.viewer.layers:
+            self.stop()  # its image was removed: no layer is written for it
         self.outputs.forget_removed()
         self.grid.forget_removed()
         self.image_combo.reset_choices()

@@ -25,7 +25,6 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image, Labels
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
@@ -36,7 +35,7 @@ from ..core.labels import refuse_binary_mask
 from ..core.weightmap import WeightMapState, iter_weight_map, update_weight_map
 from ._tips import tip
 from ._window import connect_while_alive, layer_list_events, on_dock_closed, short_dock_title
-from ._workers import detach
+from ._workers import detach, dock_worker
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -260,7 +259,7 @@ class WeightMapWidget(Container):
             result = yield from gen
             return result
 
-        worker = thread_worker(run, start_thread=False)()
+        worker = dock_worker(run)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda state: self._install(state, layer, key))
         worker.errored.connect(self._on_error)

@@ -24,6 +24,7 @@ from ... import layers as L
 from ...core import annotation as A
 from ...workspace import AnnotationLink
 from .._tips import tip
+from .._workers import dock_worker, error_text
 from ._common import CHECK_COLOURS, guard
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,20 +130,17 @@ class CheckPanel(QGroupBox):
             The running worker (the one already running, if any); the window stays
             responsive and the report is shown when it arrives.
         """
-        from napari.qt.threading import thread_worker
-
         if self.check_worker is not None:
             return self.check_worker
         link, kwargs = self._inputs()
 
-        @thread_worker
         def work():
             return (yield from A.iter_check_annotation(**kwargs))
 
-        worker = work()
+        worker = dock_worker(work)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda report: self._show_report(link, report))
-        worker.errored.connect(lambda err: show_error(f"Check failed: {err}"))
+        worker.errored.connect(lambda err: show_error(error_text(err, "Check")))
         worker.finished.connect(self._on_finished)
         self.check_worker = worker
         self.check_button.setEnabled(False)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
 
@@ -21,7 +20,7 @@ from ...core.errors import UNetCellsError
 from ...core.fileio import check_writable
 from ...core.model_files import validation_ap50
 from .._tips import tip
-from .._workers import release
+from .._workers import dock_worker, error_text, release
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +117,9 @@ def start_export(model: Any, path: str | Path) -> Any:
     from ...core.interop.bioimageio import export_bioimageio
 
     path = Path(path) if Path(path).suffix == ".zip" else Path(f"{path}.zip")
-    worker = create_worker(export_bioimageio, model, path, overwrite=True, _start_thread=False)
+    worker = dock_worker(export_bioimageio, model, path, overwrite=True)
     worker.returned.connect(lambda p: show_info(f"Exported the model to {p} (tested)."))
-    worker.errored.connect(lambda err: show_error(str(err)))
+    worker.errored.connect(lambda err: show_error(error_text(err, "Export")))
     worker.start()
     return worker
 

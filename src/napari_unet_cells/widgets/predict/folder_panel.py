@@ -20,7 +20,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...core.errors import UNetCellsError
 from .._tips import tip
-from .._workers import detach
+from .._workers import detach, dock_worker, error_text
 
 STEPS = 1000  # progress bar resolution
 SHOWN_FAILURES = 3  # failures listed in the final message
@@ -156,7 +156,6 @@ class FolderPanel:
     def run(self) -> None:
         """Plan, then segment the folder in a thread worker (Run folder); a refusal is an
         error notification and the status, and nothing is written."""
-        from napari.qt.threading import create_worker
 
         from ...core.batch import SUMMARY_NAME, earlier_rows
 
@@ -189,9 +188,7 @@ class FolderPanel:
         self._running(True)
         self.status.value = f"Loading the model for {len(jobs)} files…"
         stop = self._stop
-        worker = create_worker(
-            run_folder, jobs, settings, summary, stop, earlier, _start_thread=False
-        )
+        worker = dock_worker(run_folder, jobs, settings, summary, stop, earlier)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_done)
         worker.errored.connect(self._on_error)
@@ -247,7 +244,7 @@ class FolderPanel:
             show_info(self.message)
 
     def _on_error(self, err: Exception) -> None:
-        message = str(err) if isinstance(err, UNetCellsError) else f"Folder run failed: {err!r}"
+        message = error_text(err, "Folder run")
         self.message = message
         show_error(message)
         self.status.value = message

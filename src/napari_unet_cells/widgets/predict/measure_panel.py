@@ -31,7 +31,7 @@ from ...core.errors import UNetCellsError
 from .._histogram import Histogram
 from .._tips import tip
 from .._window import layer_list_events
-from .._workers import detach
+from .._workers import detach, dock_worker, error_text
 from .measure_job import MeasureJob, as_features, read_measure_job, run_measure, write_table
 
 HIGHLIGHT = (1.0, 0.85, 0.1, 1.0)  # the chosen cells
@@ -165,10 +165,9 @@ class MeasurePanel:
         self.summary.value = f"Measuring '{layer.name}'…"
 
     def _start(self) -> None:
-        from napari.qt.threading import create_worker
 
         job, self._pending = self._pending, None
-        worker = create_worker(run_measure, job, _start_thread=False)
+        worker = dock_worker(run_measure, job)
         worker.returned.connect(lambda table: self._on_measured(job, table))
         worker.errored.connect(self._fail)
         worker.finished.connect(self._on_finished)
@@ -181,7 +180,7 @@ class MeasurePanel:
             self._start()
 
     def _fail(self, err: Exception) -> None:
-        message = str(err) if isinstance(err, UNetCellsError) else f"Measuring failed: {err!r}"
+        message = error_text(err, "Measuring")
         show_error(message)
         self.summary.value = message
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...core.config import InstanceConfig, PredictConfig
-from .._workers import detach
+from .._workers import detach, dock_worker
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,7 @@ def run_job(job: PredictJob, stop: threading.Event) -> Generator[Any, None, Any]
 
 def prediction_worker(job: PredictJob, stop: threading.Event) -> Any:
     """A napari GeneratorWorker (not started) that runs :func:`run_job`."""
-    from napari.qt.threading import create_worker
-
-    return create_worker(run_job, job, stop, _start_thread=False)
+    return dock_worker(run_job, job, stop)
 
 
 class Relabeller:
@@ -155,14 +153,10 @@ class Relabeller:
         detach(self.worker)
 
     def _start(self) -> None:
-        from napari.qt.threading import create_worker
-
         from ...core.instances import probabilities_to_labels
 
         (probabilities, config, shape), self.pending = self.pending, None
-        worker = create_worker(
-            probabilities_to_labels, probabilities, config, shape=shape, _start_thread=False
-        )
+        worker = dock_worker(probabilities_to_labels, probabilities, config, shape=shape)
         worker.returned.connect(lambda labels: self.on_labels(probabilities, labels))
         worker.errored.connect(self.on_error)
         worker.finished.connect(self._finished)
