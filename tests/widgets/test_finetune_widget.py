@@ -220,11 +220,13 @@ def test_preview_augmentation_adds_layers(
     assert image.data.shape == labels.data.shape == weight.data.shape
     assert image.data.shape[0] == 3 and labels.data.max() > 0 and weight.data.max() > 0
     assert len(viewer.layers) == 5
-    # again: the dock reuses its own layers
+    # again: the dock reuses its own layers, but never a user's layer of that name
+    image.metadata = {}  # as if the user had made it
+    kept = image.data.copy()
     worker = widget.preview_augmentation(n=3)
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         pass
-    assert len(viewer.layers) == 5
+    assert len(viewer.layers) == 6 and np.array_equal(image.data, kept)
 
 
 def test_user_errors_become_notifications(make_napari_viewer, tmp_path, monkeypatch):

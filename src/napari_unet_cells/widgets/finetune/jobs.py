@@ -129,19 +129,26 @@ def show_preview(viewer: Any, tiles: dict[str, np.ndarray]) -> None:
     Parameters
     ----------
     viewer : napari.Viewer
-        The dock's viewer; layers named as in ``PREVIEW_NAMES`` get the new data.
+        The dock's viewer; preview layers made before (named as in ``PREVIEW_NAMES`` and
+        marked as previews, never a user's layer of that name) get the new data.
     tiles : dict of str to numpy.ndarray
         From :func:`preview_tiles` ("image", "labels" and "weight" are shown).
     """
     for key, name in PREVIEW_NAMES.items():
-        if name in viewer.layers:  # a layer this dock created earlier
+        mark = {"metadata": {L.ROLE_KEY: "preview"}}
+        if name in viewer.layers and L.role(viewer.layers[name]) == "preview":
             viewer.layers[name].data = tiles[key]
         elif key == "labels":
-            viewer.add_labels(tiles[key], name=name, opacity=0.4)
+            viewer.add_labels(tiles[key], name=name, opacity=0.4, **mark)
         elif key == "weight":
             viewer.add_image(
-                tiles[key], name=name, colormap="inferno", blending="additive", visible=False
+                tiles[key],
+                name=name,
+                colormap="inferno",
+                blending="additive",
+                visible=False,
+                **mark,
             )
         else:
-            viewer.add_image(tiles[key], name=name, colormap="gray")
+            viewer.add_image(tiles[key], name=name, colormap="gray", **mark)
     viewer.dims.set_current_step(0, 0)
