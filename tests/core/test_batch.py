@@ -119,6 +119,32 @@ def test_a_stopped_run_continues_where_it_stopped(folder):
     assert plan_batch(found, out, skip_done=True) == []  # all done now
 
 
+def test_a_run_without_tables_continued_with_tables_measures_the_labels_it_keeps(folder):
+    """The earlier run wrote labels only; continuing with tables measures those labels
+    (never rewritten) and segments the rest."""
+    images, out = folder
+    found = images_in(images)[2:]
+    stop = threading.Event()
+    first = plan_batch(found, out, tables=False)
+    run(
+        run_batch_iter(first, None, diameter=None, summary=None, stop=stop),
+        lambda event: event.row is not None and stop.set(),
+    )
+    kept = first[0].labels.stat().st_mtime_ns
+    jobs = plan_batch(found, out, tables=True, skip_done=True)
+    assert [job.measure_only for job in jobs] == [True, False]
+    rows = run(
+        run_batch_iter(jobs, None, diameter=None, summary=out / "summary.csv", earlier=[]),
+        lambda _e: None,
+    )
+    assert [bool(row["error"]) for row in rows] == [False, False]
+    assert "measured now" in rows[0]["notes"] and rows[0]["cells"] > 5
+    assert first[0].labels.stat().st_mtime_ns == kept  # not rewritten
+    table = read_table_csv(jobs[0].table)
+    assert len(table["label"]) == rows[0]["cells"]
+    assert plan_batch(found, out, tables=True, skip_done=True) == []
+
+
 def test_multi_channel_and_ambiguous_tiffs_are_read_as_the_cli_reads_them(tmp_path):
     """A 2-channel CYX TIFF is not segmented as 2 planes: the row says to choose a channel,
     as ``unet-cells predict`` does; a ZYX stack with axes metadata is segmented per plane."""

@@ -106,11 +106,13 @@ def table_path(labels: Path) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class BatchJob:
-    """One image of a run: where its labels and its table (or None) go."""
+    """One image of a run: where its labels and its table (or None) go. ``measure_only``:
+    the labels exist from an earlier run (continued with tables): only the table is made."""
 
     image: Path
     labels: Path
     table: Path | None = None
+    measure_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +183,10 @@ def plan_batch(
     output : an existing folder for the results.
     tables : also write a per-cell CSV per image.
     skip_done : continue a stopped run: an image whose outputs all exist is left out
-        (no job), and an existing ``summary.csv`` is allowed (the run rewrites it, keeping
-        the earlier rows of the images left out: :func:`earlier_rows`).
+        (no job), one whose labels exist but not its table (an earlier run without
+        tables) is only measured (``measure_only``), and an existing ``summary.csv`` is
+        allowed (the run rewrites it, keeping the earlier rows of the images left out:
+        :func:`earlier_rows`).
 
     Raises UNetCellsError when the folder is missing, two images would write the same file
     (the message names both), or an output (or, with ``tables`` and not ``skip_done``,
@@ -210,13 +214,18 @@ def plan_batch(
                 f"{' and '.join(map(str, sources))}; rename one of them or run them separately."
             )
     if skip_done:
-        jobs = [job for job in jobs if not is_done(job)]
+        jobs = [
+            dataclasses.replace(job, measure_only=job.labels.exists()) if job.table else job
+            for job in jobs
+            if not is_done(job)
+        ]
     hint = (
         "choose an empty output folder (existing files are never overwritten), or skip the "
         "images already done to continue a stopped run"
     )
     summary = [output / SUMMARY_NAME] if tables and not skip_done else []  # with tables only
-    for path in [p for job in jobs for p in (job.labels, job.table) if p] + summary:
+    outputs = [p for job in jobs for p in (job.table, None if job.measure_only else job.labels)]
+    for path in [p for p in outputs if p] + summary:
         check_new_output(path, "the result", inputs=tuple(images), hint=hint)
     return jobs
 
@@ -305,6 +314,8 @@ def _one_file(job, index, n_files, model, config, instances, diameter, stop):
     from .predict_large import predict_file_iter
 
     start = time.perf_counter()
+    if job.measure_only:
+        return _measure_only(job, start)
     try:
         events = predict_file_iter(
             job.image,
@@ -332,6 +343,17 @@ def _one_file(job, index, n_files, model, config, instances, diameter, stop):
         message = f"{type(err).__name__}: {err}"
         return _row(job, None, None, time.perf_counter() - start, error=message)
     return _row(job, result, table, time.perf_counter() - start)
+
+
+def _measure_only(job: BatchJob, start: float) -> dict[str, Any]:
+    """The summary row of a job whose labels an earlier run wrote: measured, not predicted."""
+    try:
+        table = measure_file(job)
+    except (UNetCellsError, OSError, ValueError) as err:
+        return _row(job, None, None, time.perf_counter() - start, error=str(err))
+    cells = len(next(iter(table.values()))) if table else ""
+    note = ("labels from the earlier run, measured now",)
+    return _row(job, {"cells": cells, "messages": note}, table, time.perf_counter() - start)
 
 
 def file_channel_axis(path: Path) -> int | None:
