@@ -34,6 +34,16 @@ def dock(make_napari_viewer, qtbot):
     unregister_model(MODEL_NAME)
 
 
+def _start_long_run(widget, qtbot):
+    """Start a run of many small tiles and return its worker once a tile is done."""
+    widget.tile.value = "48"
+    widget.run()
+    worker = widget.worker
+    with qtbot.waitSignal(worker.yielded, timeout=30000):
+        pass
+    return worker
+
+
 def _run(widget, qtbot):
     widget.run()
     assert widget.worker is not None
@@ -114,12 +124,8 @@ def test_tile_grid_overlay(dock):
 
 def test_stop_midway_leaves_no_layer(dock, qtbot):
     viewer, widget, _ = dock
-    widget.tile.value = "48"  # many small tiles: a long run
     n_layers = len(viewer.layers)
-    widget.run()
-    worker = widget.worker
-    with qtbot.waitSignal(worker.yielded, timeout=30000):
-        pass
+    worker = _start_long_run(widget, qtbot)
     with qtbot.waitSignal(worker.finished, timeout=30000):
         widget.stop()
     assert len(viewer.layers) == n_layers
@@ -174,30 +180,18 @@ def test_large_images_relabel_in_the_background_and_the_last_setting_wins(dock, 
     assert widget.inference_runs == 1
 
 
-def test_close_workers_stops_and_detaches_a_running_prediction(dock, qtbot):
+@pytest.mark.parametrize("close", ["close_workers", "close button"])
+def test_closing_the_dock_stops_and_detaches_a_running_prediction(dock, qtbot, close):
+    """Viewer closed (the widget destroyed: ``close_workers``) or the dock's close button
+    (napari's remove_dock_widget only un-parents the widget, which lives on): the run
+    stops and writes no layer."""
     viewer, widget, _ = dock
     n_layers = len(viewer.layers)
-    widget.run()
-    worker = widget.worker
-    widget.close_workers()  # what the widget's destruction (viewer closed) triggers
-    assert worker.abort_requested
-    widget.worker = None  # so the fixture's teardown does not wait for a signal
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
-    qtbot.wait(50)  # a queued signal would reach the widget now
-    assert len(viewer.layers) == n_layers and widget.inference_runs == 0
-
-
-def test_closing_the_dock_stops_a_running_prediction(dock, qtbot):
-    """The dock's close button (napari's remove_dock_widget only un-parents the widget,
-    which lives on): the run stops and writes no layer."""
-    viewer, widget, _ = dock
-    widget.tile.value = "48"  # many small tiles: a long run
-    n_layers = len(viewer.layers)
-    widget.run()
-    worker = widget.worker
-    with qtbot.waitSignal(worker.yielded, timeout=30000):
-        pass
-    viewer.window.remove_dock_widget(widget.native)
+    worker = _start_long_run(widget, qtbot)
+    if close == "close_workers":
+        widget.close_workers()
+    else:
+        viewer.window.remove_dock_widget(widget.native)
     assert worker.abort_requested
     widget.worker = None  # so the fixture's teardown does not wait for a signal
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
@@ -207,11 +201,7 @@ def test_closing_the_dock_stops_a_running_prediction(dock, qtbot):
 
 def test_removing_the_image_stops_its_prediction(dock, qtbot):
     viewer, widget, image = dock
-    widget.tile.value = "48"  # many small tiles: a long run
-    widget.run()
-    worker = widget.worker
-    with qtbot.waitSignal(worker.yielded, timeout=30000):
-        pass
+    worker = _start_long_run(widget, qtbot)
     n_layers = len(viewer.layers)
     with qtbot.waitSignal(worker.finished, timeout=30000):
         viewer.layers.remove(image)
