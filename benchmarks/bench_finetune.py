@@ -225,9 +225,11 @@ def bench_quality(
 #: the fine-tuning methods ``stability`` compares: TrainConfig fields over the defaults
 METHODS: dict[str, dict] = {
     "old": {"average_from": None, "min_val_cells": 0},  # before 2026-12-02
-    "new": {},  # the defaults: final weights averaged over the last half
+    "new": {},  # the defaults: final weights averaged over the last half (and, since
+    # 2026-12-03, the tile zoom; "new" runs recorded before that had no zoom)
     "lr3e-4": {"learning_rate": 3e-4},  # the defaults with a third of Adam's peak rate
     "zoom": {"augment": {"scale": 0.5}},  # the bundled recipe's tile zoom (0.67-1.5x)
+    "nozoom": {"augment": {"scale": 0.0}},  # the default before 2026-12-03
 }
 
 
@@ -240,13 +242,19 @@ def method_config(method: str, budget: int, seed: int) -> TrainConfig:
     return TrainConfig(steps=budget, seed=seed, **overrides)
 
 
-def stability_pair(index: int, size: int = 512, cells: tuple[int, int] = (45, 80)):
+def stability_pair(
+    index: int, size: int = 512, cells: tuple[int, int] = (45, 80), look: str = "random"
+):
     """A realistic synthetic image of ~60 nuclei (``random_config``, diameter 28-40 px)
-    of ``size`` x ``size`` px, redrawn until its cell count is within ``cells``."""
+    of ``size`` x ``size`` px, redrawn until its cell count is within ``cells``; or, with
+    ``look`` one of ``scripts/evaluate_model.py``'s stress sets (e.g. "dense",
+    "low_contrast", "scale_0.5x"), an image of that set's look from its own seed stream."""
     import dataclasses
 
     from napari_unet_cells.core.synthetic import random_config
 
+    if look != "random":
+        return synthetic_cells((size, size), seed=7000 + index, config=_stress_look(look))
     rng = np.random.default_rng(5000 + index)
     while True:
         config = random_config(rng, diameter=(28.0, 40.0))
@@ -254,6 +262,21 @@ def stability_pair(index: int, size: int = 512, cells: tuple[int, int] = (45, 80
         image, labels = synthetic_cells((size, size), seed=rng, config=config)
         if cells[0] <= len(np.unique(labels)) - 1 <= cells[1]:
             return image, labels
+
+
+def _stress_look(name: str) -> SyntheticConfig:
+    """The SyntheticConfig of a stress set of ``scripts/evaluate_model.py``."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_model.py"
+    spec = importlib.util.spec_from_file_location("evaluate_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.STRESS_SETS[name]
+    if not isinstance(config, SyntheticConfig):
+        raise SystemExit(f"--look {name}: choose a stress set drawn by the generator")
+    return config
 
 
 def _test_ap50(model, image, labels) -> float:
@@ -285,7 +308,9 @@ def _stability_run(left, base, config) -> tuple:
     return result, time.perf_counter() - began, median
 
 
-def bench_stability(base, methods, budgets, images, seeds, out=None, size=512) -> None:
+def bench_stability(
+    base, methods, budgets, images, seeds, out=None, size=512, look="random"
+) -> None:
     """Train on the left half of a synthetic image from ``base`` for each step budget,
     method and seed; score AP50 of ``predict`` on the right half (never seen in
     training, validation or post-processing tuning), with the post-processing the run
@@ -295,7 +320,7 @@ def bench_stability(base, methods, budgets, images, seeds, out=None, size=512) -
     half = size // 2
     start_post = load_model(base).extra.get("instances")
     for index in images:
-        image, labels = stability_pair(index, size)
+        image, labels = stability_pair(index, size, look=look)
         left = as_samples(image[:, :half], labels[:, :half])
         test = (image[:, half:], labels[:, half:])
         ap_before = _test_ap50(base, *test)
@@ -305,6 +330,7 @@ def bench_stability(base, methods, budgets, images, seeds, out=None, size=512) -
             metrics = result.best_metrics or {}
             record = dict(
                 bench="stability",
+                look=look,
                 method=method,
                 overrides=METHODS[method],
                 image=index,
@@ -376,6 +402,7 @@ def main() -> None:
     parser.add_argument("--images", nargs="+", type=int, default=[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", help="stability: append the JSON lines to this file")
+    parser.add_argument("--look", default="random", help="stability: a stress set's look")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -386,7 +413,9 @@ def main() -> None:
         bench_steps(ModelConfig(base=64, depth=4), steps=2, batch=1)
     if "stability" in args.what:
         base = args.base or "src/napari_unet_cells/core/models/nuclei_unet.npz"
-        bench_stability(base, args.methods, args.budgets, args.images, args.seeds, args.out)
+        bench_stability(
+            base, args.methods, args.budgets, args.images, args.seeds, args.out, look=args.look
+        )
     if "quality" in args.what:
         base = args.base
         if args.pretrain_minutes and base is None:
