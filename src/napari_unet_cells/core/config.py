@@ -383,8 +383,8 @@ class TrainConfig:
         annotated pixels.
     augment: the augmentation recipe; augment_strength scales it (0: only flips/turns).
         Default: the paper's, plus tiles zoomed 0.67-1.5x (``scale=0.5``) as the bundled
-        model was trained: fine-tuning with it beat no zoom on 12 of 16 held-out runs
-        and lost 2 (docs/finetune.md, 2026-12-03).
+        model was trained: fine-tuning with it beat no zoom in 14 of 18 paired held-out
+        runs and lost 2 (docs/finetune.md, 2026-12-03).
     weight_map: the loss weight map (paper eq. 2).
     seed: seeds initialisation, patch sampling, augmentation and dropout.
     tune_post_processing: choose the instance step's settings (threshold, seeds, minimum

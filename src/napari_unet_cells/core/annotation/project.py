@@ -167,12 +167,9 @@ class AnnotationProject:
     def key_for(self, identity: dict[str, Any], new_entry: bool = False) -> str:
         """The key of the image with ``identity`` (see :func:`image_identity`): its
         first existing key, or (none, or ``new_entry``) a new free one."""
+        same = (identity["hash"], identity.get("name"))
         for key, entry in self.entries.items():
-            if new_entry:
-                break
-            if entry.image.get("hash") == identity["hash"] and entry.image.get(
-                "name"
-            ) == identity.get("name"):
+            if not new_entry and (entry.image.get("hash"), entry.image.get("name")) == same:
                 return key
         stem = f"{_slug(identity['name'])}_{'x'.join(map(str, identity['shape']))}"
         stem += f"_{identity['hash'][:10]}"

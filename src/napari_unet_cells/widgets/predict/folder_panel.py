@@ -156,7 +156,6 @@ class FolderPanel:
     def run(self) -> None:
         """Plan, then segment the folder in a thread worker (Run folder); a refusal is an
         error notification and the status, and nothing is written."""
-
         from ...core.batch import SUMMARY_NAME, earlier_rows
 
         if self.worker is not None:

@@ -165,7 +165,6 @@ class MeasurePanel:
         self.summary.value = f"Measuring '{layer.name}'…"
 
     def _start(self) -> None:
-
         job, self._pending = self._pending, None
         worker = dock_worker(run_measure, job)
         worker.returned.connect(lambda table: self._on_measured(job, table))
