@@ -65,6 +65,7 @@ class WeightMapWidget(Container):
         self._state_key: tuple | None = None  # (labels layer, ignore layer, config)
         self._state_layer: Labels | None = None  # the Labels layer ``state`` is of
         self._owned: dict[int, dict[str, Image]] = {}  # id(labels layer) -> our layers
+        self._limits: dict[int, tuple] = {}  # id(weight map layer) -> the range we set
         self._watched: list[Labels] = []
         self._pending_full = False
         self._pending_update = False
@@ -344,9 +345,9 @@ class WeightMapWidget(Container):
             image.contrast_limits = (0.0, max(top, 1e-6))
         else:
             image.refresh()
-            if tuple(image.contrast_limits) == owned.get("limits"):  # not the user's own
+            if tuple(image.contrast_limits) == self._limits.get(id(image)):  # not the user's
                 image.contrast_limits = (0.0, max(top, 1e-6))
-        owned["limits"] = tuple(owned["weights"].contrast_limits)
+        self._limits[id(owned["weights"])] = tuple(owned["weights"].contrast_limits)
         if self.show_border.value or "border" in owned:
             self._write_border()
 
