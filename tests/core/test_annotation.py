@@ -255,6 +255,9 @@ def test_project_keeps_several_annotations_of_one_image(tmp_path):
     with pytest.raises(UNetCellsError, match="another image"):
         again.save(other, first, key=e1.key)
     assert again.location == str((tmp_path / "proj").resolve())
+    (tmp_path / "a file").write_text("not a folder")
+    with pytest.raises(UNetCellsError, match="Cannot use .* as the project folder"):
+        A.AnnotationProject(tmp_path / "a file" / "project")
 
 
 def test_crash_during_save_keeps_previous_files(tmp_path, monkeypatch):

@@ -385,6 +385,9 @@ def test_two_annotations_of_one_image_never_overwrite_each_other(make_napari_vie
     assert cells == [0, 1, len(np.unique(gt)) - 1]
     restored = widget2.open_project(tmp_path)  # the two earlier ones come back as layers
     assert len(restored) == 2
+    (tmp_path / "a file").write_text("not a folder")
+    widget2.project_panel._open(str(tmp_path / "a file" / "sub"))  # Open: refused, no traceback
+    assert widget2.folder.text() == str(tmp_path) and widget2.project.folder == tmp_path
 
 
 def test_painted_cells_survive_closing_napari_without_a_project(make_napari_viewer, qtbot):

@@ -123,8 +123,17 @@ class AnnotationProject:
     def __init__(self, folder: str | Path, *, create: bool = True):
         self.folder = Path(folder).expanduser()
         if create:
-            (self.folder / "labels").mkdir(parents=True, exist_ok=True)
-            (self.folder / "images").mkdir(parents=True, exist_ok=True)
+            try:
+                (self.folder / "labels").mkdir(parents=True, exist_ok=True)
+                (self.folder / "images").mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UNetCellsError(
+                    f"Cannot use {self.folder} as the project folder ({err.strerror or err}): "
+                    "choose a folder you can write to."
+                ) from None
+            from ..fileio import check_writable
+
+            check_writable(self.folder / INDEX_NAME, "the annotation project")
         elif not (self.folder / INDEX_NAME).is_file():
             raise UNetCellsError(
                 f"{self.folder} is not an annotation project (no {INDEX_NAME}): choose the "

@@ -74,9 +74,7 @@ class ProjectPanel(QWidget):
             self.save_status.setText(f"autosave: to {self.autosave.project.folder}")
         self._set_tooltips()
         self.folder_button.clicked.connect(self._browse_folder)
-        self.open_button.clicked.connect(
-            lambda: guard(self.open_project, self.folder.text().strip())
-        )
+        self.open_button.clicked.connect(lambda: self._open(self.folder.text().strip()))
 
     def _set_tooltips(self) -> None:
         tip(
@@ -96,7 +94,13 @@ class ProjectPanel(QWidget):
         name = QFileDialog.getExistingDirectory(self, "Project folder")
         if name:
             self.folder.setText(name)
-            guard(self.open_project, name)
+            self._open(name)
+
+    def _open(self, folder: str) -> None:
+        """Open ``folder`` as the project; refused, the box shows the folder in use again."""
+        if guard(self.open_project, folder) is None:
+            project = self.autosave.project
+            self.folder.setText("" if project is None else str(project.folder))
 
     # -- saving ----------------------------------------------------------------------------
 
