@@ -57,6 +57,7 @@ def test_weightmap_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "labels.tif", labels)
     tifffile.imwrite(tmp_path / "float.tif", labels.astype(np.float32))
     tifffile.imwrite(tmp_path / "small.tif", np.zeros((8, 8), np.uint8))
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((32, 40, 3), np.uint8), photometric="rgb")
     src = str(tmp_path / "labels.tif")
     out = str(tmp_path / "w.tif")
     cases = [
@@ -66,6 +67,9 @@ def test_weightmap_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
         (["weightmap", src, "-o", src], "input file"),
         (["weightmap", src, "-o", str(tmp_path / "no" / "w.tif")], "does not exist"),
         (["weightmap", src, "-o", out, "--sigma", "0"], "sigma"),
+        (["weightmap", src, "-o", out, "--target", out], "same file"),
+        (["weightmap", src, "-o", str(tmp_path / "w.png")], "TIFF"),
+        (["weightmap", str(tmp_path / "rgb.tif"), "-o", out], "RGB"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

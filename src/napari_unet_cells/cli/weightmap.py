@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ..core.errors import UNetCellsError
 from ..core.fileio import read_image
 from ._common import logger, new_output, numbered, write_tiff
 
@@ -57,7 +58,12 @@ def run_weightmap(args: argparse.Namespace) -> int:
     from ..core.weightmap import iter_weight_map
 
     inputs = (args.labels, *([args.ignore] if args.ignore else []))
-    for out in (args.output, *([args.target] if args.target else [])):
+    outputs = (args.output, *([args.target] if args.target else []))
+    if any(out.suffix.lower() not in (".tif", ".tiff") for out in outputs):
+        raise UNetCellsError("The weight map and target are TIFF files: give names ending in .tif")
+    if args.target and args.target.expanduser().resolve() == args.output.expanduser().resolve():
+        raise UNetCellsError("--target and -o name the same file: give the target its own name.")
+    for out in outputs:
         new_output(
             out,
             "the weight map",
@@ -66,7 +72,13 @@ def run_weightmap(args: argparse.Namespace) -> int:
             hint="choose another name or pass --overwrite to replace it",
         )
     config = _config(args)
-    labels = numbered(read_image(args.labels, "labels"), args.labels.name)
+    labels = read_image(args.labels, "labels")
+    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and min(labels.shape[:2]) > 8:
+        raise UNetCellsError(
+            f"{args.labels} looks like an RGB(A) image {labels.shape}, not labels: give the "
+            "instance labels (one number per cell), e.g. the Labels layer saved from napari."
+        )
+    labels = numbered(labels, args.labels.name)
     ignore = read_image(args.ignore, "ignore mask") if args.ignore else None
     gen = iter_weight_map(labels, ignore, config)
     while True:
