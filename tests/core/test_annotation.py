@@ -256,7 +256,7 @@ def test_project_keeps_several_annotations_of_one_image(tmp_path):
         again.save(other, first, key=e1.key)
     assert again.location == str((tmp_path / "proj").resolve())
     (tmp_path / "a file").write_text("not a folder")
-    with pytest.raises(UNetCellsError, match="Cannot use .* as the project folder"):
+    with pytest.raises(UNetCellsError, match=r"Cannot use .* as the project folder"):
         A.AnnotationProject(tmp_path / "a file" / "project")
 
 

@@ -15,6 +15,7 @@ from napari_unet_cells.core.registry import register_model, unregister_model
 from napari_unet_cells.widgets.predict.measure_job import (
     as_features,
     physical_scale,
+    with_user_columns,
     write_table,
 )
 from napari_unet_cells.widgets.predict.measure_panel import DIMMED, HIGHLIGHT
@@ -51,6 +52,19 @@ def test_features_need_one_row_per_label():
     assert list(features) == ["index", "label", "area_px"]
     np.testing.assert_array_equal(features["index"], [1, 2])
     assert as_features({"label": np.array([1, 1]), "plane": np.array([0, 1])}) is None
+
+
+def test_the_layers_own_feature_columns_are_kept_by_label():
+    import pandas as pd
+
+    features = as_features({"label": np.array([1, 2, 3]), "area_px": np.array([5, 6, 7])})
+    old = pd.DataFrame({"index": [3, 1], "class": ["b", "a"], "area_px": [0, 0]})
+    merged = with_user_columns(features, old)
+    assert list(merged["class"].fillna("")) == ["a", "", "b"]
+    assert list(merged["area_px"]) == [5, 6, 7]  # measured columns are the new ones
+    by_row = with_user_columns(features, pd.DataFrame({"class": ["x", "y", "z"]}))
+    assert list(by_row["class"]) == ["x", "y", "z"]
+    assert with_user_columns(features, pd.DataFrame()) is features
 
 
 def test_write_table_replaces_a_confirmed_file_and_never_an_unconfirmed_one(tmp_path):
@@ -140,12 +154,22 @@ def test_a_run_writes_features_and_the_table_saves(dock, qtbot, tmp_path, monkey
     np.testing.assert_array_equal(table["label"], features["label"])
     np.testing.assert_allclose(table["area_um2"], features["area_um2"])
     assert str(path) in panel.summary.value
+    import napari_unet_cells.widgets.predict.measure_panel as mp
+
+    def read_only(*_a):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(mp, "write_table", read_only)  # a read-only folder: said plainly
+    panel.save_button.native.click()
+    assert "Cannot write the table to" in panel.summary.value
 
     # a re-threshold re-labels without inference, and measures again
     widget.threshold.value = 0.35
     _measured(panel, qtbot)
     _features_match(layer)
     assert widget.inference_runs == 1
+    viewer.layers.remove(layer)  # the summary no longer describes a layer that is gone
+    assert "was removed" in panel.summary.value
 
 
 def test_measure_again_after_an_edit(dock, qtbot):

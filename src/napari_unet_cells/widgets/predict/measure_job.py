@@ -99,6 +99,25 @@ def as_features(table: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     return {"index": labels, **table}
 
 
+def with_user_columns(features: dict[str, np.ndarray], old: Any) -> Any:
+    """``features`` (from :func:`as_features`) plus the columns of the layer's own
+    ``old`` features that the measurement does not make (e.g. a "class" the user set),
+    matched by label: by ``old``'s "index" column, else row by row when the row counts
+    agree (else those columns cannot be placed and are left out, as before)."""
+    import pandas as pd
+
+    old = pd.DataFrame(old)
+    mine = [c for c in old.columns if c not in features and c != "index"]
+    if not mine:
+        return features
+    if "index" not in old.columns:
+        if len(old) != len(features["index"]):
+            return features
+        old = old.assign(index=features["index"])
+    new = pd.DataFrame(features)
+    return new.merge(old[["index", *mine]].drop_duplicates("index"), on="index", how="left")
+
+
 def write_table(table: dict[str, np.ndarray], path: Path) -> Path:
     """Write the table as CSV at ``path`` (".csv" added when missing). A file the save
     dialog asked to replace is replaced atomically (a failure keeps the old one); a name

@@ -32,7 +32,14 @@ from .._histogram import Histogram
 from .._tips import tip
 from .._window import layer_list_events
 from .._workers import detach, dock_worker, error_text
-from .measure_job import MeasureJob, as_features, read_measure_job, run_measure, write_table
+from .measure_job import (
+    MeasureJob,
+    as_features,
+    read_measure_job,
+    run_measure,
+    with_user_columns,
+    write_table,
+)
 
 HIGHLIGHT = (1.0, 0.85, 0.1, 1.0)  # the chosen cells
 DIMMED = (0.35, 0.5, 1.0, 0.35)  # the other cells (faint blue), meanwhile
@@ -128,6 +135,7 @@ class MeasurePanel:
             self.labels_combo.reset_choices()
             self.intensity_combo.reset_choices()
         if self.layer is not None and self.layer not in self.viewer.layers:
+            self.summary.value = f"'{self.layer.name}' was removed: measure a layer."
             self.layer, self._highlight = None, None
             self._watch(None)
 
@@ -188,8 +196,8 @@ class MeasurePanel:
             return  # a newer request replaces it, or the layer is gone
         self.clear_selection()
         features = as_features(table)
-        if features is not None:
-            job.layer.features = features
+        if features is not None:  # the layer's own columns (e.g. a "class") are kept
+            job.layer.features = with_user_columns(features, job.layer.features)
         self.table, self.layer = table, job.layer
         self.seconds = time.perf_counter() - job.started
         self.save_button.enabled = True
@@ -298,8 +306,17 @@ class MeasurePanel:
             return None
         try:
             written = write_table(self.table, Path(path))
-        except (UNetCellsError, OSError) as err:
-            self._fail(err if isinstance(err, UNetCellsError) else UNetCellsError(str(err)))
+        except OSError as err:  # e.g. a read-only folder
+            reason = err.strerror or str(err)
+            self._fail(
+                UNetCellsError(
+                    f"Cannot write the table to {path} ({reason}): choose a "
+                    "folder you can write to."
+                )
+            )
+            return None
+        except UNetCellsError as err:
+            self._fail(err)
             return None
         self.summary.value = f"{self._count_text()} Saved to {written}."
         return written
