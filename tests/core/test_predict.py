@@ -248,6 +248,9 @@ def test_input_errors(tiny_model):
     assert prepare_image(np.zeros((30, 30, 2)), 2).planes.shape == (1, 30, 30, 2)
     with pytest.raises(UNetCellsError, match="channel 5"):
         prepare_image(np.zeros((30, 30, 3)), 1, channel=5)
+    with pytest.raises(UNetCellsError, match=r"channel 1 does not exist.*1 channel \(0\)"):
+        prepare_image(np.zeros((30, 30)), 1, channel=1)  # a one-channel image
+    assert prepare_image(np.zeros((30, 30)), 1, channel=0).planes.shape == (1, 30, 30, 1)
 
 
 def test_models_bundled_files_and_session_registry(tiny_model, tmp_path, monkeypatch):

@@ -261,6 +261,11 @@ def _select_channels(
 ) -> tuple[np.ndarray, str]:
     """(N, Y, X, C) planes -> (N, Y, X, in_channels) and a message ("" if unchanged)."""
     n_channels = planes.shape[-1]
+    if channel is not None and not 0 <= channel < n_channels:  # also on a 1-channel image
+        raise UNetCellsError(
+            f"channel {channel} does not exist: the image has {n_channels} channel"
+            + (f"s; choose one from 0 to {n_channels - 1}." if n_channels > 1 else " (0).")
+        )
     if n_channels == in_channels:
         return planes, ""
     if in_channels != 1:
@@ -271,13 +276,8 @@ def _select_channels(
     if channel is None:
         return planes.astype(np.float32).mean(axis=-1, keepdims=True), (
             f"The image has {n_channels} channels and the model reads 1: using their "
-            "mean (to use one channel only, split the layer in napari: right-click > "
-            "Split RGB; or pass channel=N in Python)."
-        )
-    if not 0 <= channel < n_channels:
-        raise UNetCellsError(
-            f"channel {channel} does not exist: the image has {n_channels} channels; "
-            f"choose one from 0 to {n_channels - 1}."
+            "mean (to use one channel only: the Channel control in napari, --channel N on "
+            "the command line, channel=N in Python)."
         )
     return planes[..., channel : channel + 1], (
         f"The image has {n_channels} channels and the model reads 1: using channel {channel}."
