@@ -39,6 +39,7 @@ class EditPanel(QGroupBox):
     def __init__(self, dock: AnnotateWidget) -> None:
         super().__init__("Edit (undo with Ctrl+Z)")
         self.dock = dock
+        self._split_lines: dict[int, Shapes] = {}  # id(annotation) -> its split-line layer
         grid = QGridLayout(self)
         self.new_cell_button = QPushButton("New cell (N)")
         self.label_spin = _spin(0, 2**31 - 1)
@@ -170,12 +171,16 @@ class EditPanel(QGroupBox):
         return self.apply(layer, A.fill_holes(np.asarray(layer.data), label))
 
     def split_line_layer(self) -> Shapes:
-        """The '<annotation> split line' Shapes layer (created on first use, path mode)."""
+        """The '<annotation> split line' Shapes layer (created on first use, path mode;
+        the same layer after either is renamed)."""
         layer = self._layer()
+        known = self._split_lines.get(id(layer))
+        if known is not None and known in self.dock.viewer.layers:
+            return known
         name = f"{layer.name} split line"
         if name in self.dock.viewer.layers:
             return self.dock.viewer.layers[name]
-        shapes = self.dock.viewer.add_shapes(
+        shapes = self._split_lines[id(layer)] = self.dock.viewer.add_shapes(
             ndim=layer.ndim,
             name=name,
             scale=layer.scale,
