@@ -75,7 +75,7 @@ class WorkspaceEvents(SignalGroup):
     """Signals of a :class:`Workspace`; each carries what changed."""
 
     training_set = Signal()  # pairs added, removed or changed
-    links = Signal()  # annotation links added or removed
+    links = Signal(list)  # annotation links added ([]) or removed (the removed ones)
     prediction_added = Signal(object, object)  # (image layer, prediction Labels layer)
     prediction_requested = Signal(object, str)  # (image layer, model name): Predict runs it
 
@@ -235,7 +235,7 @@ class Workspace:
         link.in_training = self.in_training(link.annotation)
         self._orphans.pop(id(link.annotation), None)
         self.links.append(link)
-        self.events.links.emit()
+        self.events.links.emit([])
         return link
 
     # -- predictions -----------------------------------------------------------------------
@@ -335,8 +335,9 @@ class Workspace:
             self.pairs = pairs
             self._training_set_changed()
         if len(links) != len(self.links):
+            removed = [k for k in self.links if k not in links]
             self.links = links
-            self.events.links.emit()
+            self.events.links.emit(removed)
 
 
 _WORKSPACES: dict[int, tuple[weakref.ref, Workspace]] = {}

@@ -58,6 +58,8 @@ def test_start_from_prediction_edits_undo_and_check(make_napari_viewer, qtbot):
     )
     shapes = widget.split_line_layer()
     shapes.add_paths([line])
+    layer.name = "my cells"  # renamed after drawing: the line drawn is still the one used
+    assert widget.split_line_layer() is shapes
     new_id = A.next_free_label(merged)
     widget.label_spin.setValue(a)
     widget.split_by_line(label=a)
@@ -214,6 +216,11 @@ def test_training_flags_follow_the_workspace_training_set(make_napari_viewer, tm
     assert widget.autosave_timer.isActive()  # the flag change is saved by itself
     widget.save_now()
     assert A.AnnotationProject(tmp_path, create=False).training_keys() == []
+    widget.add_to_training_set()
+    widget.save_now()
+    viewer.layers.remove(layer)  # the annotation layer deleted: out of the training set,
+    project = A.AnnotationProject(tmp_path, create=False)  # on disk too (its cells are kept)
+    assert project.training_keys() == [] and len(project.entries) == 1
 
 
 def test_add_to_training_set_needs_no_finetune_widget(make_napari_viewer, monkeypatch):

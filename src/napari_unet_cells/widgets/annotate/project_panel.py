@@ -25,6 +25,7 @@ from ...core import annotation as A
 from ...core.errors import UNetCellsError
 from ...workspace import AnnotationLink
 from .._tips import tip
+from .._window import connect_while_alive
 from ._common import IGNORE_COLOURS, guard, no_margins
 from .autosave import Autosaver
 
@@ -75,6 +76,7 @@ class ProjectPanel(QWidget):
         self._set_tooltips()
         self.folder_button.clicked.connect(self._browse_folder)
         self.open_button.clicked.connect(lambda: self._open(self.folder.text().strip()))
+        connect_while_alive(self, dock.workspace.events.links, self._untrain_removed)
 
     def _set_tooltips(self) -> None:
         tip(
@@ -95,6 +97,19 @@ class ProjectPanel(QWidget):
         if name:
             self.folder.setText(name)
             self._open(name)
+
+    def _untrain_removed(self, removed: list[AnnotationLink]) -> None:
+        """Annotations whose layers were removed left the training set: so do their
+        project entries (kept on disk), or reopening the project would put them back."""
+        project = self.autosave.project
+        for link in removed:
+            folder, key = link.project_key or ("", "")
+            entry = project.entries.get(key) if project and folder == project.location else None
+            if entry is not None and entry.in_training:
+                try:
+                    project.set_training(key, False)
+                except OSError as err:  # the next save tries again
+                    logger.warning("training flag of %s not saved: %s", key, err)
 
     def _open(self, folder: str) -> None:
         """Open ``folder`` as the project; refused, the box shows the folder in use again."""
