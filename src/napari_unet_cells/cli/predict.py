@@ -123,7 +123,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         metavar="auto|PX|none",
         help="typical cell diameter in px; auto (default): estimated from each image, which is "
-        "resampled so its cells appear at the model's size; none: never resample",
+        "resampled so its cells appear at the model's size; none (or 0): never resample",
     )
     p.add_argument(
         "--channel",

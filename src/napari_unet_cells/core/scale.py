@@ -122,7 +122,8 @@ def parse_diameter(value) -> float | str | None:
         return None
     if not np.isfinite(value) or value < 0:
         raise UNetCellsError(
-            f"The cell diameter must be a positive number of pixels (or 'auto'), got {value}."
+            f"The cell diameter must be a positive number of pixels, 'auto' (estimate it) "
+            f"or 'none' (never resample), got {value}."
         )
     return value
 
