@@ -533,6 +533,10 @@ def test_an_annotation_whose_image_was_removed_is_not_linked_to_another_image(
     assert widget.link_for(layer).image is image_layer
     viewer.layers.remove(image_layer)
     assert workspace_for(viewer).link_of(layer) is None
+    viewer.layers.remove(other)  # no image left at all: the message still says which
+    with pytest.raises(UNetCellsError, match="'cells', was removed"):
+        widget.link_for(layer)
+    other = viewer.add_image(np.zeros(gt.shape, np.float32), name="other")
     select(widget.image_combo, other)
     with pytest.raises(UNetCellsError, match="'cells', was removed"):
         widget.link_for(layer)

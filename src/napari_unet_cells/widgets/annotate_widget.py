@@ -217,14 +217,14 @@ class AnnotateWidget(QWidget):
         if link is not None:
             return link
         image = self.image_combo.currentData()
-        if not L.is_image(image):
-            raise UNetCellsError("Choose the Image layer this annotation belongs to.")
         removed = self.workspace.removed_image_of(layer)
-        if removed is not None and image.name != removed:
+        if removed is not None and not (L.is_image(image) and image.name == removed):
             raise UNetCellsError(
                 f"The image of '{layer.name}', '{removed}', was removed from the viewer. "
                 f"Open '{removed}' again and choose it as Image (nothing was changed)."
             )
+        if not L.is_image(image):
+            raise UNetCellsError("Choose the Image layer this annotation belongs to.")
         return self.add_link(AnnotationLink(image, layer))
 
     def add_link(self, link: AnnotationLink) -> AnnotationLink:
