@@ -310,33 +310,20 @@ def run_batch_iter(
 
 
 def _one_file(job, index, n_files, model, config, instances, diameter, stop):
-    """The summary row of one job (errors caught into it), or None when stopped."""
-    from .predict_large import predict_file_iter
-
+    """The summary row of one job (errors caught into it), or None when stopped. A
+    ``measure_only`` job's labels, from an earlier run, are measured, not predicted."""
     start = time.perf_counter()
-    if job.measure_only:
-        return _measure_only(job, start)
     try:
-        events = predict_file_iter(
-            job.image,
-            job.labels,
-            model,
-            config,
-            instances,
-            diameter=diameter,
-            channel_axis=file_channel_axis(job.image),
-            stop=stop,
-        )
-        while True:
-            try:
-                tile = next(events)
-            except StopIteration as done:
-                result = done.value
-                break
-            yield BatchProgress(index, n_files, job.image, tile=tile)
-        if result is None:
-            return None
+        if job.measure_only:
+            result = {"messages": ("labels from the earlier run, measured now",)}
+        else:
+            run = _predicted(job, index, n_files, model, config, instances, diameter, stop)
+            result = yield from run
+            if result is None:
+                return None
         table = measure_file(job) if job.table is not None else None
+        if job.measure_only:
+            result["cells"] = len(table["label"]) if table is not None else ""
     except UNetCellsError as err:
         return _row(job, None, None, time.perf_counter() - start, error=str(err))
     except Exception as err:  # one bad file never ends the run: it is reported
@@ -345,15 +332,27 @@ def _one_file(job, index, n_files, model, config, instances, diameter, stop):
     return _row(job, result, table, time.perf_counter() - start)
 
 
-def _measure_only(job: BatchJob, start: float) -> dict[str, Any]:
-    """The summary row of a job whose labels an earlier run wrote: measured, not predicted."""
-    try:
-        table = measure_file(job)
-    except (UNetCellsError, OSError, ValueError) as err:
-        return _row(job, None, None, time.perf_counter() - start, error=str(err))
-    cells = len(next(iter(table.values()))) if table else ""
-    note = ("labels from the earlier run, measured now",)
-    return _row(job, {"cells": cells, "messages": note}, table, time.perf_counter() - start)
+def _predicted(job, index, n_files, model, config, instances, diameter, stop):
+    """Predict one job's image into its labels file, yielding per-tile progress; returns
+    ``predict_file``'s result, or None when stopped."""
+    from .predict_large import predict_file_iter
+
+    events = predict_file_iter(
+        job.image,
+        job.labels,
+        model,
+        config,
+        instances,
+        diameter=diameter,
+        channel_axis=file_channel_axis(job.image),
+        stop=stop,
+    )
+    while True:
+        try:
+            tile = next(events)
+        except StopIteration as done:
+            return done.value
+        yield BatchProgress(index, n_files, job.image, tile=tile)
 
 
 def file_channel_axis(path: Path) -> int | None:
