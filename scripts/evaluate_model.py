@@ -18,7 +18,9 @@ held-out stress suite (``--sets``, all by default):
 - "rescaled_0.5x", "rescaled_2x", "rescaled_3x": a default image resampled as a whole
   (its blur, noise and nuclei together), as a real image taken at another magnification
   or resized; the "scale_*" sets instead draw smaller or larger nuclei with the default
-  blur and noise, which at 0.5x blurs 5-px nuclei far more than a microscope would.
+  blur and noise, which at 0.5x blurs 5-px nuclei far more than a microscope would;
+- "glow": the default look with a few saturated outliers and a wide out-of-focus halo
+  (``SyntheticConfig.glow``) that is as bright as an ordinary nucleus around them.
 
 Prediction uses the model's defaults (``diameter="auto"``). Metrics per set, pooled over its
 images: AP at IoU 0.5 and 0.75 (TP / (TP + FP + FN)), foreground IoU, the fraction of
@@ -94,6 +96,16 @@ STRESS_SETS = {
     "rescaled_0.5x": 0.5,
     "rescaled_2x": 2.0,
     "rescaled_3x": 3.0,
+    # (added 2026-12-04, last so that the other sets keep their seeds) saturated outliers
+    # inside a wide out-of-focus halo as bright as an ordinary nucleus, 8-bit values
+    "glow": dataclasses.replace(
+        DEFAULT,
+        outlier_fraction=0.05,
+        saturation=(2.5, 4.0),
+        glow=(0.15, 0.4),
+        brightness_spread=0.4,
+        dtype="uint16_8bit",
+    ),
 }
 
 

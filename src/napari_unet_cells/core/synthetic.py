@@ -54,6 +54,10 @@ class SyntheticConfig:
     chromocenters: mean number of bright chromatin spots per nucleus.
     brightness_spread: log-normal sigma of the cell-to-cell brightness (dim next to
         bright nuclei).
+    glow: (lo, hi) share of each object's light that the optics spread into a wide halo
+        (the out-of-focus tail of a widefield microscope's point spread function), drawn
+        per image; the halo's width is 0.15-0.5 of the mean diameter. Around a bright
+        nucleus the halo is as bright as an ordinary nucleus and is background.
     dtype: "uint16" (camera counts over a 100 offset), "uint8", "float32", or
         "uint16_8bit" (8-bit values, 0-255, stored in a 16-bit file).
     """
@@ -83,6 +87,7 @@ class SyntheticConfig:
     nucleoli: float = 0.0
     chromocenters: float = 0.0
     brightness_spread: float = 0.3
+    glow: tuple[float, float] = (0.0, 0.0)
     dtype: Literal["uint16", "uint8", "float32", "uint16_8bit"] = "uint16"
 
     def __post_init__(self) -> None:
@@ -394,7 +399,12 @@ def _optics_and_camera(
         r = rng.uniform(*config.diameter) * rng.uniform(0.5, 1.2)
         _add_gaussian_spot(blobs, y, x, r, rng.uniform(0.03, 0.12))
     signal = signal + _debris((h, w), config.debris, rng)
-    image = ndi.gaussian_filter(signal, rng.uniform(*config.blur_sigma)) + blobs
+    image = ndi.gaussian_filter(signal, rng.uniform(*config.blur_sigma))
+    if config.glow[1] > 0:  # (random draws only when enabled: same old looks)
+        share = rng.uniform(*config.glow)
+        width = rng.uniform(0.15, 0.5) * float(np.mean(config.diameter))
+        image = (1.0 - share) * image + share * ndi.gaussian_filter(signal, width)
+    image = image + blobs
     # uneven illumination (multiplies everything) and background (adds)
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     direction = rng.uniform(0, 2 * np.pi)
@@ -448,7 +458,8 @@ def random_config(
     above noise, sharp to soft outlines, smooth to textured chromatin (dark nucleoli,
     bright chromocentres, which must not split a nucleus), faint to no seams between
     touching nuclei, dim nuclei beside bright ones and a few saturated outliers that leave
-    ordinary nuclei dim after percentile normalisation, clean to dusty,
+    ordinary nuclei dim after percentile normalisation, sharp optics or a wide
+    out-of-focus halo around every nucleus (half of the looks), clean to dusty,
     8-bit/16-bit/float and 8-bit values in a 16-bit file.
 
     Parameters
@@ -500,4 +511,6 @@ def random_config(
         chromocenters=float(rng.uniform(1.0, 6.0)) if rng.random() < 0.3 else 0.0,
         brightness_spread=float(rng.uniform(0.15, 0.6)),
         dtype=dtype or str(rng.choice(["uint16", "uint16", "uint8", "float32", "uint16_8bit"])),
+        # drawn last, so that every other field is drawn as before the halo existed
+        glow=(0.0, float(rng.uniform(0.1, 0.45))) if rng.random() < 0.5 else (0.0, 0.0),
     )
