@@ -103,3 +103,24 @@ def test_artefacts_are_not_labelled():
     background = labels_dusty == 0
     bright = np.percentile(image_clean[~background], 50)
     assert (image_dusty[background] > bright).sum() > 5 * (image_clean[background] > bright).sum()
+
+
+def test_glow_brightens_the_background_around_bright_nuclei_only():
+    sharp = SyntheticConfig(coverage=0.1, out_of_focus=0, outlier_fraction=0.1, photons=(1e4, 1e4))
+    glowing = SyntheticConfig(
+        coverage=0.1, out_of_focus=0, outlier_fraction=0.1, photons=(1e4, 1e4), glow=(0.3, 0.3)
+    )
+    image_sharp, labels = synthetic_cells((256, 256), seed=5, config=sharp)
+    image_glow, labels_glow = synthetic_cells((256, 256), seed=5, config=glowing)
+    assert np.array_equal(labels, labels_glow)  # the halo is never a cell
+    distance = ndi.distance_transform_edt(labels == 0)
+    ring = (distance > 3) & (distance <= 6)
+    far = distance > 20
+    glow_excess = image_glow[ring].mean() - image_glow[far].mean()
+    sharp_excess = image_sharp[ring].mean() - image_sharp[far].mean()
+    assert glow_excess > 3 * max(sharp_excess, 1.0)
+    # off by default, and random_config turns it on for some looks only
+    assert SyntheticConfig().glow == (0.0, 0.0)
+    rng = np.random.default_rng(0)
+    shares = [random_config(rng).glow[1] for _ in range(40)]
+    assert 5 < sum(s > 0 for s in shares) < 35 and max(shares) <= 0.45
