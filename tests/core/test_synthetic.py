@@ -124,3 +124,24 @@ def test_glow_brightens_the_background_around_bright_nuclei_only():
     rng = np.random.default_rng(0)
     shares = [random_config(rng).glow[1] for _ in range(40)]
     assert 5 < sum(s > 0 for s in shares) < 35 and max(shares) <= 0.45
+
+
+def _seam_brightness(image: np.ndarray, labels: np.ndarray) -> float:
+    """Median intensity on the borders shared by touching cells over the median in cells."""
+    highest = ndi.maximum_filter(labels, size=3)
+    lowest = ndi.minimum_filter(np.where(labels > 0, labels, labels.max() + 1), size=3)
+    seam = (labels > 0) & (highest != lowest) & (lowest <= labels.max())
+    return float(np.median(image[seam]) / np.median(image[labels > 0]))
+
+
+def test_overlapping_nuclei_are_brighter_where_they_overlap():
+    common = dict(coverage=0.4, cluster_fraction=0.95, photons=(1e4, 1e4), blur_sigma=(0.6, 0.6))
+    pressed = SyntheticConfig(**common, border_dip=(0.7, 0.7))
+    stacked = SyntheticConfig(**common, border_dip=(0.7, 0.7), overlap=1.0)
+    image_p, labels_p = synthetic_cells((256, 256), seed=2, config=pressed)
+    image_s, labels_s = synthetic_cells((256, 256), seed=2, config=stacked)
+    assert len(touching_pairs(labels_s)) > 20
+    assert _seam_brightness(image_s, labels_s) > _seam_brightness(image_p, labels_p) + 0.2
+    for cell in range(1, labels_s.max() + 1):  # every cell is still one connected piece
+        assert ndi.label(labels_s == cell)[1] == 1
+    assert SyntheticConfig().overlap == 0.0

@@ -54,6 +54,10 @@ class SyntheticConfig:
     chromocenters: mean number of bright chromatin spots per nucleus.
     brightness_spread: log-normal sigma of the cell-to-cell brightness (dim next to
         bright nuclei).
+    overlap: share of the touching neighbours that lie partly on top of the nucleus they
+        touch (as in a widefield image of cells in culture) instead of pressing against it:
+        the upper nucleus keeps its whole outline, the lower one shows a crescent, and
+        their light adds up where they overlap (a brighter lens, not a dark seam).
     glow: (lo, hi) share of each object's light that the optics spread into a wide halo
         (the out-of-focus tail of a widefield microscope's point spread function), drawn
         per image; the halo's width is 0.15-0.5 of the mean diameter. Around a bright
@@ -88,6 +92,7 @@ class SyntheticConfig:
     chromocenters: float = 0.0
     brightness_spread: float = 0.3
     glow: tuple[float, float] = (0.0, 0.0)
+    overlap: float = 0.0
     dtype: Literal["uint16", "uint8", "float32", "uint16_8bit"] = "uint16"
 
     def __post_init__(self) -> None:
@@ -137,9 +142,9 @@ def synthetic_cells(
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     cells = _place_cells(shape, config, rng)
-    labels, radial = _rasterise(shape, cells)
+    labels, radial, stacked = _rasterise(shape, cells)
     labels, radial = _clean(labels, radial, min_area=max(8, int(0.15 * config.diameter[0] ** 2)))
-    signal = _render_cells(labels, radial, config, rng)
+    signal = _render_cells(labels, radial, config, rng, stacked)
     image = _optics_and_camera(signal, labels, config, rng)
     return image, labels
 
@@ -155,6 +160,7 @@ class _Cell:
     b: float  # semi-axis along the second axis, px
     angle: float
     harmonics: np.ndarray  # (K, 3): order, amplitude, phase
+    on_top: bool = False  # lies partly on a neighbour: keeps its whole outline
 
     @property
     def radius(self) -> float:
@@ -192,10 +198,14 @@ def _place_cells(
             anchor = cells[rng.integers(len(cells))]
             cell = _draw_cell(0.0, 0.0, config, rng)
             theta = rng.uniform(0, 2 * np.pi)
-            dist = (_mean_radius(anchor) + _mean_radius(cell)) * rng.uniform(0.78, 0.95)
+            reach = rng.uniform(0.78, 0.95)
+            min_gap = 0.7  # pressed cells may overlap before assignment, but not too much
+            # (random draws only when enabled: same old looks)
+            if config.overlap > 0 and rng.random() < config.overlap:
+                cell.on_top, reach, min_gap = True, rng.uniform(0.6, 0.85), 0.55
+            dist = (_mean_radius(anchor) + _mean_radius(cell)) * reach
             cell.y = anchor.y + dist * np.sin(theta)
             cell.x = anchor.x + dist * np.cos(theta)
-            min_gap = 0.7  # pressed cells may overlap before assignment, but not too much
         else:
             cell = _draw_cell(rng.uniform(0, h), rng.uniform(0, w), config, rng)
             min_gap = 1.15  # isolated cells keep clear of others
@@ -218,12 +228,19 @@ def _mean_radius(cell: _Cell) -> float:
     return 0.5 * (cell.a + cell.b)
 
 
-def _rasterise(shape: tuple[int, int], cells: list[_Cell]) -> tuple[np.ndarray, np.ndarray]:
-    """Assign each pixel to the cell with the smallest normalised radius f (f <= 1 inside)."""
+def _rasterise(
+    shape: tuple[int, int], cells: list[_Cell]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Assign each pixel to the cell with the smallest normalised radius f (f <= 1 inside);
+    a cell ``on_top`` takes every pixel of its own outline. Returns labels, f, and where
+    an upper cell covers another one."""
     h, w = shape
     best = np.full(shape, np.inf, dtype=np.float32)
     owner = np.zeros(shape, dtype=np.int32)
-    for index, cell in enumerate(cells, start=1):
+    stacked = np.zeros(shape, dtype=bool)
+    order = sorted(range(len(cells)), key=lambda i: cells[i].on_top)  # upper cells last
+    for index in (i + 1 for i in order):
+        cell = cells[index - 1]
         reach = cell.radius * 1.3 + 2
         y0, y1 = max(0, int(cell.y - reach)), min(h, int(cell.y + reach) + 1)
         x0, x1 = max(0, int(cell.x - reach)), min(w, int(cell.x + reach) + 1)
@@ -241,10 +258,13 @@ def _rasterise(shape: tuple[int, int], cells: list[_Cell]) -> tuple[np.ndarray, 
         f = np.hypot(u, v) / wobble
         window = best[y0:y1, x0:x1]
         closer = f < window
+        if cell.on_top:
+            stacked[y0:y1, x0:x1] |= (f <= 1.0) & (window <= 1.0)
+            closer |= f <= 1.0
         window[closer] = f[closer]
         owner[y0:y1, x0:x1][closer] = index
     labels = np.where(best <= 1.0, owner, 0).astype(np.int32)
-    return labels, np.where(labels > 0, best, 1.0).astype(np.float32)
+    return labels, np.where(labels > 0, best, 1.0).astype(np.float32), stacked
 
 
 def _clean(labels: np.ndarray, radial: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
@@ -323,9 +343,14 @@ def _debris(shape: tuple[int, int], density: float, rng: np.random.Generator) ->
 
 
 def _render_cells(
-    labels: np.ndarray, radial: np.ndarray, config: SyntheticConfig, rng: np.random.Generator
+    labels: np.ndarray,
+    radial: np.ndarray,
+    config: SyntheticConfig,
+    rng: np.random.Generator,
+    stacked: np.ndarray,
 ) -> np.ndarray:
-    """Noise-free fluorescence (typical cell ~ 1) from the final labels."""
+    """Noise-free fluorescence (typical cell ~ 1) from the final labels; ``stacked``
+    marks where an upper nucleus lies on another (bool, same shape)."""
     n = int(labels.max())
     brightness = rng.lognormal(0.0, config.brightness_spread, n + 1).astype(np.float32)
     kind = rng.random(n + 1)
@@ -354,8 +379,10 @@ def _render_cells(
     if dip < 1.0:
         highest = ndi.maximum_filter(labels, size=3)
         lowest = ndi.minimum_filter(np.where(labels > 0, labels, n + 1), size=3)
-        shared = (labels > 0) & ((highest != labels) | (lowest != labels))
+        shared = (labels > 0) & ((highest != labels) | (lowest != labels)) & ~stacked
         signal[shared] *= dip
+    if config.overlap > 0:  # where two nuclei lie on each other their light adds up
+        signal[stacked & (labels > 0)] *= rng.uniform(1.3, 1.9)
     return np.where(labels > 0, signal, 0.0).astype(np.float32)
 
 
@@ -459,7 +486,8 @@ def random_config(
     bright chromocentres, which must not split a nucleus), faint to no seams between
     touching nuclei, dim nuclei beside bright ones and a few saturated outliers that leave
     ordinary nuclei dim after percentile normalisation, sharp optics or a wide
-    out-of-focus halo around every nucleus (half of the looks), clean to dusty,
+    out-of-focus halo around every nucleus (half of the looks), touching nuclei pressed
+    together or lying partly on each other (half of the looks), clean to dusty,
     8-bit/16-bit/float and 8-bit values in a 16-bit file.
 
     Parameters
@@ -513,4 +541,5 @@ def random_config(
         dtype=dtype or str(rng.choice(["uint16", "uint16", "uint8", "float32", "uint16_8bit"])),
         # drawn last, so that every other field is drawn as before the halo existed
         glow=(0.0, float(rng.uniform(0.1, 0.45))) if rng.random() < 0.5 else (0.0, 0.0),
+        overlap=float(rng.uniform(0.1, 0.6)) if rng.random() < 0.5 else 0.0,
     )
