@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--seed-threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--min-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--min-confidence", type=float, default=None, help="default: the model's")
     p.add_argument("--diameter", default="auto", help="auto (default), a number of px, or none")
     p.add_argument("--sets", nargs="+", default=list(STRESS_SETS), choices=list(STRESS_SETS))
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": args.threshold,
         "seed_threshold": args.seed_threshold,
         "min_size": args.min_size,
+        "min_confidence": args.min_confidence,
         "diameter": args.diameter,
         "tta": args.tta,
     }
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_set(model, kind, args.images, args.size, args.seed, **kwargs)
         settings = {"seed": args.seed, "threshold": args.threshold}
         settings["seed_threshold"] = args.seed_threshold
+        settings["min_confidence"] = args.min_confidence
         print(json.dumps({**result, "tta": args.tta, **settings}), flush=True)
     if args.skip_timing:
         return 0

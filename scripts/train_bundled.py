@@ -175,6 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--lr-half-life", type=float, default=7.0, help="rounds over which the rate halves"
     )
+    p.add_argument(
+        "--warmup", type=int, default=5, help="learning-rate warm-up steps of rounds after 0"
+    )
+    p.add_argument(
+        "--keep",
+        choices=("best", "average"),
+        default="best",
+        help="each round keeps its best validated step, or its last half's mean weights",
+    )
     p.add_argument("--classes", type=int, default=3, choices=(2, 3), help="output classes")
     p.add_argument("--diameter", type=float, default=20.0, help="typical nucleus size, px")
     p.add_argument(
@@ -243,13 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps_per_round,
             batch_size=args.batch,
             learning_rate=args.lr * 0.5 ** (round_index / args.lr_half_life),
-            warmup_steps=20 if round_index == 0 else 5,
+            warmup_steps=20 if round_index == 0 else args.warmup,
             validate_every=60,
             patience=None,
-            # the recipe the shipped models were trained with: each round keeps its best
-            # validated step (6 validation images, hundreds of cells), no weight averaging
-            average_from=None,
-            min_val_cells=0,
+            # "best" (the recipe of v1-v8): each round keeps its best validated step (6
+            # validation images, hundreds of cells), which may be the round's start;
+            # "average": the weights averaged over the round's last half, always kept
+            average_from=None if args.keep == "best" else 0.5,
+            min_val_cells=0 if args.keep == "best" else 10**9,
             augment=AugmentConfig(scale=args.scale_aug),
             seed=args.seed * 1000 + round_index,
             tune_post_processing=False,  # tuned once, at the end, on separate images
