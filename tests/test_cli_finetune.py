@@ -83,6 +83,15 @@ def test_finetune_from_scratch_with_separate_validation_and_ignore(tmp_path, cap
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_tile_size_the_network_cannot_take_is_snapped_and_said(tmp_path, capsys):
+    image, labels = _write_pair(tmp_path, "a", 1, (64, 64))
+    argv = ["finetune", "--image", str(image), "--labels", str(labels)]
+    argv += ["-o", str(tmp_path / "m.npz"), "--scratch", "--steps", "1", "--tile", "3"]
+    assert main([*argv, "--batch-size", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "px tiles" in err and "the nearest valid size to the 3 px asked" in err
+
+
 def test_out_of_memory_is_one_line_and_saves_nothing(tmp_path, capsys, monkeypatch):
     import napari_unet_cells.core.train as train
 

@@ -249,9 +249,12 @@ class TrainingRun:
     def start_message(self) -> str:
         """The "start" event's line: what is trained on what, how."""
         cfg = self.config
+        snapped = ""
+        if cfg.tile is not None and cfg.tile != self.tile:
+            snapped = f", the nearest valid size to the {cfg.tile} px asked"
         return (
             f"training {self.start_desc} on {len(self.train)} image(s) ({len(self.regions)} "
-            f"validation region(s)), {self.tile} px tiles ({self.out} px output), batch "
+            f"validation region(s)), {self.tile} px tiles ({self.out} px output{snapped}), batch "
             f"{cfg.batch_size}, {cfg.optimizer}, device {self.device}"
             f"{scale_text(self.data_scale)}"
         )
