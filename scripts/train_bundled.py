@@ -162,6 +162,22 @@ def tune_post_processing(model, pairs) -> tuple[InstanceConfig, dict[str, float]
     return best, scores
 
 
+def average_weights(model: CellModel, paths: list[Path]) -> None:
+    """Replace ``model``'s weights by the mean of those in the model files ``paths`` (one
+    architecture): a smoother model than any single round (rounds of one run differ by
+    several points of AP50 on real images)."""
+    states = [load_model(path).net.state_dict() for path in paths]
+    mean = {
+        key: (sum(state[key].float() for state in states) / len(states)).to(states[0][key].dtype)
+        for key in states[0]
+    }
+    model.net.load_state_dict(mean)
+    model.provenance["weights_averaged_over"] = [path.name for path in paths]
+    logging.getLogger("train_bundled").info(
+        "weights averaged over %s", ", ".join(path.name for path in paths)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rounds", type=int, default=20, help="rounds of fresh synthetic data")
@@ -183,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("best", "average"),
         default="best",
         help="each round keeps its best validated step, or its last half's mean weights",
+    )
+    p.add_argument(
+        "--average-last",
+        type=int,
+        default=1,
+        help="the final model is the mean of the last N rounds' weights (1: the last round)",
     )
     p.add_argument("--classes", type=int, default=3, choices=(2, 3), help="output classes")
     p.add_argument("--diameter", type=float, default=20.0, help="typical nucleus size, px")
@@ -303,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         model = path
 
     final = load_model(model)
+    if args.average_last > 1:
+        rounds = range(max(0, args.rounds - args.average_last), args.rounds)
+        average_weights(final, [args.work / f"round_{r:02d}.npz" for r in rounds])
+        # the last round's validation figures are not the averaged weights'
+        final.provenance["validation"] = None
     # provenance names rounds by file name only: no machine paths in the shipped file
     final.provenance["trained_from"] = Path(final.provenance.get("trained_from", "")).name
     final.extra["diameter"] = args.diameter
