@@ -137,7 +137,9 @@ def bench_finetune(image, labels, model, budgets, runs) -> None:
     before = scores(test_labels, predicted(test_image, model)[0])["ap50"]
     for kind, budget in budgets:
         for seed in range(runs):
-            config = TrainConfig(seed=seed, **{kind: budget})
+            # a time budget alone, as `unet-cells finetune --minutes` (no step cap)
+            steps = budget if kind == "steps" else None
+            config = TrainConfig(seed=seed, steps=steps, minutes=budget if steps is None else None)
             result, began = None, time.perf_counter()
             for event in train_iter(left, model, config):
                 if event.kind == "done":
