@@ -508,28 +508,3 @@ def test_validation_scores_the_cell_class_the_model_names(samples, tiny_config, 
     start = CellModel.new(tiny_config, seed=1, classes=("cell", "background"))
     T.run(T.train_iter(samples, start, _fast(tune_post_processing=False), device="cpu"))
     assert seen and all(tuple(c) == ("cell", "background") for c in seen)
-
-
-def test_a_time_budget_stops_after_enough_steps_for_the_annotated_cells(
-    samples, tiny_config, monkeypatch
-):
-    from napari_unet_cells.core import train_run
-
-    monkeypatch.setattr(train_run, "MIN_CAPPED_STEPS", 1)
-    config = _fast(steps=None, minutes=30, steps_per_cell=0.1)
-    events = list(T.train_iter(samples, tiny_config, config, device="cpu"))
-    start, done = events[0], events[-1]
-    cells = len(np.unique(samples[0].labels)) - 1  # a 20 % strip is held out for validation
-    result = done.result
-    assert result.stopped_by == "steps" and 1 <= result.steps <= int(np.ceil(0.1 * cells))
-    assert "per annotated cell" in start.message
-    assert result.model.provenance["training"]["config"]["steps"] == result.steps
-    # a step budget is the user's: never capped; nor is a time budget with the cap off
-    assert train_run.capped_by_cells(_fast(steps=900, minutes=5), 10).steps == 900
-    no_cap = _fast(steps=None, minutes=5, steps_per_cell=None)
-    assert train_run.capped_by_cells(no_cap, 10).steps is None
-    monkeypatch.setattr(train_run, "MIN_CAPPED_STEPS", 200)
-    assert train_run.capped_by_cells(_fast(steps=None, minutes=5), 10).steps == 200
-    assert train_run.capped_by_cells(_fast(steps=None, minutes=5), 60).steps == 600
-    with pytest.raises(UNetCellsError, match="steps_per_cell"):
-        TrainConfig(steps_per_cell=0)

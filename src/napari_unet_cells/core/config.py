@@ -403,11 +403,6 @@ class TrainConfig:
         post-processing; validation still draws the curve. 0 with ``average_from=None``:
         the behaviour before 2026-12-02 (always the best validated step, early stopping,
         the post-processing chosen on validation).
-    steps_per_cell: with a time budget alone (``steps`` None, as the Fine-tune dock and
-        ``unet-cells finetune --minutes`` train), training also ends after this many steps
-        per annotated training cell (at least 200): on ~50 cells, 500 steps predicted
-        unseen cells better than 800 (docs/finetune.md), so a longer budget stops where
-        a shorter one would. None: train the whole time.
     """
 
     steps: int | None = 500
@@ -431,7 +426,6 @@ class TrainConfig:
     tune_post_processing: bool = True
     average_from: float | None = 0.5
     min_val_cells: int = 100
-    steps_per_cell: float | None = 10.0
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -481,10 +475,6 @@ class TrainConfig:
             )
         if self.augment_strength < 0:
             raise UNetCellsError(f"augment_strength must be >= 0, got {self.augment_strength}.")
-        if self.steps_per_cell is not None and not self.steps_per_cell > 0:
-            raise UNetCellsError(
-                f"steps_per_cell must be positive or None (no cap), got {self.steps_per_cell}."
-            )
 
     @property
     def peak_learning_rate(self) -> float:

@@ -12,7 +12,7 @@ import datetime as _dt
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -199,8 +199,6 @@ class TrainingRun:
     start_wall: float
     tuned_before: bool = False  # ``post`` was chosen on the validation data
     val_cells: int = 0  # cells in the validation regions (ignored ones count too)
-    train_cells: int = 0  # annotated cells the loss sees
-    capped: bool = False  # ``config.steps`` was set by ``capped_by_cells``
     average: WeightAverage | None = None  # the running average of the weights
     last_metrics: dict[str, float] | None = None  # the latest validation
     step: int = 0
@@ -258,16 +256,7 @@ class TrainingRun:
             f"training {self.start_desc} on {len(self.train)} image(s) ({len(self.regions)} "
             f"validation region(s)), {self.tile} px tiles ({self.out} px output{snapped}), batch "
             f"{cfg.batch_size}, {cfg.optimizer}, device {self.device}"
-            f"{scale_text(self.data_scale)}{self.cap_text()}"
-        )
-
-    def cap_text(self) -> str:
-        """What the step cap of ``capped_by_cells`` means, or ""."""
-        if not self.capped:
-            return ""
-        return (
-            f"; at most {self.config.steps} steps ({self.config.steps_per_cell:g} per "
-            f"annotated cell, {self.train_cells} cells): more would fit these cells, not yours"
+            f"{scale_text(self.data_scale)}"
         )
 
     def budget_spent(self) -> str | None:
@@ -335,26 +324,6 @@ class TrainingRun:
         self.net.to("cpu")
 
 
-#: a time budget never trains fewer steps than this because of ``steps_per_cell``
-MIN_CAPPED_STEPS = 200
-
-
-def count_training_cells(train: Sequence[PreparedSample]) -> int:
-    """Cells with at least one pixel of non-zero loss weight, over all training planes."""
-    return sum(len(np.unique(p.labels[(p.weight > 0) & (p.labels > 0)])) for p in train)
-
-
-def capped_by_cells(config: TrainConfig, cells: int) -> TrainConfig:
-    """``config`` with a step budget of ``config.steps_per_cell`` per annotated cell (at
-    least ``MIN_CAPPED_STEPS``) when it has a time budget alone (``steps`` None): longer
-    training on a few cells fits them more closely and predicts other cells worse
-    (docs/finetune.md), so a longer time budget stops where a shorter one would."""
-    if config.steps is not None or config.steps_per_cell is None or config.minutes is None:
-        return config
-    cap = max(MIN_CAPPED_STEPS, math.ceil(config.steps_per_cell * cells))
-    return replace(config, steps=cap)
-
-
 def prepare_run(
     samples: Sequence[TrainingSample],
     model: CellModel | str | Path | ModelConfig | None,
@@ -393,9 +362,6 @@ def prepare_run(
     train, regions = split_validation(
         samples, val_samples, config, mcfg, start_model.normalization
     )
-    train_cells = count_training_cells(train)
-    asked = config
-    config = capped_by_cells(config, train_cells)
     tile, out = choose_tile(mcfg, [p.shape for p in train], config.tile)
     sampler = TileSampler(train, tile, out, config.cell_bias)
     rng = np.random.default_rng(config.seed)
@@ -430,8 +396,6 @@ def prepare_run(
         started=started,
         start_wall=start_wall,
         val_cells=val_cells,
-        train_cells=train_cells,
-        capped=config is not asked,
     )
 
 

@@ -25,8 +25,7 @@ _TIPS = {
     "budget": "How long to train, in the unit on the right (default 500 steps). Stop ends "
     "training early and keeps the model (the best so far, or the averaged weights when the "
     "validation strip has fewer than 100 cells).",
-    "budget_unit": "steps: optimiser steps (one batch of tiles each); minutes: wall-clock time, "
-    "but at most 10 steps per annotated cell (more fits your few cells, not your next image).",
+    "budget_unit": "steps: optimiser steps (one batch of tiles each); minutes: wall-clock time.",
     "lr": "Peak learning rate (default 0.001 for adam, 0.01 for sgd; set when you change the "
     "optimiser). If the loss jumps up or becomes nan, lower it 3 to 10 times.",
     "device": "Where training runs. auto: the first CUDA GPU, else Apple MPS, else the CPU. "
