@@ -336,6 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         average_weights(final, [args.work / f"round_{r:02d}.npz" for r in rounds])
         # the last round's validation figures are not the averaged weights'
         final.provenance["validation"] = None
+    # the command that made this file (the last round's record names the run's first one)
+    final.provenance["bundled_training"] = {
+        "script": "scripts/train_bundled.py",
+        "args": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("work", "out", "init")
+        },
+        "init": None if args.init is None else args.init.name,
+        "rounds": args.rounds,
+    }
     # provenance names rounds by file name only: no machine paths in the shipped file
     final.provenance["trained_from"] = Path(final.provenance.get("trained_from", "")).name
     final.extra["diameter"] = args.diameter
