@@ -168,6 +168,16 @@ def tune_post_processing(model, pairs) -> tuple[InstanceConfig, dict[str, float]
     return best, scores
 
 
+def training_record(args: argparse.Namespace, **extra) -> dict:
+    """The command line of this run for a model's provenance (no machine paths)."""
+    options = {
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in vars(args).items()
+        if k not in ("work", "out", "init")
+    }
+    return {"script": "scripts/train_bundled.py", "args": options, **extra}
+
+
 def average_weights(model: CellModel, paths: list[Path]) -> None:
     """Replace ``model``'s weights by the mean of those in the model files ``paths`` (one
     architecture): a smoother model than any single round (rounds of one run differ by
@@ -310,15 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         except StopIteration as done:
             result = done.value
-        result.model.provenance["bundled_training"] = {
-            "script": "scripts/train_bundled.py",
-            "args": {
-                k: str(v) if isinstance(v, Path) else v
-                for k, v in vars(args).items()
-                if k not in ("work", "out", "init")
-            },
-            "round": round_index,
-        }
+        result.model.provenance["bundled_training"] = training_record(args, round=round_index)
         save_model(result.model, path)
         log.info(
             "round %d: %d steps in %.0f s, best AP50 %.3f -> %s",
@@ -337,16 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         # the last round's validation figures are not the averaged weights'
         final.provenance["validation"] = None
     # the command that made this file (the last round's record names the run's first one)
-    final.provenance["bundled_training"] = {
-        "script": "scripts/train_bundled.py",
-        "args": {
-            k: str(v) if isinstance(v, Path) else v
-            for k, v in vars(args).items()
-            if k not in ("work", "out", "init")
-        },
-        "init": None if args.init is None else args.init.name,
-        "rounds": args.rounds,
-    }
+    final.provenance["bundled_training"] = training_record(
+        args, init=None if args.init is None else args.init.name, rounds=args.rounds
+    )
     # provenance names rounds by file name only: no machine paths in the shipped file
     final.provenance["trained_from"] = Path(final.provenance.get("trained_from", "")).name
     final.extra["diameter"] = args.diameter
