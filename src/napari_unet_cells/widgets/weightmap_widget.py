@@ -391,5 +391,7 @@ class WeightMapWidget(Container):
     def close_worker(self) -> None:
         """Stop a running computation and live updates (used when the dock closes)."""
         self._pending_full = self._pending_update = False
+        self._paint_timer.stop()  # a pending live update must not add layers after closing
+        self._settings_timer.stop()
         detach(self.worker)  # its handlers would reach this dock's deleted widgets
         self.worker = None
