@@ -30,8 +30,7 @@ import numpy as np
 from _record import emit  # benchmarks/_record.py
 from scipy import ndimage as ndi
 
-from napari_unet_cells.core.labels import touching_pairs
-from napari_unet_cells.core.metrics import iou_matrix, match
+from napari_unet_cells.core.metrics import match, pairs_separated
 from napari_unet_cells.core.predict import predict_iter
 from napari_unet_cells.core.registry import resolve_model
 from napari_unet_cells.core.scale import labels_to_shape, resize_plane
@@ -54,17 +53,12 @@ def read_plane(path: Path) -> np.ndarray:
 def scores(true: np.ndarray, pred: np.ndarray) -> dict:
     """AP50, AP75 (TP / (TP + FP + FN)), touching pairs separated, object counts."""
     m50, m75 = match(true, pred, (0.5, 0.75))
-    pairs = touching_pairs(true)
-    separated = 0
-    if pairs:
-        ids = np.unique(true[true > 0]).tolist()
-        found = dict(zip(ids, (iou_matrix(true, pred) >= 0.5).any(axis=1).tolist(), strict=True))
-        separated = sum(found[a] and found[b] for a, b in pairs)
+    separated, pairs = pairs_separated(true, pred)
     return dict(
         ap50=round(m50.tp / max(1, m50.tp + m50.fp + m50.fn), 4),
         ap75=round(m75.tp / max(1, m75.tp + m75.fp + m75.fn), 4),
         pairs_separated=separated,
-        touching_pairs=len(pairs),
+        touching_pairs=pairs,
         n_true=m50.tp + m50.fn,
         n_pred=m50.tp + m50.fp,
     )

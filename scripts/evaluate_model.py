@@ -40,24 +40,12 @@ import time
 import numpy as np
 
 from napari_unet_cells.core.labels import touching_pairs
-from napari_unet_cells.core.metrics import iou_matrix, match, split_merge_counts
+from napari_unet_cells.core.metrics import match, pairs_separated, split_merge_counts
 from napari_unet_cells.core.predict import predict
 from napari_unet_cells.core.registry import bundled_model_path, resolve_model
 from napari_unet_cells.core.synthetic import SyntheticConfig, random_config, synthetic_cells
 
 TEST_STREAM = 3
-
-
-def pairs_separated(true: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
-    """(separated, total) ground-truth touching pairs: both cells matched at IoU >= 0.5."""
-    pairs = touching_pairs(true)
-    if not pairs:
-        return 0, 0
-    iou = iou_matrix(true, pred)  # (n_true, n_pred) over sorted unique non-zero ids
-    ids = np.unique(true[true > 0])
-    matched = dict(zip(ids.tolist(), (iou >= 0.5).any(axis=1).tolist(), strict=True))
-    separated = sum(matched[a] and matched[b] for a, b in pairs)
-    return separated, len(pairs)
 
 
 def pairs_merged(true: np.ndarray, pred: np.ndarray) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .errors import UNetCellsError
-from .labels import check_labels
+from .labels import check_labels, touching_pairs
 
 
 @dataclass(frozen=True)
@@ -273,6 +273,19 @@ def foreground_iou(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None
         t, p = t & keep, p & keep
     union = np.count_nonzero(t | p)
     return float(np.count_nonzero(t & p) / union) if union else 1.0
+
+
+def pairs_separated(true: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
+    """(separated, total) touching pairs of ``true`` (Y, X) labels whose two cells are both
+    matched by some object of ``pred`` at IoU >= 0.5."""
+    pairs = touching_pairs(true)
+    if not pairs:
+        return 0, 0
+    ids = np.unique(true[true > 0])
+    matched = dict(
+        zip(ids.tolist(), (iou_matrix(true, pred) >= 0.5).any(axis=1).tolist(), strict=True)
+    )
+    return sum(matched[a] and matched[b] for a, b in pairs), len(pairs)
 
 
 def split_merge_counts(
